@@ -1,0 +1,195 @@
+//! Backend (server → client) messages: writers for what the pooler says itself, and decoders
+//! for the few messages it must understand (protocol §55.7).
+
+use crate::frame::{Reader, begin, finish};
+use crate::WireError;
+use bytes::{BufMut, BytesMut};
+
+/// Tags of backend messages the relay acts on.
+pub mod tag {
+    /// Authentication* family.
+    pub const AUTHENTICATION: u8 = b'R';
+    /// BackendKeyData.
+    pub const BACKEND_KEY_DATA: u8 = b'K';
+    /// ParameterStatus.
+    pub const PARAMETER_STATUS: u8 = b'S';
+    /// ReadyForQuery.
+    pub const READY_FOR_QUERY: u8 = b'Z';
+    /// ErrorResponse.
+    pub const ERROR_RESPONSE: u8 = b'E';
+    /// NoticeResponse.
+    pub const NOTICE_RESPONSE: u8 = b'N';
+    /// NotificationResponse.
+    pub const NOTIFICATION_RESPONSE: u8 = b'A';
+    /// NegotiateProtocolVersion.
+    pub const NEGOTIATE_PROTOCOL_VERSION: u8 = b'v';
+    /// CopyInResponse.
+    pub const COPY_IN_RESPONSE: u8 = b'G';
+}
+
+/// An Authentication* request from a server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthRequest<'a> {
+    /// AuthenticationOk (code 0).
+    Ok,
+    /// AuthenticationCleartextPassword (3).
+    Cleartext,
+    /// AuthenticationMD5Password (5) with its 4-byte salt.
+    Md5([u8; 4]),
+    /// AuthenticationSASL (10) with the mechanism names offered.
+    Sasl(Vec<&'a str>),
+    /// AuthenticationSASLContinue (11) with server-first-message.
+    SaslContinue(&'a [u8]),
+    /// AuthenticationSASLFinal (12) with server-final-message.
+    SaslFinal(&'a [u8]),
+    /// Any other method (Kerberos, GSS, SSPI...), which the pooler does not speak.
+    Unsupported(i32),
+}
+
+/// Decodes the body of an Authentication message.
+pub fn parse_auth(body: &[u8]) -> Result<AuthRequest<'_>, WireError> {
+    let mut r = Reader::new(body, "Authentication");
+    Ok(match r.i32()? {
+        0 => AuthRequest::Ok,
+        3 => AuthRequest::Cleartext,
+        5 => {
+            let s = r.bytes(4)?;
+            AuthRequest::Md5([s[0], s[1], s[2], s[3]])
+        }
+        10 => {
+            let mut mechs = Vec::new();
+            loop {
+                let m = r.cstr()?;
+                if m.is_empty() {
+                    break;
+                }
+                mechs.push(m);
+            }
+            AuthRequest::Sasl(mechs)
+        }
+        11 => AuthRequest::SaslContinue(r.rest()),
+        12 => AuthRequest::SaslFinal(r.rest()),
+        other => AuthRequest::Unsupported(other),
+    })
+}
+
+/// Decodes a ParameterStatus body into (name, value).
+pub fn parse_parameter_status(body: &[u8]) -> Result<(&str, &str), WireError> {
+    let mut r = Reader::new(body, "ParameterStatus");
+    Ok((r.cstr()?, r.cstr()?))
+}
+
+/// Decodes a BackendKeyData body into (process id, secret key).
+pub fn parse_backend_key_data(body: &[u8]) -> Result<(i32, i32), WireError> {
+    let mut r = Reader::new(body, "BackendKeyData");
+    Ok((r.i32()?, r.i32()?))
+}
+
+fn auth(buf: &mut BytesMut, code: i32, extra: &[u8]) {
+    let at = begin(buf, tag::AUTHENTICATION);
+    buf.put_i32(code);
+    buf.put_slice(extra);
+    finish(buf, at);
+}
+
+/// Appends AuthenticationOk.
+pub fn write_auth_ok(buf: &mut BytesMut) {
+    auth(buf, 0, &[]);
+}
+
+/// Appends AuthenticationCleartextPassword.
+pub fn write_auth_cleartext(buf: &mut BytesMut) {
+    auth(buf, 3, &[]);
+}
+
+/// Appends AuthenticationMD5Password with `salt`.
+pub fn write_auth_md5(buf: &mut BytesMut, salt: [u8; 4]) {
+    auth(buf, 5, &salt);
+}
+
+/// Appends AuthenticationSASL offering SCRAM-SHA-256 (no channel binding: we advertise no -PLUS).
+pub fn write_auth_sasl_scram(buf: &mut BytesMut) {
+    auth(buf, 10, b"SCRAM-SHA-256\0\0");
+}
+
+/// Appends AuthenticationSASLContinue with server-first-message.
+pub fn write_auth_sasl_continue(buf: &mut BytesMut, data: &[u8]) {
+    auth(buf, 11, data);
+}
+
+/// Appends AuthenticationSASLFinal with server-final-message.
+pub fn write_auth_sasl_final(buf: &mut BytesMut, data: &[u8]) {
+    auth(buf, 12, data);
+}
+
+/// Appends ParameterStatus `name` = `value`.
+pub fn write_parameter_status(buf: &mut BytesMut, name: &str, value: &str) {
+    let at = begin(buf, tag::PARAMETER_STATUS);
+    buf.put_slice(name.as_bytes());
+    buf.put_u8(0);
+    buf.put_slice(value.as_bytes());
+    buf.put_u8(0);
+    finish(buf, at);
+}
+
+/// Appends BackendKeyData.
+pub fn write_backend_key_data(buf: &mut BytesMut, pid: i32, secret: i32) {
+    let at = begin(buf, tag::BACKEND_KEY_DATA);
+    buf.put_i32(pid);
+    buf.put_i32(secret);
+    finish(buf, at);
+}
+
+/// Appends ReadyForQuery with transaction `status` (`I`, `T` or `E`).
+pub fn write_ready_for_query(buf: &mut BytesMut, status: u8) {
+    buf.put_slice(&[tag::READY_FOR_QUERY, 0, 0, 0, 5, status]);
+}
+
+/// Appends NegotiateProtocolVersion: newest minor version we support (0) and the options we
+/// did not recognise (protocol §55.7 NegotiateProtocolVersion).
+pub fn write_negotiate_protocol_version(buf: &mut BytesMut, options: &[String]) {
+    let at = begin(buf, tag::NEGOTIATE_PROTOCOL_VERSION);
+    buf.put_i32(0);
+    buf.put_i32(options.len() as i32);
+    for o in options {
+        buf.put_slice(o.as_bytes());
+        buf.put_u8(0);
+    }
+    finish(buf, at);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(b: &BytesMut) -> &[u8] {
+        &b[5..]
+    }
+
+    #[test]
+    fn auth_round_trips() {
+        let mut b = BytesMut::new();
+        write_auth_md5(&mut b, [1, 2, 3, 4]);
+        assert_eq!(parse_auth(body(&b)).unwrap(), AuthRequest::Md5([1, 2, 3, 4]));
+        let mut b = BytesMut::new();
+        write_auth_sasl_scram(&mut b);
+        assert_eq!(parse_auth(body(&b)).unwrap(), AuthRequest::Sasl(vec!["SCRAM-SHA-256"]));
+        let mut b = BytesMut::new();
+        write_auth_ok(&mut b);
+        assert_eq!(parse_auth(body(&b)).unwrap(), AuthRequest::Ok);
+        assert!(parse_auth(&[0, 0, 0, 5, 1]).is_err());
+    }
+
+    #[test]
+    fn parameter_status_and_key_data() {
+        let mut b = BytesMut::new();
+        write_parameter_status(&mut b, "TimeZone", "UTC");
+        assert_eq!(parse_parameter_status(body(&b)).unwrap(), ("TimeZone", "UTC"));
+        let mut b = BytesMut::new();
+        write_backend_key_data(&mut b, 42, -7);
+        assert_eq!(parse_backend_key_data(body(&b)).unwrap(), (42, -7));
+        let mut b = BytesMut::new();
+        write_ready_for_query(&mut b, b'I');
+        assert_eq!(&b[..], b"Z\0\0\0\x05I");
+    }
+}
