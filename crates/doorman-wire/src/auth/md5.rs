@@ -46,7 +46,7 @@ mod tests {
 
     #[test]
     fn matches_postgres() {
-        // SELECT 'md5' || md5('pencil' || 'user');
+        // PostgreSQL: SELECT 'md5' || md5('postgres' || 'postgres');
         let s = secret("postgres", "postgres");
         assert_eq!(s, "md53175bce1d3201d16594cebf9d7eb3f9d");
         assert!(is_secret(&s));
