@@ -1,1 +1,4 @@
-//! x
+//! pg_doorman: a PostgreSQL connection pooler. The library holds every subsystem; `main.rs`
+//! only parses the command line, sets up logging and the runtime, and calls [`app::run`].
+
+pub mod config;

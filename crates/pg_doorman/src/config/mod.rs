@@ -1,0 +1,85 @@
+//! Configuration: PgDoorman's YAML (primary) or TOML file, chosen by extension, parsed into
+//! typed structs and validated as a whole. Owns no runtime state; the app holds a snapshot.
+
+mod model;
+pub mod units;
+mod users;
+mod validate;
+
+pub use model::{Config, General, Pool, PoolMode, ServerTlsMode, TlsMode, User};
+pub use units::{ByteSize, Millis};
+
+use std::path::Path;
+
+/// Why a config could not be used. Messages name the key path and the reason.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// File path.
+        path: String,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// The extension is neither .yaml/.yml nor .toml.
+    #[error("config file {0} must end in .yaml, .yml or .toml")]
+    Extension(String),
+    /// Syntax or type error reported by the parser (with line/column where it knows them).
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// File path.
+        path: String,
+        /// Parser message.
+        message: String,
+    },
+    /// One or more keys had bad values or are unknown/unsupported.
+    #[error("config file {path} is invalid:\n  {}", .problems.join("\n  "))]
+    Invalid {
+        /// File path.
+        path: String,
+        /// One line per problem, each starting with the key path.
+        problems: Vec<String>,
+    },
+}
+
+/// Reads, parses and validates the config at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: shown.clone(), source })?;
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    let config = match ext.as_str() {
+        "yaml" | "yml" => parse_yaml(&text),
+        "toml" => parse_toml(&text),
+        _ => return Err(ConfigError::Extension(shown)),
+    }
+    .map_err(|message| ConfigError::Parse { path: shown.clone(), message })?;
+    let problems = validate::check(&config);
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigError::Invalid { path: shown, problems })
+    }
+}
+
+/// Parses YAML text (no validation).
+pub fn parse_yaml(text: &str) -> Result<Config, String> {
+    serde_saphyr::from_str(text).map_err(|e| e.to_string())
+}
+
+/// Parses TOML text (no validation).
+pub fn parse_toml(text: &str) -> Result<Config, String> {
+    toml::from_str(text).map_err(|e| e.to_string())
+}
+
+impl Config {
+    /// Parses YAML and validates; used by tests and `-t`.
+    pub fn from_yaml(text: &str) -> Result<Config, String> {
+        let c = parse_yaml(text)?;
+        let problems = validate::check(&c);
+        if problems.is_empty() { Ok(c) } else { Err(problems.join("\n")) }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,251 @@
+//! Config structs mirroring PgDoorman's keys (COMPAT.md §1) with their defaults.
+//!
+//! Keys of PgDoorman that this version does not implement yet are collected in `unsupported`
+//! maps and rejected at load with a clear message (see `validate.rs`), never silently ignored.
+
+use super::units::{ByteSize, Millis};
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use std::collections::BTreeMap;
+
+/// The whole config file.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default)]
+pub struct Config {
+    /// `general` section.
+    pub general: General,
+    /// `pools.<name>` sections, by pool (database) name.
+    pub pools: BTreeMap<String, Pool>,
+    /// Sections we do not implement yet (`web`/`prometheus`, `talos`, `include`) and unknown ones.
+    #[serde(flatten)]
+    pub unsupported: BTreeMap<String, IgnoredAny>,
+}
+
+/// Client-side TLS mode (`general.tls_mode`); only the plain-text modes exist until TLS lands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum TlsMode {
+    /// SSLRequest answered 'N'.
+    Disable,
+    /// Default: TLS would be offered but plain is accepted; without a certificate, 'N'.
+    #[default]
+    Allow,
+    /// Rejected at load until TLS is implemented.
+    Require,
+    /// Rejected at load until TLS is implemented.
+    VerifyFull,
+}
+
+/// Backend TLS mode (`server_tls_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServerTlsMode {
+    /// Plain TCP.
+    Disable,
+    /// Default: plain first (TLS retry lands with the TLS issue).
+    #[default]
+    Allow,
+    /// Rejected at load until TLS is implemented.
+    Prefer,
+    /// Rejected at load until TLS is implemented.
+    Require,
+    /// Rejected at load until TLS is implemented.
+    VerifyCa,
+    /// Rejected at load until TLS is implemented.
+    VerifyFull,
+}
+
+/// `general` section (COMPAT.md §1.1).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct General {
+    /// Listen address (IPv4/IPv6 literal or hostname).
+    pub host: String,
+    /// Listen port.
+    pub port: u16,
+    /// listen(2) backlog; 0 means max_connections.
+    pub backlog: u32,
+    /// Tokio worker threads.
+    pub worker_threads: usize,
+    /// Backend connect + login timeout.
+    pub connect_timeout: Millis,
+    /// Longest a client waits for a backend connection; 0 = forever.
+    pub query_wait_timeout: Millis,
+    /// Close backend connections idle this long; 0 = never.
+    pub idle_timeout: Millis,
+    /// Close backend connections older than this when idle; 0 = never.
+    pub server_lifetime: Millis,
+    /// How often idle connections are checked for idle_timeout / server_lifetime.
+    pub retain_connections_time: Millis,
+    /// Drain window for binary upgrade (accepted; SIGTERM exits at once, as documented).
+    pub shutdown_timeout: Millis,
+    /// Most client connections at once; more are refused with 53300.
+    pub max_connections: usize,
+    /// Admin console user (console arrives with the admin issue).
+    pub admin_username: String,
+    /// Admin console password.
+    pub admin_password: String,
+    /// TCP keepalive idle time (seconds); 0 = kernel default.
+    pub tcp_keepalives_idle: u64,
+    /// TCP keepalive probe interval (seconds).
+    pub tcp_keepalives_interval: u64,
+    /// TCP keepalive probe count.
+    pub tcp_keepalives_count: u32,
+    /// SO_LINGER seconds on client sockets (0 = RST on close); negative disables.
+    pub tcp_so_linger: i64,
+    /// TCP_NODELAY on every socket.
+    pub tcp_no_delay: bool,
+    /// TCP_USER_TIMEOUT (Linux); 0 = off.
+    pub tcp_user_timeout: Millis,
+    /// SO_SNDBUF/SO_RCVBUF for client and backend TCP sockets (bytes); 0 = kernel autotuning.
+    pub tcp_socket_buffer_size: ByteSize,
+    /// Log each accepted client.
+    pub log_client_connections: bool,
+    /// Log each client that leaves.
+    pub log_client_disconnections: bool,
+    /// false: reuse the most recently used idle connection (LIFO); true: rotate (FIFO).
+    pub server_round_robin: bool,
+    /// Client TLS mode.
+    pub tls_mode: TlsMode,
+    /// Backend TLS mode.
+    pub server_tls_mode: ServerTlsMode,
+    /// Keys we recognise but do not implement yet, and unknown keys.
+    #[serde(flatten)]
+    pub unsupported: BTreeMap<String, IgnoredAny>,
+}
+
+impl Default for General {
+    fn default() -> Self {
+        General {
+            host: "0.0.0.0".into(),
+            port: 5432,
+            backlog: 0,
+            worker_threads: 4,
+            connect_timeout: Millis::secs(3),
+            query_wait_timeout: Millis::secs(5),
+            idle_timeout: Millis::secs(600),
+            server_lifetime: Millis::secs(1200),
+            retain_connections_time: Millis::secs(30),
+            shutdown_timeout: Millis::secs(10),
+            max_connections: 8192,
+            admin_username: "admin".into(),
+            admin_password: "admin".into(),
+            tcp_keepalives_idle: 5,
+            tcp_keepalives_interval: 5,
+            tcp_keepalives_count: 5,
+            tcp_so_linger: 0,
+            tcp_no_delay: true,
+            tcp_user_timeout: Millis::secs(60),
+            tcp_socket_buffer_size: ByteSize(0),
+            log_client_connections: true,
+            log_client_disconnections: true,
+            server_round_robin: false,
+            tls_mode: TlsMode::Allow,
+            server_tls_mode: ServerTlsMode::Allow,
+            unsupported: BTreeMap::new(),
+        }
+    }
+}
+
+/// Pool mode (COMPAT.md §4.2). There is no statement mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolMode {
+    /// The backend returns to the pool at each ReadyForQuery 'I'.
+    #[default]
+    Transaction,
+    /// The backend is held for the client's whole session.
+    Session,
+}
+
+impl PoolMode {
+    /// Lower-case name as shown by SHOW POOLS.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PoolMode::Transaction => "transaction",
+            PoolMode::Session => "session",
+        }
+    }
+}
+
+/// `pools.<name>` section (COMPAT.md §1.2).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct Pool {
+    /// Backend address: IP, hostname, or a directory holding `.s.PGSQL.<port>` (starts with `/`).
+    pub server_host: String,
+    /// Backend port.
+    pub server_port: u16,
+    /// Database name on the backend; defaults to the pool name.
+    pub server_database: Option<String>,
+    /// Pool mode for users that do not override it.
+    pub pool_mode: PoolMode,
+    /// Overrides general.connect_timeout.
+    pub connect_timeout: Option<Millis>,
+    /// Overrides general.idle_timeout.
+    pub idle_timeout: Option<Millis>,
+    /// Overrides general.server_lifetime.
+    pub server_lifetime: Option<Millis>,
+    /// application_name sent in the backend StartupMessage.
+    pub application_name: Option<String>,
+    /// Log ParameterStatus changes the backend reports for a client.
+    pub log_client_parameter_status_changes: bool,
+    /// Backend TLS mode for this pool.
+    pub server_tls_mode: Option<ServerTlsMode>,
+    /// Users of this pool.
+    #[serde(deserialize_with = "super::users::deserialize")]
+    pub users: Vec<User>,
+    /// Keys we recognise but do not implement yet, and unknown keys.
+    #[serde(flatten)]
+    pub unsupported: BTreeMap<String, IgnoredAny>,
+}
+
+impl Default for Pool {
+    fn default() -> Self {
+        Pool {
+            server_host: "127.0.0.1".into(),
+            server_port: 5432,
+            server_database: None,
+            pool_mode: PoolMode::Transaction,
+            connect_timeout: None,
+            idle_timeout: None,
+            server_lifetime: None,
+            application_name: None,
+            log_client_parameter_status_changes: false,
+            server_tls_mode: None,
+            users: Vec::new(),
+            unsupported: BTreeMap::new(),
+        }
+    }
+}
+
+/// `pools.<name>.users[]` entry (COMPAT.md §1.3).
+#[derive(Debug, Clone, Deserialize)]
+pub struct User {
+    /// Name clients log in with.
+    pub username: String,
+    /// Secret: plaintext, `md5...` hash or `SCRAM-SHA-256$...` verifier.
+    pub password: String,
+    /// Most backend connections for this user in this pool.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
+    /// Overrides the pool's pool_mode.
+    #[serde(default)]
+    pub pool_mode: Option<PoolMode>,
+    /// Overrides the pool's server_lifetime.
+    #[serde(default)]
+    pub server_lifetime: Option<Millis>,
+    /// Backend login name; defaults to `username`.
+    #[serde(default)]
+    pub server_username: Option<String>,
+    /// Backend password (plaintext); unset = use `password` (plaintext, or an MD5 hash passed through).
+    #[serde(default)]
+    pub server_password: Option<String>,
+    /// Keys we recognise but do not implement yet, and unknown keys.
+    #[serde(flatten)]
+    pub unsupported: BTreeMap<String, IgnoredAny>,
+}
+
+fn default_pool_size() -> usize {
+    40
+}
