@@ -2,3 +2,8 @@
 //! only parses the command line, sets up logging and the runtime, and calls [`app::run`].
 
 pub mod config;
+pub mod error;
+pub mod net;
+pub mod params;
+pub mod pool;
+pub mod server;

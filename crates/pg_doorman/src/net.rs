@@ -1,0 +1,141 @@
+//! Sockets: one [`Stream`] type over TCP and unix sockets with readiness-based, non-blocking
+//! I/O taking `&self`, so a relay can wait on both directions of two sockets at once without
+//! splitting or locking. Also applies the `tcp_*` socket options.
+
+use bytes::BytesMut;
+use std::io;
+use tokio::net::{TcpStream, UnixStream};
+
+/// A connected client or backend socket.
+#[derive(Debug)]
+pub enum Stream {
+    /// TCP (IPv4 or IPv6).
+    Tcp(TcpStream),
+    /// Unix-domain socket.
+    Unix(UnixStream),
+}
+
+impl Stream {
+    /// Waits until the socket may be readable (may be spurious: then `try_read_buf` says WouldBlock).
+    pub async fn readable(&self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.readable().await,
+            Stream::Unix(s) => s.readable().await,
+        }
+    }
+
+    /// Waits until the socket may be writable.
+    pub async fn writable(&self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.writable().await,
+            Stream::Unix(s) => s.writable().await,
+        }
+    }
+
+    /// Reads what is available into `buf`'s spare capacity (reserves `chunk` bytes first).
+    /// `Ok(0)` is end of stream; `WouldBlock` means nothing is there.
+    #[inline]
+    pub fn try_read_buf(&self, buf: &mut BytesMut, chunk: usize) -> io::Result<usize> {
+        buf.reserve(chunk);
+        match self {
+            Stream::Tcp(s) => s.try_read_buf(buf),
+            Stream::Unix(s) => s.try_read_buf(buf),
+        }
+    }
+
+    /// Reads what is available into `buf`. `Ok(0)` is end of stream; `WouldBlock` means nothing.
+    #[inline]
+    pub fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.try_read(buf),
+            Stream::Unix(s) => s.try_read(buf),
+        }
+    }
+
+    /// Writes as much of `data` as the socket takes now.
+    #[inline]
+    pub fn try_write(&self, data: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.try_write(data),
+            Stream::Unix(s) => s.try_write(data),
+        }
+    }
+
+    /// Reads at least one byte (or EOF) into `buf`, waiting as needed.
+    pub async fn read_some(&self, buf: &mut BytesMut, chunk: usize) -> io::Result<usize> {
+        loop {
+            match self.try_read_buf(buf, chunk) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable().await?,
+                other => return other,
+            }
+        }
+    }
+
+    /// Writes all of `data`, waiting as needed.
+    pub async fn write_all(&self, mut data: &[u8]) -> io::Result<()> {
+        while !data.is_empty() {
+            match self.try_write(data) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => data = &data[n..],
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable().await?,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// True for unix sockets (no TCP options apply).
+    pub fn is_unix(&self) -> bool {
+        matches!(self, Stream::Unix(_))
+    }
+}
+
+/// TCP options from `general.tcp_*` (COMPAT.md §1.1).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TcpOptions {
+    /// TCP_NODELAY.
+    pub no_delay: bool,
+    /// Keepalive idle seconds (0 = leave keepalive off).
+    pub keepalive_idle: u64,
+    /// Keepalive interval seconds.
+    pub keepalive_interval: u64,
+    /// Keepalive probes.
+    pub keepalive_count: u32,
+    /// SO_LINGER seconds; negative leaves the default.
+    pub linger: Option<u64>,
+    /// TCP_USER_TIMEOUT milliseconds; 0 = off.
+    pub user_timeout_ms: u64,
+    /// SO_SNDBUF/SO_RCVBUF bytes; 0 = kernel autotuning.
+    pub buffer_size: u64,
+}
+
+impl TcpOptions {
+    /// Applies the options; failures are returned so the caller can log them (a socket option
+    /// that does not apply is not a reason to drop a connection).
+    pub fn apply(&self, s: &TcpStream) -> io::Result<()> {
+        use std::time::Duration;
+        let sock = socket2::SockRef::from(s);
+        sock.set_tcp_nodelay(self.no_delay)?;
+        if self.keepalive_idle > 0 {
+            let mut ka = socket2::TcpKeepalive::new().with_time(Duration::from_secs(self.keepalive_idle));
+            if self.keepalive_interval > 0 {
+                ka = ka.with_interval(Duration::from_secs(self.keepalive_interval));
+            }
+            if self.keepalive_count > 0 {
+                ka = ka.with_retries(self.keepalive_count);
+            }
+            sock.set_tcp_keepalive(&ka)?;
+        }
+        if let Some(secs) = self.linger {
+            sock.set_linger(Some(Duration::from_secs(secs)))?;
+        }
+        if self.user_timeout_ms > 0 {
+            sock.set_tcp_user_timeout(Some(Duration::from_millis(self.user_timeout_ms)))?;
+        }
+        if self.buffer_size > 0 {
+            sock.set_send_buffer_size(self.buffer_size as usize)?;
+            sock.set_recv_buffer_size(self.buffer_size as usize)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,292 @@
+//! A pool of backend connections for one (database, user): idle reuse (LIFO, or rotation with
+//! `server_round_robin`), creation up to `pool_size`, and a FIFO of waiters that receive a
+//! returning connection directly (never through the idle list). One short pool-local lock per
+//! checkout/checkin; no global state.
+
+pub mod registry;
+pub mod settings;
+
+use crate::error::PoolError;
+use crate::params::ParamSet;
+use crate::server::{self, Server};
+use parking_lot::{Mutex, RwLock};
+use settings::PoolSettings;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+use tokio::sync::oneshot;
+
+/// What a waiter receives.
+#[derive(Debug)]
+enum Handoff {
+    /// A connection returned by another client.
+    Server(Server),
+    /// Permission to open a new connection (the slot is already counted).
+    Permit,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    idle: VecDeque<Server>,
+    /// Connections that exist or are being created (idle + in use + connecting).
+    total: usize,
+    waiters: VecDeque<oneshot::Sender<Handoff>>,
+}
+
+impl Inner {
+    /// Gives `h` to the oldest live waiter; returns it if nobody took it.
+    fn hand_off(&mut self, mut h: Handoff) -> Option<Handoff> {
+        while let Some(tx) = self.waiters.pop_front() {
+            match tx.send(h) {
+                Ok(()) => return None,
+                Err(back) => h = back,
+            }
+        }
+        Some(h)
+    }
+}
+
+/// Snapshot of pool occupancy (PgBouncer SHOW POOLS names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolCounts {
+    /// Idle backend connections.
+    pub sv_idle: usize,
+    /// All backend connections (including connecting ones).
+    pub sv_total: usize,
+    /// Clients waiting for a connection.
+    pub cl_waiting: usize,
+}
+
+/// One (database, user) pool.
+#[derive(Debug)]
+pub struct Pool {
+    /// Resolved settings.
+    pub settings: PoolSettings,
+    inner: Mutex<Inner>,
+    default_params: RwLock<Option<Arc<ParamSet>>>,
+    next_id: AtomicU64,
+}
+
+/// Returns the slot of a connection that is being created if the creating future is dropped.
+struct SlotGuard<'a>(Option<&'a Pool>);
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            p.release_slot();
+        }
+    }
+}
+
+/// Keeps a waiter's receiver; if the waiting future is dropped, whatever was handed to it goes
+/// back to the pool so no connection or slot is lost.
+struct WaiterGuard<'a> {
+    pool: &'a Pool,
+    rx: oneshot::Receiver<Handoff>,
+}
+
+impl WaiterGuard<'_> {
+    fn take_pending(&mut self) -> Option<Handoff> {
+        self.rx.close();
+        self.rx.try_recv().ok()
+    }
+}
+
+impl Drop for WaiterGuard<'_> {
+    fn drop(&mut self) {
+        match self.take_pending() {
+            Some(Handoff::Server(s)) => self.pool.checkin(s),
+            Some(Handoff::Permit) => self.pool.release_slot(),
+            None => {}
+        }
+    }
+}
+
+enum Step<'a> {
+    Reuse(Server),
+    Create(SlotGuard<'a>),
+    Wait(WaiterGuard<'a>),
+}
+
+impl Pool {
+    /// A new, empty pool.
+    pub fn new(settings: PoolSettings) -> Arc<Pool> {
+        Arc::new(Pool { settings, inner: Mutex::new(Inner::default()), default_params: RwLock::new(None), next_id: AtomicU64::new(1) })
+    }
+
+    /// Parameters a fresh backend reports (server_version, TimeZone, ...), learnt from the first
+    /// connection; None until one was made.
+    pub fn default_params(&self) -> Option<Arc<ParamSet>> {
+        self.default_params.read().clone()
+    }
+
+    /// Current occupancy.
+    pub fn counts(&self) -> PoolCounts {
+        let g = self.inner.lock();
+        PoolCounts { sv_idle: g.idle.len(), sv_total: g.total, cl_waiting: g.waiters.len() }
+    }
+
+    /// Gets a backend connection: an idle one, a new one while under `pool_size`, or the next
+    /// one returned, waiting at most `query_wait_timeout`.
+    ///
+    /// Errors: [`PoolError::WaitTimeout`], or [`PoolError::Server`] when a new connection fails.
+    pub async fn checkout(&self) -> Result<Server, PoolError> {
+        let deadline = self.settings.query_wait_timeout.map(|t| tokio::time::Instant::now() + t);
+        loop {
+            let handoff = match self.next_step() {
+                Step::Reuse(s) => {
+                    if let Some(s) = self.usable(s) {
+                        return Ok(s);
+                    }
+                    continue;
+                }
+                Step::Create(guard) => return self.create(guard).await,
+                Step::Wait(mut guard) => {
+                    let received = match deadline {
+                        Some(d) => tokio::time::timeout_at(d, &mut guard.rx).await.ok(),
+                        None => Some((&mut guard.rx).await),
+                    };
+                    match received {
+                        Some(Ok(h)) => h,
+                        // Timed out (or the pool went away): use anything handed over meanwhile.
+                        _ => match guard.take_pending() {
+                            Some(h) => h,
+                            None => return Err(PoolError::WaitTimeout),
+                        },
+                    }
+                }
+            };
+            match handoff {
+                Handoff::Server(s) => {
+                    if let Some(s) = self.usable(s) {
+                        return Ok(s);
+                    }
+                }
+                Handoff::Permit => return self.create(SlotGuard(Some(self))).await,
+            }
+        }
+    }
+
+    fn next_step(&self) -> Step<'_> {
+        let mut g = self.inner.lock();
+        let popped = if self.settings.round_robin { g.idle.pop_front() } else { g.idle.pop_back() };
+        if let Some(s) = popped {
+            return Step::Reuse(s);
+        }
+        if g.total < self.settings.pool_size {
+            g.total += 1;
+            return Step::Create(SlotGuard(Some(self)));
+        }
+        let (tx, rx) = oneshot::channel();
+        g.waiters.push_back(tx);
+        Step::Wait(WaiterGuard { pool: self, rx })
+    }
+
+    /// Checks an idle connection before handing it out; closes it (freeing its slot) if stale.
+    fn usable(&self, mut s: Server) -> Option<Server> {
+        let s_ok = !s.expired(Instant::now(), self.settings.server_lifetime, self.settings.idle_timeout) && s.is_alive();
+        if s_ok {
+            Some(s)
+        } else {
+            tracing::debug!(pool = %self.name(), server = s.id, "closing stale idle server connection");
+            s.bad = true;
+            self.discard(s);
+            None
+        }
+    }
+
+    async fn create(&self, mut guard: SlotGuard<'_>) -> Result<Server, PoolError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        match server::connect(&self.settings, id).await {
+            Ok(s) => {
+                guard.0 = None;
+                if self.default_params.read().is_none() {
+                    *self.default_params.write() = Some(Arc::new(s.params.clone()));
+                }
+                tracing::debug!(pool = %self.name(), server = id, pid = s.backend_pid, "new server connection");
+                Ok(s)
+            }
+            Err(e) => {
+                tracing::warn!(pool = %self.name(), "server connection failed: {e}");
+                drop(guard);
+                Err(PoolError::Server(e))
+            }
+        }
+    }
+
+    /// Returns a connection after use. Bad, mid-transaction or expired connections are closed;
+    /// others go to the oldest waiter or to the idle list.
+    pub fn checkin(&self, mut s: Server) {
+        let now = Instant::now();
+        if s.bad || s.status != b'I' || s.expired(now, self.settings.server_lifetime, None) {
+            self.discard(s);
+            return;
+        }
+        s.last_used = now;
+        let mut g = self.inner.lock();
+        if let Some(Handoff::Server(s)) = g.hand_off(Handoff::Server(s)) {
+            g.idle.push_back(s);
+        }
+    }
+
+    /// Closes a connection and passes its slot to a waiter (who will create a new one).
+    pub fn discard(&self, s: Server) {
+        s.close();
+        self.release_slot();
+    }
+
+    fn release_slot(&self) {
+        let mut g = self.inner.lock();
+        if g.hand_off(Handoff::Permit).is_some() {
+            g.total = g.total.saturating_sub(1);
+        }
+    }
+
+    /// Closes idle connections past idle_timeout or server_lifetime (the retain cycle).
+    /// Returns how many were closed.
+    pub fn retain(&self) -> usize {
+        let now = Instant::now();
+        let (lifetime, idle) = (self.settings.server_lifetime, self.settings.idle_timeout);
+        let stale: Vec<Server> = {
+            let mut g = self.inner.lock();
+            let mut stale = Vec::new();
+            let mut keep = VecDeque::with_capacity(g.idle.len());
+            for s in g.idle.drain(..) {
+                if s.expired(now, lifetime, idle) { stale.push(s) } else { keep.push_back(s) }
+            }
+            g.idle = keep;
+            stale
+        };
+        let n = stale.len();
+        for s in stale {
+            self.discard(s);
+        }
+        n
+    }
+
+    /// Closes every idle connection (shutdown).
+    pub fn close_idle(&self) {
+        let idle: Vec<Server> = self.inner.lock().idle.drain(..).collect();
+        for s in idle {
+            self.discard(s);
+        }
+    }
+
+    /// `database/user` for logs.
+    pub fn name(&self) -> String {
+        format!("{}@{}", self.settings.user, self.settings.database)
+    }
+
+    /// Ensures the pool's default parameters are known, connecting once if needed.
+    pub async fn learn_default_params(&self) -> Result<Arc<ParamSet>, PoolError> {
+        if let Some(p) = self.default_params() {
+            return Ok(p);
+        }
+        let s = self.checkout().await?;
+        let params = self.default_params().unwrap_or_else(|| Arc::new(s.params.clone()));
+        self.checkin(s);
+        Ok(params)
+    }
+}
+

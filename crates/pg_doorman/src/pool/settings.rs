@@ -1,0 +1,164 @@
+//! Per-pool settings resolved from the config once (inheritance general → pool → user, secrets
+//! pre-hashed), so nothing on the hot path reads the config.
+
+use crate::config::{Config, PoolMode, User};
+use crate::net::TcpOptions;
+use doorman_wire::auth::{md5, scram};
+use std::time::Duration;
+
+/// Where the backend listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerAddress {
+    /// host:port (host may be a name, resolved at each connect).
+    Tcp {
+        /// Host name or IP literal.
+        host: String,
+        /// Port.
+        port: u16,
+    },
+    /// Path of the unix socket file (`<dir>/.s.PGSQL.<port>`).
+    Unix(String),
+}
+
+/// How the pooler proves a client's identity (pg_authid forms).
+#[derive(Debug, Clone)]
+pub enum ClientSecret {
+    /// SCRAM-SHA-256 verifier (given, or derived from a plaintext password at load).
+    Scram(scram::Verifier),
+    /// MD5 secret `md5...` (given as such in the config).
+    Md5(String),
+}
+
+/// What the pooler answers when a backend asks for a password.
+#[derive(Debug, Clone)]
+pub enum ServerSecret {
+    /// A plaintext password: answers cleartext, MD5 and SCRAM.
+    Plain(String),
+    /// An MD5 secret for the backend login name: answers MD5 only.
+    Md5(String),
+    /// Nothing usable (the config holds only a SCRAM verifier): trust auth only.
+    None,
+}
+
+/// Everything a pool and its connections need, resolved.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    /// Pool (database) name clients connect to.
+    pub database: String,
+    /// User name clients log in with.
+    pub user: String,
+    /// Session or transaction pooling.
+    pub mode: PoolMode,
+    /// Most backend connections.
+    pub pool_size: usize,
+    /// Backend connect + login timeout.
+    pub connect_timeout: Duration,
+    /// Longest client wait for a connection; None = forever.
+    pub query_wait_timeout: Option<Duration>,
+    /// Close idle connections after this; None = never.
+    pub idle_timeout: Option<Duration>,
+    /// Close connections older than this when idle; None = never.
+    pub server_lifetime: Option<Duration>,
+    /// Rotate idle connections instead of LIFO reuse.
+    pub round_robin: bool,
+    /// Backend address.
+    pub address: ServerAddress,
+    /// Database name on the backend.
+    pub server_database: String,
+    /// Login name on the backend.
+    pub server_user: String,
+    /// Password material for the backend.
+    pub server_secret: ServerSecret,
+    /// Secret clients are checked against.
+    pub client_secret: ClientSecret,
+    /// application_name in the backend StartupMessage.
+    pub application_name: Option<String>,
+    /// TCP options for backend sockets.
+    pub tcp: TcpOptions,
+    /// Log ParameterStatus changes of clients.
+    pub log_param_changes: bool,
+}
+
+fn nonzero(d: Duration) -> Option<Duration> {
+    (!d.is_zero()).then_some(d)
+}
+
+/// TCP options from `general`.
+pub fn tcp_options(c: &Config) -> TcpOptions {
+    let g = &c.general;
+    TcpOptions {
+        no_delay: g.tcp_no_delay,
+        keepalive_idle: g.tcp_keepalives_idle,
+        keepalive_interval: g.tcp_keepalives_interval,
+        keepalive_count: g.tcp_keepalives_count,
+        linger: u64::try_from(g.tcp_so_linger).ok(),
+        user_timeout_ms: g.tcp_user_timeout.0.as_millis() as u64,
+        buffer_size: g.tcp_socket_buffer_size.0,
+    }
+}
+
+fn client_secret(u: &User) -> ClientSecret {
+    if u.password.starts_with("SCRAM-SHA-256$") {
+        if let Ok(v) = scram::Verifier::parse(&u.password) {
+            return ClientSecret::Scram(v);
+        }
+    }
+    if md5::is_secret(&u.password) {
+        return ClientSecret::Md5(u.password.clone());
+    }
+    let mut salt = [0u8; 16];
+    rand::fill(&mut salt);
+    ClientSecret::Scram(scram::Verifier::from_password(&u.password, &salt, scram::DEFAULT_ITERATIONS))
+}
+
+fn server_secret(u: &User, server_user: &str) -> ServerSecret {
+    if let Some(p) = &u.server_password {
+        return ServerSecret::Plain(p.clone());
+    }
+    if u.password.starts_with("SCRAM-SHA-256$") {
+        ServerSecret::None
+    } else if md5::is_secret(&u.password) {
+        // An md5 secret is md5(password || username): it only answers for that login name.
+        if server_user == u.username { ServerSecret::Md5(u.password.clone()) } else { ServerSecret::None }
+    } else {
+        ServerSecret::Plain(u.password.clone())
+    }
+}
+
+/// Resolves every (pool, user) of a validated config. Derives SCRAM verifiers for plaintext
+/// passwords (PBKDF2, 4096 rounds each), so call it off the async workers for large configs.
+pub fn resolve(c: &Config) -> Vec<PoolSettings> {
+    let g = &c.general;
+    let tcp = tcp_options(c);
+    let mut out = Vec::new();
+    for (name, p) in &c.pools {
+        let address = if p.server_host.starts_with('/') {
+            ServerAddress::Unix(format!("{}/.s.PGSQL.{}", p.server_host.trim_end_matches('/'), p.server_port))
+        } else {
+            ServerAddress::Tcp { host: p.server_host.clone(), port: p.server_port }
+        };
+        for u in &p.users {
+            let server_user = u.server_username.clone().unwrap_or_else(|| u.username.clone());
+            out.push(PoolSettings {
+                database: name.clone(),
+                user: u.username.clone(),
+                mode: u.pool_mode.unwrap_or(p.pool_mode),
+                pool_size: u.pool_size,
+                connect_timeout: p.connect_timeout.unwrap_or(g.connect_timeout).0,
+                query_wait_timeout: nonzero(g.query_wait_timeout.0),
+                idle_timeout: nonzero(p.idle_timeout.unwrap_or(g.idle_timeout).0),
+                server_lifetime: nonzero(u.server_lifetime.or(p.server_lifetime).unwrap_or(g.server_lifetime).0),
+                round_robin: g.server_round_robin,
+                address: address.clone(),
+                server_database: p.server_database.clone().unwrap_or_else(|| name.clone()),
+                server_secret: server_secret(u, &server_user),
+                server_user,
+                client_secret: client_secret(u),
+                application_name: p.application_name.clone(),
+                tcp,
+                log_param_changes: p.log_client_parameter_status_changes,
+            });
+        }
+    }
+    out
+}

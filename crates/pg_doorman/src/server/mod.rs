@@ -1,0 +1,76 @@
+//! A backend connection: its socket, read buffer, reported parameters and lifetimes. Owned by
+//! the pool while idle and moved to exactly one client while in use (never shared).
+
+mod connect;
+mod query;
+
+pub use connect::connect;
+
+use crate::net::Stream;
+use crate::params::ParamSet;
+use bytes::BytesMut;
+use std::time::{Duration, Instant};
+
+/// Initial read buffer of a backend connection (bytes). Large rows are streamed, not buffered.
+pub const READ_CHUNK: usize = 16 * 1024;
+
+/// One authenticated backend connection.
+#[derive(Debug)]
+pub struct Server {
+    /// The socket.
+    pub stream: Stream,
+    /// Bytes read from the backend and not yet relayed.
+    pub buf: BytesMut,
+    /// Values the backend reported with ParameterStatus (current state).
+    pub params: ParamSet,
+    /// Non-reported settings we SET for a client (from its startup packet).
+    pub extras: ParamSet,
+    /// BackendKeyData process id.
+    pub backend_pid: i32,
+    /// BackendKeyData secret key.
+    pub backend_secret: i32,
+    /// Transaction status of the last ReadyForQuery (`I`, `T`, `E`).
+    pub status: u8,
+    /// Set when the connection must not be reused (I/O error, protocol error, FATAL).
+    pub bad: bool,
+    /// When the connection was established.
+    pub created: Instant,
+    /// When it was last returned to the pool.
+    pub last_used: Instant,
+    /// Pool-local sequence number (for logs).
+    pub id: u64,
+}
+
+impl Server {
+    /// Whether the idle connection still looks usable: nothing unexpected has arrived and the
+    /// peer has not closed. Costs no syscall unless the socket was flagged readable.
+    pub fn is_alive(&mut self) -> bool {
+        if self.bad {
+            return false;
+        }
+        let mut probe = [0u8; 64];
+        match self.stream.try_read(&mut probe) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => true,
+            // EOF, an error, or an unsolicited message (FATAL on admin shutdown) while idle.
+            _ => false,
+        }
+    }
+
+    /// True when `lifetime` or `idle_timeout` says this idle connection should close.
+    pub fn expired(&self, now: Instant, lifetime: Option<Duration>, idle_timeout: Option<Duration>) -> bool {
+        lifetime.is_some_and(|l| now.duration_since(self.created) >= l)
+            || idle_timeout.is_some_and(|t| now.duration_since(self.last_used) >= t)
+    }
+
+    /// Closes politely: a Terminate if the socket takes it now, then drop (never blocks).
+    pub fn close(self) {
+        if !self.bad {
+            let _ = self.stream.try_write(&[b'X', 0, 0, 0, 4]);
+        }
+    }
+
+    /// Packs the cancel key for the cancel registry (pid in the high half).
+    pub fn cancel_key(&self) -> u64 {
+        ((self.backend_pid as u32 as u64) << 32) | self.backend_secret as u32 as u64
+    }
+}

@@ -1,0 +1,66 @@
+//! Pooler-issued simple queries on a backend (parameter sync, session reset), read to the end
+//! without anything reaching a client.
+
+use super::{READ_CHUNK, Server};
+use crate::error::ServerError;
+use bytes::{Buf, BytesMut};
+use doorman_wire::backend::{parse_parameter_status, tag};
+use doorman_wire::fields::{ReceivedError, parse_error_body};
+use doorman_wire::frame::{MAX_MESSAGE_LEN, complete_frame};
+
+/// Reads one complete backend message into (tag, body) and consumes it from `buf`.
+pub(crate) async fn read_message(stream: &crate::net::Stream, buf: &mut BytesMut) -> Result<(u8, BytesMut), ServerError> {
+    loop {
+        if let Some((h, _)) = complete_frame(buf, MAX_MESSAGE_LEN)? {
+            let mut frame = buf.split_to(h.frame_len());
+            frame.advance(5);
+            return Ok((h.tag, frame));
+        }
+        if stream.read_some(buf, READ_CHUNK).await? == 0 {
+            return Err(ServerError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
+    }
+}
+
+impl Server {
+    /// Runs `sql` as a simple Query and reads up to ReadyForQuery. ParameterStatus updates
+    /// `self.params` and is reported through `on_param`. Returns the first ErrorResponse, if any.
+    /// Marks the connection bad on I/O or protocol failure.
+    pub async fn simple_query(&mut self, sql: &str, mut on_param: impl FnMut(&str, &str)) -> Result<Option<ReceivedError>, ServerError> {
+        let mut out = BytesMut::with_capacity(sql.len() + 6);
+        doorman_wire::frontend::write_query(&mut out, sql);
+        let result = self.run(&out, &mut on_param).await;
+        if result.is_err() {
+            self.bad = true;
+        }
+        result
+    }
+
+    async fn run(&mut self, msg: &[u8], on_param: &mut impl FnMut(&str, &str)) -> Result<Option<ReceivedError>, ServerError> {
+        self.stream.write_all(msg).await?;
+        let mut first_error = None;
+        loop {
+            let (t, body) = read_message(&self.stream, &mut self.buf).await?;
+            match t {
+                tag::READY_FOR_QUERY => {
+                    self.status = body.first().copied().unwrap_or(b'I');
+                    return Ok(first_error);
+                }
+                tag::PARAMETER_STATUS => {
+                    let (k, v) = parse_parameter_status(&body)?;
+                    self.params.set(k, v);
+                    on_param(k, v);
+                }
+                tag::ERROR_RESPONSE => {
+                    let e = parse_error_body(&body)?;
+                    if e.severity == "FATAL" || e.severity == "PANIC" {
+                        self.bad = true;
+                        return Err(ServerError::Refused(e));
+                    }
+                    first_error.get_or_insert(e);
+                }
+                _ => {}
+            }
+        }
+    }
+}
