@@ -1,9 +1,13 @@
 //! pg_doorman: a PostgreSQL connection pooler. The library holds every subsystem; `main.rs`
 //! only parses the command line, sets up logging and the runtime, and calls [`app::run`].
 
+pub mod app;
+pub mod client;
 pub mod config;
 pub mod error;
+pub mod listener;
 pub mod net;
 pub mod params;
 pub mod pool;
+pub mod relay;
 pub mod server;

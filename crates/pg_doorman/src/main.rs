@@ -1,1 +1,100 @@
-fn main(){}
+//! The `pg_doorman` binary: command line, logging, runtime; everything else is in the library.
+
+use anyhow::Context;
+use clap::Parser;
+use std::path::PathBuf;
+use tokio_util::sync::CancellationToken;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// PostgreSQL connection pooler (PgDoorman-compatible).
+#[derive(Debug, Parser)]
+#[command(name = "pg_doorman", version, about)]
+struct Cli {
+    /// Config file (.yaml, .yml or .toml).
+    #[arg(env = "CONFIG_FILE", default_value = "pg_doorman.toml")]
+    config_file: PathBuf,
+    /// Log level or filter (error, warn, info, debug, trace, or an env-filter string).
+    #[arg(short = 'l', long, env = "LOG_LEVEL", default_value = "info")]
+    log_level: String,
+    /// Log format: text or structured (JSON lines).
+    #[arg(short = 'F', long, env = "LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
+    /// Disable colours in text logs.
+    #[arg(short = 'n', long)]
+    no_color: bool,
+    /// Validate the config file and exit (0 = valid, 1 = invalid).
+    #[arg(short = 't', long)]
+    test_config: bool,
+    /// Fork into the background (not supported by this version: rejected).
+    #[arg(short = 'd', long, env = "DAEMON")]
+    daemon: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Structured,
+}
+
+fn init_logging(cli: &Cli) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level).with_context(|| format!("invalid --log-level {:?}", cli.log_level))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    match cli.log_format {
+        LogFormat::Text => {
+            let color = !cli.no_color && std::env::var_os("NO_COLOR").is_none() && std::io::IsTerminal::is_terminal(&std::io::stderr());
+            builder.with_ansi(color).with_writer(std::io::stderr).init()
+        }
+        LogFormat::Structured => builder.json().with_writer(std::io::stderr).init(),
+    }
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match real_main(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("pg_doorman: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+    let config = pg_doorman::config::load(&cli.config_file);
+    if cli.test_config {
+        return Ok(match config {
+            Ok(_) => {
+                println!("config file {} is valid", cli.config_file.display());
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                std::process::ExitCode::FAILURE
+            }
+        });
+    }
+    let config = config?;
+    if cli.daemon {
+        anyhow::bail!("--daemon is not supported by this version; run in the foreground (e.g. systemd Type=simple)");
+    }
+    init_logging(&cli)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.general.worker_threads)
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        let signals = tokio::spawn(pg_doorman::app::signals::watch(shutdown.clone()));
+        let result = pg_doorman::app::run(config, shutdown.clone()).await;
+        shutdown.cancel();
+        if let Ok(Ok(name)) = signals.await {
+            tracing::info!("stopped ({name})");
+        }
+        result
+    })?;
+    Ok(std::process::ExitCode::SUCCESS)
+}

@@ -1,7 +1,7 @@
 //! A backend connection: its socket, read buffer, reported parameters and lifetimes. Owned by
 //! the pool while idle and moved to exactly one client while in use (never shared).
 
-mod connect;
+pub mod connect;
 mod query;
 
 pub use connect::connect;
@@ -67,6 +67,11 @@ impl Server {
         if !self.bad {
             let _ = self.stream.try_write(&[b'X', 0, 0, 0, 4]);
         }
+    }
+
+    /// Forgets SET values applied for a client (after DISCARD ALL).
+    pub fn clear_extras(&mut self) {
+        self.extras = ParamSet::default();
     }
 
     /// Packs the cancel key for the cancel registry (pid in the high half).

@@ -1,0 +1,44 @@
+//! AppContext: the handles every task needs (config snapshot, pools, cancel registry, client
+//! count, shutdown token). No globals: tasks get an `Arc<AppContext>`.
+
+use crate::client::cancel::CancelRegistry;
+use crate::config::Config;
+use crate::pool::registry::Pools;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use tokio_util::sync::CancellationToken;
+
+/// Shared state of a running pg_doorman.
+pub struct AppContext {
+    /// The config this process runs with.
+    pub config: Arc<Config>,
+    /// Pools by (database, user).
+    pub pools: Pools,
+    /// Cancel keys of logged-in clients.
+    pub cancel: CancelRegistry,
+    /// Connected clients (counted against max_connections).
+    pub clients: AtomicUsize,
+    /// Sequence for client ids in logs (`#cN`).
+    pub next_client: AtomicU64,
+    /// Cancelled when the process stops.
+    pub shutdown: CancellationToken,
+}
+
+/// Holds one unit of `clients` until dropped.
+pub struct ClientSlot<'a>(&'a AtomicUsize);
+
+impl Drop for ClientSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl AppContext {
+    /// Takes a client slot, or None when max_connections are connected.
+    pub fn try_client_slot(&self) -> Option<ClientSlot<'_>> {
+        let max = self.config.general.max_connections;
+        let prev = self.clients.fetch_add(1, Ordering::Relaxed);
+        let slot = ClientSlot(&self.clients);
+        (prev < max).then_some(slot)
+    }
+}

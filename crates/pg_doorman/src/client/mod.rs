@@ -1,0 +1,8 @@
+//! Client connections: startup negotiation and authentication (`startup`), the session loop
+//! (`session`), client auth exchanges (`auth`) and cancel routing (`cancel`).
+
+pub mod auth;
+pub mod cancel;
+mod login_params;
+pub mod session;
+pub mod startup;

@@ -1,0 +1,239 @@
+//! A logged-in client: waits for a request while holding no backend, checks one out (session
+//! mode keeps it for the whole session), brings the backend's parameters in line, relays, and
+//! returns or discards the backend depending on how the relay ended.
+
+use super::cancel::CancelSlot;
+use super::login_params::ClientParams;
+use crate::config::PoolMode;
+use crate::error::{PoolError, ServerError};
+use crate::params::{reset_statement, set_statement, tracked_name};
+use crate::pool::Pool;
+use crate::relay::{Attachment, CLIENT_CHUNK, ClientIo, Outcome, ParamSink, relay};
+use crate::server::Server;
+use bytes::{Buf, BytesMut};
+use doorman_wire::fields::ReceivedError;
+use doorman_wire::frame::{MAX_MESSAGE_LEN, peek_header};
+use doorman_wire::frontend::is_session_tag;
+use doorman_wire::{ErrorFields, backend, sqlstate};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Longest the post-session reset (DISCARD ALL) may take before the backend is dropped instead.
+const RESET_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the client wants next while it holds no backend.
+enum Next {
+    Request,
+    Terminate,
+    Gone,
+    Protocol(String),
+}
+
+/// One client between login and disconnect.
+pub struct Session {
+    io: ClientIo,
+    pool: Arc<Pool>,
+    params: ClientParams,
+    slot: Arc<CancelSlot>,
+    label: String,
+}
+
+/// Brings `server` in line with the client's wishes with one simple query, only when something
+/// differs. Returns the backend's error if a SET failed. Allocates nothing when all match.
+pub async fn sync_params(server: &mut Server, params: &mut ClientParams) -> Result<Option<ReceivedError>, ServerError> {
+    let mut sql = String::new();
+    for (k, v) in params.wanted.iter() {
+        if server.params.get(k) != Some(v) {
+            set_statement(&mut sql, k, v);
+        }
+    }
+    for (k, v) in params.extras.iter() {
+        if server.extras.get(k) != Some(v) {
+            set_statement(&mut sql, k, v);
+        }
+    }
+    for (k, _) in server.extras.iter() {
+        if params.extras.get(k).is_none() {
+            reset_statement(&mut sql, k);
+        }
+    }
+    if sql.is_empty() {
+        return Ok(None);
+    }
+    let wanted = &mut params.wanted;
+    let result = server
+        .simple_query(&sql, |k, v| {
+            if let Some(t) = tracked_name(k) {
+                wanted.set(t, v);
+            }
+        })
+        .await?;
+    if result.is_none() {
+        server.extras = params.extras.clone();
+    }
+    Ok(result)
+}
+
+impl Session {
+    /// A session for a logged-in client.
+    pub fn new(io: ClientIo, pool: Arc<Pool>, params: ClientParams, slot: Arc<CancelSlot>, label: String) -> Self {
+        Session { io, pool, params, slot, label }
+    }
+
+    /// Serves the client until it leaves or `shutdown` fires; returns its log label.
+    pub async fn run(mut self, shutdown: &CancellationToken) -> String {
+        tokio::select! {
+            _ = self.serve() => {}
+            _ = shutdown.cancelled() => {
+                let mut out = BytesMut::new();
+                ErrorFields::fatal(sqlstate::ADMIN_SHUTDOWN, "terminating connection due to administrator command").write(&mut out);
+                let _ = self.io.stream.try_write(&out);
+            }
+        }
+        self.label
+    }
+
+    async fn serve(&mut self) {
+        let release_on_idle = self.pool.settings.mode == PoolMode::Transaction;
+        loop {
+            match self.wait_for_request().await {
+                Next::Request => {}
+                Next::Terminate | Next::Gone => return,
+                Next::Protocol(msg) => return self.fatal(ErrorFields::fatal(sqlstate::PROTOCOL_VIOLATION, msg)).await,
+            }
+            let mut server = match self.acquire().await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!("{} {e}", self.label);
+                    if self.reject_request(e.to_client()).await {
+                        continue;
+                    }
+                    return;
+                }
+            };
+            self.slot.store(server.cancel_key(), Ordering::Release);
+            let mut at = Attachment::default();
+            let mut sink = ParamSink { wanted: &mut self.params.wanted, log: self.pool.settings.log_param_changes };
+            let outcome = relay(&mut self.io, &mut server, &mut at, release_on_idle, &mut sink).await;
+            self.slot.store(0, Ordering::Release);
+            match outcome {
+                Outcome::Released => self.pool.checkin(server),
+                Outcome::Terminated | Outcome::ClientGone => return self.release_after_exit(server, &at).await,
+                Outcome::ClientProtocol(e) => {
+                    self.fatal(ErrorFields::fatal(sqlstate::PROTOCOL_VIOLATION, e.to_string())).await;
+                    return self.release_after_exit(server, &at).await;
+                }
+                Outcome::ServerGone(e) => {
+                    tracing::warn!("{} server connection lost: {e}", self.label);
+                    server.bad = true;
+                    self.pool.discard(server);
+                    return self.fatal(ErrorFields::fatal(sqlstate::CONNECTION_FAILURE, "server connection lost")).await;
+                }
+            }
+        }
+    }
+
+    async fn fatal(&mut self, e: ErrorFields) {
+        super::startup::send_fatal(&self.io.stream, e).await;
+    }
+
+    async fn acquire(&mut self) -> Result<Server, PoolError> {
+        let mut server = self.pool.checkout().await?;
+        match sync_params(&mut server, &mut self.params).await {
+            Ok(None) => Ok(server),
+            Ok(Some(e)) => {
+                // Values were validated at login; a failure now is logged and the backend used as is.
+                tracing::warn!("{} could not apply session parameters: {}", self.label, e.message);
+                Ok(server)
+            }
+            Err(e) => {
+                self.pool.discard(server);
+                Err(PoolError::Server(e))
+            }
+        }
+    }
+
+    /// Waits, holding no backend and (when idle) no read buffer, until a request, Terminate or EOF.
+    async fn wait_for_request(&mut self) -> Next {
+        let io = &mut self.io;
+        loop {
+            if io.scan.ready > 0 || io.scan.skip > 0 {
+                return Next::Request;
+            }
+            match peek_header(&io.buf, MAX_MESSAGE_LEN) {
+                Ok(Some(h)) if h.tag == b'X' => return Next::Terminate,
+                Ok(Some(h)) if !is_session_tag(h.tag) => return Next::Protocol(format!("invalid frontend message type {}", h.tag)),
+                Ok(Some(_)) => return Next::Request,
+                Ok(None) => {}
+                Err(e) => return Next::Protocol(e.to_string()),
+            }
+            if io.buf.is_empty() && io.buf.capacity() > 0 {
+                // Idle clients keep no buffer: that is what makes thousands of them cheap.
+                io.buf = BytesMut::new();
+            }
+            if io.stream.readable().await.is_err() {
+                return Next::Gone;
+            }
+            match io.stream.try_read_buf(&mut io.buf, CLIENT_CHUNK) {
+                Ok(0) => return Next::Gone,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return Next::Gone,
+            }
+        }
+    }
+
+    /// Answers the buffered request with `e` instead of running it. If the request is complete
+    /// (ends in Query/Sync/FunctionCall), its messages are dropped and ReadyForQuery follows, so
+    /// the client stays usable; returns false when the session must end.
+    async fn reject_request(&mut self, mut e: ErrorFields) -> bool {
+        let end = request_end(&self.io.buf);
+        let mut out = BytesMut::with_capacity(128);
+        if end.is_none() || e.severity == doorman_wire::fields::Severity::Fatal {
+            e.severity = doorman_wire::fields::Severity::Fatal;
+            e.write(&mut out);
+            let _ = self.io.stream.write_all(&out).await;
+            return false;
+        }
+        e.write(&mut out);
+        backend::write_ready_for_query(&mut out, b'I');
+        if let Some(end) = end {
+            self.io.buf.advance(end);
+        }
+        self.io.stream.write_all(&out).await.is_ok()
+    }
+
+    /// Returns the backend after the client left: clean ones go back (session mode resets them
+    /// with DISCARD ALL first); anything mid-transaction or mid-message is closed.
+    async fn release_after_exit(&mut self, mut server: Server, at: &Attachment) {
+        if !at.is_clean(&server) {
+            server.bad = true;
+            return self.pool.discard(server);
+        }
+        if self.pool.settings.mode == PoolMode::Session {
+            let reset = tokio::time::timeout(RESET_TIMEOUT, server.simple_query("DISCARD ALL", |_, _| {})).await;
+            match reset {
+                Ok(Ok(None)) => server.clear_extras(),
+                _ => server.bad = true,
+            }
+        }
+        self.pool.checkin(server);
+    }
+}
+
+/// Offset just past the first Query/Sync/FunctionCall frame in `buf`, if complete.
+fn request_end(buf: &[u8]) -> Option<usize> {
+    let mut pos = 0;
+    while let Ok(Some(h)) = peek_header(&buf[pos..], MAX_MESSAGE_LEN) {
+        if buf.len() - pos < h.frame_len() {
+            return None;
+        }
+        pos += h.frame_len();
+        if matches!(h.tag, b'Q' | b'S' | b'F') {
+            return Some(pos);
+        }
+    }
+    None
+}

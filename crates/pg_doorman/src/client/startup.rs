@@ -1,0 +1,184 @@
+//! A new client connection: SSLRequest/GSSENCRequest negotiation (answered 'N' until TLS
+//! lands), CancelRequest, StartupMessage, pool lookup, authentication and the login reply
+//! (AuthenticationOk, ParameterStatus, BackendKeyData, ReadyForQuery); protocol §55.2.1.
+
+use super::auth::{AuthFailure, authenticate};
+use super::login_params::{ClientParams, from_startup};
+use super::session::Session;
+use crate::app::context::AppContext;
+use crate::net::Stream;
+use crate::pool::Pool;
+use crate::pool::registry::Lookup;
+use crate::relay::{ClientIo, Scan};
+use bytes::{Buf, BytesMut};
+use doorman_wire::fields::Severity;
+use doorman_wire::startup::{self, StartupMessage, StartupPacket};
+use doorman_wire::{ErrorFields, backend, sqlstate};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// Time a client has to finish startup and authentication (PostgreSQL's authentication_timeout).
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(60);
+
+async fn read_packet(stream: &Stream, buf: &mut BytesMut) -> Result<Option<StartupPacket>, doorman_wire::WireError> {
+    loop {
+        if let Some(len) = startup::packet_len(buf)? {
+            if buf.len() >= len {
+                let packet = startup::decode(&buf[..len]);
+                buf.advance(len);
+                return packet.map(Some);
+            }
+        }
+        match stream.read_some(buf, 1024).await {
+            Ok(0) | Err(_) => return Ok(None),
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Sends `e` (made FATAL) and lets the caller close the socket.
+pub async fn send_fatal(stream: &Stream, mut e: ErrorFields) {
+    e.severity = Severity::Fatal;
+    let mut out = BytesMut::with_capacity(128);
+    e.write(&mut out);
+    let _ = stream.write_all(&out).await;
+}
+
+/// Serves one accepted connection until it closes.
+pub async fn handle(ctx: Arc<AppContext>, stream: Stream, peer: String) {
+    let mut buf = BytesMut::new();
+    let msg = match tokio::time::timeout(LOGIN_TIMEOUT, negotiate(&stream, &mut buf)).await {
+        Ok(Ok(Some(Negotiated::Startup(m)))) => m,
+        Ok(Ok(Some(Negotiated::Cancel(pid, secret)))) => return ctx.cancel.cancel(pid, secret).await,
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => {
+            tracing::warn!("client {peer}: invalid startup packet: {e}");
+            return send_fatal(&stream, ErrorFields::fatal(sqlstate::PROTOCOL_VIOLATION, format!("invalid startup packet: {e}"))).await;
+        }
+        Err(_) => return tracing::info!("client {peer}: startup timeout"),
+    };
+    let login = tokio::time::timeout(LOGIN_TIMEOUT, login(&ctx, &stream, &mut buf, &msg, &peer)).await;
+    let (pool, params) = match login {
+        Ok(Ok(done)) => done,
+        Ok(Err(Some(e))) => return send_fatal(&stream, e).await,
+        Ok(Err(None)) => return,
+        Err(_) => return send_fatal(&stream, ErrorFields::fatal(sqlstate::PROTOCOL_VIOLATION, "authentication timeout")).await,
+    };
+    let Some(_slot) = ctx.try_client_slot() else {
+        return send_fatal(&stream, ErrorFields::fatal(sqlstate::TOO_MANY_CONNECTIONS, "sorry, too many clients already")).await;
+    };
+    let reg = ctx.cancel.register(pool.clone());
+    let mut out = BytesMut::with_capacity(512);
+    backend::write_auth_ok(&mut out);
+    write_parameter_statuses(&mut out, &pool, &params);
+    backend::write_backend_key_data(&mut out, reg.pid, reg.secret);
+    backend::write_ready_for_query(&mut out, b'I');
+    if stream.write_all(&out).await.is_err() {
+        return;
+    }
+    let id = ctx.next_client.fetch_add(1, Ordering::Relaxed);
+    let label = format!("[{}@{} #c{id}]", pool.settings.user, pool.settings.database);
+    if ctx.config.general.log_client_connections {
+        tracing::info!("{label} client connected from {peer}");
+    }
+    let log_disconnect = ctx.config.general.log_client_disconnections;
+    let io = ClientIo { stream, buf, scan: Scan::default() };
+    let session = Session::new(io, pool, params, reg.slot.clone(), label);
+    let label = session.run(&ctx.shutdown).await;
+    if log_disconnect {
+        tracing::info!("{label} client disconnected");
+    }
+}
+
+enum Negotiated {
+    Startup(StartupMessage),
+    Cancel(i32, i32),
+}
+
+async fn negotiate(stream: &Stream, buf: &mut BytesMut) -> Result<Option<Negotiated>, doorman_wire::WireError> {
+    let mut refused_tls = false;
+    let mut refused_gss = false;
+    loop {
+        match read_packet(stream, buf).await? {
+            None => return Ok(None),
+            Some(StartupPacket::SslRequest) if !refused_tls => refused_tls = true,
+            Some(StartupPacket::GssEncRequest) if !refused_gss => refused_gss = true,
+            Some(StartupPacket::SslRequest | StartupPacket::GssEncRequest) => return Err(doorman_wire::WireError::Invalid("repeated negotiation request")),
+            Some(StartupPacket::Cancel { pid, secret }) => return Ok(Some(Negotiated::Cancel(pid, secret))),
+            Some(StartupPacket::Startup(m)) => return Ok(Some(Negotiated::Startup(m))),
+        }
+        if !buf.is_empty() {
+            // Bytes sent before our answer would be processed unprotected (CVE-2021-23222 class).
+            return Err(doorman_wire::WireError::Invalid("data after negotiation request"));
+        }
+        if stream.write_all(b"N").await.is_err() {
+            return Ok(None);
+        }
+    }
+}
+
+async fn login(ctx: &AppContext, stream: &Stream, buf: &mut BytesMut, msg: &StartupMessage, peer: &str) -> Result<(Arc<Pool>, ClientParams), Option<ErrorFields>> {
+    let user = msg.get("user").filter(|u| !u.is_empty()).ok_or_else(|| ErrorFields::fatal(sqlstate::INVALID_AUTHORIZATION, "no PostgreSQL user name specified in startup packet"))?;
+    let database = msg.get("database").filter(|d| !d.is_empty()).unwrap_or(user);
+    if msg.minor > 0 || !msg.protocol_options.is_empty() {
+        let mut out = BytesMut::new();
+        backend::write_negotiate_protocol_version(&mut out, &msg.protocol_options);
+        stream.write_all(&out).await.map_err(|_| None)?;
+    }
+    let pool = ctx.pools.get(database, user).map_err(|l| match l {
+        Lookup::NoDatabase => ErrorFields::fatal(sqlstate::INVALID_CATALOG_NAME, format!("database \"{database}\" does not exist")),
+        Lookup::NoUser => ErrorFields::fatal(sqlstate::INVALID_AUTHORIZATION, format!("role \"{user}\" does not exist")),
+    });
+    let pool = match pool {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!("client {peer}: {} (user {user:?}, database {database:?})", e.message);
+            return Err(Some(e));
+        }
+    };
+    match authenticate(stream, buf, user, &pool.settings.client_secret).await {
+        Ok(()) => {}
+        Err(AuthFailure::Gone) => return Err(None),
+        Err(AuthFailure::Reject(e)) => {
+            tracing::warn!("client {peer}: authentication failed for user {user:?} database {database:?}: {}", e.message);
+            return Err(Some(e));
+        }
+    }
+    let defaults = pool.learn_default_params().await.map_err(|e| {
+        tracing::warn!("client {peer}: {}: {e}", pool.name());
+        Some(e.to_client())
+    })?;
+    let mut params = from_startup(&defaults, msg)?;
+    if params.needs_check {
+        check_params(&pool, &mut params).await?;
+    }
+    Ok((pool, params))
+}
+
+/// Applies the client's startup parameters on a backend once, so that invalid values fail the
+/// login (as PostgreSQL would) and values come back in PostgreSQL's canonical spelling.
+async fn check_params(pool: &Pool, params: &mut ClientParams) -> Result<(), ErrorFields> {
+    let mut server = pool.checkout().await.map_err(|e| e.to_client())?;
+    let result = super::session::sync_params(&mut server, params).await;
+    pool.checkin(server);
+    match result {
+        Ok(None) => Ok(()),
+        Ok(Some(e)) => Err(ErrorFields::fatal(code_of(&e.code), e.message)),
+        Err(e) => Err(e.to_client()),
+    }
+}
+
+/// A backend's SQLSTATE as a static code for our ErrorFields (unknown codes map to 22023).
+fn code_of(code: &str) -> &'static str {
+    ["22023", "42704", "55P02", "42501", "22P02", "0A000"].into_iter().find(|c| *c == code).unwrap_or("22023")
+}
+
+fn write_parameter_statuses(out: &mut BytesMut, pool: &Pool, params: &ClientParams) {
+    if let Some(defaults) = pool.default_params() {
+        for (k, v) in defaults.iter() {
+            let v = params.wanted.get(k).unwrap_or(v);
+            backend::write_parameter_status(out, k, v);
+        }
+    }
+}

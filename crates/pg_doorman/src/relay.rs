@@ -1,0 +1,324 @@
+//! The hot path: moves frames between a client and its backend without decoding what the
+//! pooler does not act on. Each direction keeps a scan position: bytes before it are whole or
+//! streamed frames ready to forward; a frame larger than what is buffered is forwarded in
+//! pieces (`skip` counts its remaining bytes), so big DataRow/CopyData never sit whole in memory.
+//! Only ReadyForQuery, ParameterStatus and ErrorResponse bodies are read. No allocation per
+//! message; one write per batch of frames.
+
+use crate::net::Stream;
+use crate::params::{ParamSet, tracked_name};
+use crate::server::{READ_CHUNK, Server};
+use bytes::{Buf, BytesMut};
+use doorman_wire::WireError;
+use doorman_wire::backend::{parse_parameter_status, tag};
+use doorman_wire::frame::{MAX_MESSAGE_LEN, peek_header};
+use doorman_wire::frontend::{is_session_tag, max_len};
+use std::io;
+
+/// Stop reading a side when this many bytes wait to be forwarded (backpressure), bytes.
+const HIGH_WATER: usize = 256 * 1024;
+/// Read size for client sockets, bytes.
+pub const CLIENT_CHUNK: usize = 8 * 1024;
+
+/// Scan position of one direction.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Scan {
+    /// Bytes at the front of the buffer that may be forwarded.
+    pub ready: usize,
+    /// Bytes of the current frame still to come (streamed through unread).
+    pub skip: usize,
+}
+
+/// A client's socket and input buffer.
+#[derive(Debug)]
+pub struct ClientIo {
+    /// The socket.
+    pub stream: Stream,
+    /// Bytes read from the client and not yet forwarded.
+    pub buf: BytesMut,
+    /// Scan state of `buf`; persists between transactions.
+    pub scan: Scan,
+}
+
+/// Per-attachment bookkeeping of one client on one backend.
+#[derive(Debug, Default)]
+pub struct Attachment {
+    /// Query/Sync/FunctionCall forwarded whose ReadyForQuery has not come back.
+    pub pending: u32,
+    /// Extended-protocol messages forwarded since the last Sync.
+    pub unsynced: bool,
+    /// The client sent Terminate.
+    pub terminated: bool,
+    /// Release point reached (transaction mode).
+    released: bool,
+    server_scan: Scan,
+}
+
+impl Attachment {
+    /// True when the backend is between transactions with nothing outstanding.
+    pub fn is_clean(&self, server: &Server) -> bool {
+        self.pending == 0 && !self.unsynced && server.status == b'I' && self.server_scan.skip == 0
+    }
+}
+
+/// How a relay ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// ReadyForQuery 'I' with nothing outstanding: the backend may go back to the pool.
+    Released,
+    /// The client sent Terminate.
+    Terminated,
+    /// The client closed its socket or failed.
+    ClientGone,
+    /// The client broke the protocol.
+    ClientProtocol(WireError),
+    /// The backend closed, failed, or broke the protocol.
+    ServerGone(io::Error),
+}
+
+/// Client-side parameter view updated from ParameterStatus.
+pub struct ParamSink<'a> {
+    /// The client's expected values of tracked parameters.
+    pub wanted: &'a mut ParamSet,
+    /// Log changes (pool option `log_client_parameter_status_changes`).
+    pub log: bool,
+}
+
+fn scan_client(buf: &[u8], sc: &mut Scan, at: &mut Attachment) -> Result<(), WireError> {
+    loop {
+        let pos = sc.ready;
+        if pos >= buf.len() || at.terminated {
+            return Ok(());
+        }
+        if sc.skip > 0 {
+            let n = sc.skip.min(buf.len() - pos);
+            sc.ready += n;
+            sc.skip -= n;
+            continue;
+        }
+        let Some(h) = peek_header(&buf[pos..], MAX_MESSAGE_LEN)? else { return Ok(()) };
+        if !is_session_tag(h.tag) {
+            return Err(WireError::UnknownTag(h.tag));
+        }
+        if h.len > max_len(h.tag) {
+            return Err(WireError::BadLength { tag: h.tag, len: h.len, max: max_len(h.tag) });
+        }
+        match h.tag {
+            b'Q' | b'S' | b'F' => {
+                at.pending += 1;
+                at.unsynced = false;
+            }
+            b'X' => {
+                at.terminated = true;
+                return Ok(());
+            }
+            b'H' | b'd' | b'c' | b'f' => {}
+            _ => at.unsynced = true,
+        }
+        let avail = buf.len() - pos;
+        let len = h.frame_len();
+        sc.ready += len.min(avail);
+        sc.skip = len.saturating_sub(avail);
+    }
+}
+
+fn scan_server(buf: &[u8], server_params: &mut ParamSet, status: &mut u8, at: &mut Attachment, release: bool, sink: &mut ParamSink<'_>) -> Result<(), WireError> {
+    let sc = &mut at.server_scan;
+    loop {
+        let pos = sc.ready;
+        if pos >= buf.len() || at.released {
+            return Ok(());
+        }
+        if sc.skip > 0 {
+            let n = sc.skip.min(buf.len() - pos);
+            sc.ready += n;
+            sc.skip -= n;
+            continue;
+        }
+        let Some(h) = peek_header(&buf[pos..], MAX_MESSAGE_LEN)? else { return Ok(()) };
+        let len = h.frame_len();
+        let avail = buf.len() - pos;
+        let inspect = matches!(h.tag, tag::READY_FOR_QUERY | tag::PARAMETER_STATUS);
+        if !inspect {
+            sc.ready += len.min(avail);
+            sc.skip = len.saturating_sub(avail);
+            continue;
+        }
+        if avail < len {
+            return Ok(());
+        }
+        let body = &buf[pos + 5..pos + len];
+        sc.ready += len;
+        if h.tag == tag::READY_FOR_QUERY {
+            *status = body.first().copied().ok_or(WireError::Truncated("ReadyForQuery"))?;
+            at.pending = at.pending.saturating_sub(1);
+            if release && at.pending == 0 && !at.unsynced && *status == b'I' {
+                at.released = true;
+            }
+        } else {
+            let (k, v) = parse_parameter_status(body)?;
+            server_params.set(k, v);
+            if let Some(t) = tracked_name(k) {
+                if sink.wanted.set(t, v) && sink.log {
+                    tracing::info!("client parameter {t} changed to {v:?}");
+                }
+            }
+        }
+    }
+}
+
+fn would_block(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::WouldBlock
+}
+
+/// Writes the ready prefix of `buf`; returns Ok(true) when it all went.
+#[inline]
+fn flush(stream: &Stream, buf: &mut BytesMut, sc: &mut Scan) -> io::Result<bool> {
+    while sc.ready > 0 {
+        match stream.try_write(&buf[..sc.ready]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                buf.advance(n);
+                sc.ready -= n;
+            }
+            Err(e) if would_block(&e) => return Ok(false),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+/// Reads into `buf`; Ok(None) = nothing there now, Ok(Some(0)) = EOF.
+#[inline]
+fn fill(stream: &Stream, buf: &mut BytesMut, chunk: usize) -> io::Result<Option<usize>> {
+    match stream.try_read_buf(buf, chunk) {
+        Ok(n) => Ok(Some(n)),
+        Err(e) if would_block(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Relays between `client` and `server` until the release point (when `release_on_idle`),
+/// Terminate, or either side failing. Never panics on peer input.
+pub async fn relay(client: &mut ClientIo, server: &mut Server, at: &mut Attachment, release_on_idle: bool, sink: &mut ParamSink<'_>) -> Outcome {
+    loop {
+        // Client → server.
+        if !at.released {
+            if let Err(e) = scan_client(&client.buf, &mut client.scan, at) {
+                return Outcome::ClientProtocol(e);
+            }
+        }
+        let to_server_blocked = match flush(&server.stream, &mut client.buf, &mut client.scan) {
+            Ok(done) => !done,
+            Err(e) => return Outcome::ServerGone(e),
+        };
+        if at.terminated && client.scan.ready == 0 {
+            return Outcome::Terminated;
+        }
+        // Server → client.
+        if let Err(e) = scan_server(&server.buf, &mut server.params, &mut server.status, at, release_on_idle, sink) {
+            return Outcome::ServerGone(io::Error::new(io::ErrorKind::InvalidData, e));
+        }
+        let to_client_blocked = match flush(&client.stream, &mut server.buf, &mut at.server_scan) {
+            Ok(done) => !done,
+            Err(_) => return Outcome::ClientGone,
+        };
+        if at.released && !to_client_blocked {
+            return Outcome::Released;
+        }
+        let read_client = !at.released && !at.terminated && client.buf.len() < HIGH_WATER;
+        let read_server = !at.released && server.buf.len() < HIGH_WATER;
+        tokio::select! {
+            biased;
+            r = server.stream.readable(), if read_server => {
+                if let Err(e) = r { return Outcome::ServerGone(e) }
+                match fill(&server.stream, &mut server.buf, READ_CHUNK) {
+                    Ok(Some(0)) => return Outcome::ServerGone(io::ErrorKind::UnexpectedEof.into()),
+                    Ok(_) => {}
+                    Err(e) => return Outcome::ServerGone(e),
+                }
+            }
+            r = client.stream.readable(), if read_client => {
+                if r.is_err() { return Outcome::ClientGone }
+                match fill(&client.stream, &mut client.buf, CLIENT_CHUNK) {
+                    Ok(Some(0)) | Err(_) => return Outcome::ClientGone,
+                    Ok(_) => {}
+                }
+            }
+            r = server.stream.writable(), if to_server_blocked => {
+                if let Err(e) = r { return Outcome::ServerGone(e) }
+            }
+            r = client.stream.writable(), if to_client_blocked => {
+                if r.is_err() { return Outcome::ClientGone }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(parts: &[(u8, &[u8])]) -> Vec<u8> {
+        let mut v = Vec::new();
+        for (t, body) in parts {
+            v.push(*t);
+            v.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+            v.extend_from_slice(body);
+        }
+        v
+    }
+
+    #[test]
+    fn client_scan_counts_syncs_and_stops_at_terminate() {
+        let buf = frames(&[(b'P', b"\0SELECT 1\0\0\0"), (b'B', b"\0\0\0\0\0\0\0\0"), (b'S', b""), (b'Q', b"SELECT 1\0"), (b'X', b"")]);
+        let mut sc = Scan::default();
+        let mut at = Attachment::default();
+        scan_client(&buf, &mut sc, &mut at).unwrap();
+        assert_eq!(at.pending, 2);
+        assert!(!at.unsynced);
+        assert!(at.terminated);
+        assert_eq!(sc.ready, buf.len() - 5);
+    }
+
+    #[test]
+    fn client_scan_streams_partial_frames_and_rejects_bad_tags() {
+        let mut buf = frames(&[(b'd', &[7u8; 100])]);
+        buf.truncate(50);
+        let mut sc = Scan::default();
+        let mut at = Attachment::default();
+        scan_client(&buf, &mut sc, &mut at).unwrap();
+        assert_eq!((sc.ready, sc.skip), (50, 55));
+        let bad = frames(&[(b'Z', b"I")]);
+        assert!(scan_client(&bad, &mut Scan::default(), &mut Attachment::default()).is_err());
+        let huge_sync = [b'S', 0, 1, 0, 0];
+        assert!(scan_client(&huge_sync, &mut Scan::default(), &mut Attachment::default()).is_err());
+    }
+
+    #[test]
+    fn server_scan_releases_only_when_all_answered() {
+        let buf = frames(&[(b'C', b"SELECT 1\0"), (b'Z', b"I"), (b'C', b"SELECT 1\0"), (b'S', b"TimeZone\0UTC\0"), (b'Z', b"I"), (b'N', b"x")]);
+        let mut at = Attachment { pending: 2, ..Default::default() };
+        let mut params = ParamSet::default();
+        let mut wanted = ParamSet::default();
+        let mut status = b'T';
+        let mut sink = ParamSink { wanted: &mut wanted, log: false };
+        scan_server(&buf, &mut params, &mut status, &mut at, true, &mut sink).unwrap();
+        assert!(at.released);
+        assert_eq!(at.pending, 0);
+        assert_eq!(at.server_scan.ready, buf.len() - 6);
+        assert_eq!(params.get("TimeZone"), Some("UTC"));
+        assert_eq!(wanted.get("TimeZone"), Some("UTC"));
+    }
+
+    #[test]
+    fn server_scan_holds_in_transaction() {
+        let buf = frames(&[(b'Z', b"T")]);
+        let mut at = Attachment { pending: 1, ..Default::default() };
+        let (mut p, mut w, mut st) = (ParamSet::default(), ParamSet::default(), b'I');
+        let mut sink = ParamSink { wanted: &mut w, log: false };
+        scan_server(&buf, &mut p, &mut st, &mut at, true, &mut sink).unwrap();
+        assert!(!at.released);
+        assert_eq!(st, b'T');
+    }
+}
