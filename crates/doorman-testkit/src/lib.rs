@@ -1,1 +1,256 @@
-//! x
+//! Test support: throwaway PostgreSQL clusters ([`TempCluster`]) on a free 127.0.0.1 port and
+//! a pg_doorman process ([`Doorman`]) started from a generated config. Both stop on Drop, so a
+//! test leaves no process behind. initdb/pg_ctl refuse to run as root, so as root they run as
+//! the `postgres` user through `runuser`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Where Debian puts the PostgreSQL 15 server binaries (override with `PG_BIN`).
+pub fn pg_bin() -> PathBuf {
+    std::env::var_os("PG_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin"))
+}
+
+fn is_root() -> bool {
+    // SAFETY-free check: the effective uid is in /proc/self/status; avoid libc for the testkit.
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
+        .unwrap_or(false)
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; small race accepted in tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn pg_command(bin: &str) -> Command {
+    let path = pg_bin().join(bin);
+    if is_root() {
+        let mut c = Command::new("runuser");
+        c.arg("-u").arg("postgres").arg("--").arg(path);
+        c
+    } else {
+        Command::new(path)
+    }
+}
+
+fn run(mut c: Command, what: &str) -> String {
+    let out = c.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(out.status.success(), "{what} failed: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Authentication method PostgreSQL asks TCP clients for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PgAuth {
+    /// No password.
+    Trust,
+    /// MD5 challenge.
+    Md5,
+    /// SCRAM-SHA-256.
+    Scram,
+    /// Cleartext password.
+    Password,
+}
+
+impl PgAuth {
+    fn hba(self) -> &'static str {
+        match self {
+            PgAuth::Trust => "trust",
+            PgAuth::Md5 => "md5",
+            PgAuth::Scram => "scram-sha-256",
+            PgAuth::Password => "password",
+        }
+    }
+}
+
+/// A running throwaway PostgreSQL cluster.
+pub struct TempCluster {
+    dir: tempfile::TempDir,
+    /// TCP port on 127.0.0.1.
+    pub port: u16,
+}
+
+impl TempCluster {
+    /// initdb + start with `auth` for TCP clients; the unix socket (in the temp dir) is trust.
+    pub fn start(auth: PgAuth) -> TempCluster {
+        let dir = tempfile::Builder::new().prefix("doorman-pg-").tempdir_in("/tmp").unwrap();
+        if is_root() {
+            run(
+                {
+                    let mut c = Command::new("chown");
+                    c.arg("postgres:postgres").arg(dir.path());
+                    c
+                },
+                "chown",
+            );
+        }
+        let data = dir.path().join("data");
+        let mut initdb = pg_command("initdb");
+        initdb.args(["-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C", "-D"]).arg(&data).stdout(Stdio::null());
+        run(initdb, "initdb");
+        let port = free_port();
+        let conf = format!(
+            "port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_connections = 300\npassword_encryption = '{}'\nlog_min_messages = warning\n",
+            dir.path().display(),
+            if auth == PgAuth::Md5 { "md5" } else { "scram-sha-256" }
+        );
+        append(&data.join("postgresql.conf"), &conf);
+        std::fs::write(data.join("pg_hba.conf"), format!("local all all trust\nhost all all 127.0.0.1/32 {}\n", auth.hba())).unwrap();
+        let c = TempCluster { dir, port };
+        c.pg_ctl_start();
+        c
+    }
+
+    fn pg_ctl_start(&self) {
+        let mut ctl = pg_command("pg_ctl");
+        ctl.args(["-w", "-t", "30", "-D"]).arg(self.data()).arg("-l").arg(self.dir.path().join("postgres.log")).arg("start").stdout(Stdio::null());
+        run(ctl, "pg_ctl start");
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Directory holding the unix socket `.s.PGSQL.<port>`.
+    pub fn socket_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Runs SQL as superuser `postgres` over the unix socket with psql; returns stdout (-At).
+    pub fn psql(&self, sql: &str) -> String {
+        let mut c = Command::new("psql");
+        c.args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-U", "postgres", "-d", "postgres", "-h"])
+            .arg(self.socket_dir())
+            .arg("-p")
+            .arg(self.port.to_string())
+            .arg("-c")
+            .arg(sql);
+        run(c, &format!("psql {sql}"))
+    }
+
+    /// Creates a login role with a password (hashed per password_encryption) and a database it owns.
+    pub fn create_user(&self, user: &str, password: &str) {
+        self.psql(&format!("CREATE ROLE \"{user}\" LOGIN PASSWORD '{password}'"));
+    }
+
+    /// Stops the server immediately (clients see their connections drop).
+    pub fn stop(&self) {
+        let mut ctl = pg_command("pg_ctl");
+        ctl.args(["-w", "-m", "immediate", "-D"]).arg(self.data()).arg("stop").stdout(Stdio::null()).stderr(Stdio::null());
+        let _ = ctl.status();
+    }
+
+    /// Starts it again after [`TempCluster::stop`].
+    pub fn restart(&self) {
+        self.pg_ctl_start();
+    }
+}
+
+impl Drop for TempCluster {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn append(path: &Path, text: &str) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+/// A pg_doorman process started with a config file written from `yaml`.
+pub struct Doorman {
+    child: Child,
+    _dir: tempfile::TempDir,
+    /// Port it listens on (127.0.0.1).
+    pub port: u16,
+    /// Path of its log file (stderr).
+    pub log: PathBuf,
+}
+
+impl Doorman {
+    /// Starts `binary` with a config whose `general` section gets host/port added; `yaml` holds
+    /// the rest of the config with `{port}` replaced by the chosen port. Waits until it accepts.
+    pub fn start(binary: &Path, yaml: &str) -> Doorman {
+        let port = free_port();
+        let dir = tempfile::Builder::new().prefix("doorman-cfg-").tempdir().unwrap();
+        let path = dir.path().join("pg_doorman.yaml");
+        std::fs::write(&path, yaml.replace("{port}", &port.to_string())).unwrap();
+        let log = dir.path().join("pg_doorman.log");
+        let child = Command::new(binary)
+            .arg(&path)
+            .arg("-l")
+            .arg("debug")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut d = Doorman { child, _dir: dir, port, log };
+        d.wait_ready();
+        d
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("pg_doorman exited with {status}: {}", self.log_text());
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("pg_doorman did not start listening: {}", self.log_text());
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` (e.g. "TERM") with kill(1) and waits up to 10 s for exit; returns the status.
+    pub fn signal_and_wait(&mut self, signal: &str) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill").arg(format!("-{signal}")).arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// A libpq-style connection string for `user`/`password`/`db` through this pg_doorman.
+    pub fn conn_str(&self, user: &str, password: &str, db: &str) -> String {
+        format!("host=127.0.0.1 port={} user={user} password={password} dbname={db} connect_timeout=10", self.port)
+    }
+}
+
+impl Drop for Doorman {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Connects with tokio-postgres (no TLS) and drives the connection on a spawned task.
+pub async fn connect(conn_str: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (client, conn) = tokio_postgres::connect(conn_str, tokio_postgres::NoTls).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
