@@ -12,20 +12,30 @@ use std::time::{Duration, Instant};
 
 /// Where Debian puts the PostgreSQL 15 server binaries (override with `PG_BIN`).
 pub fn pg_bin() -> PathBuf {
-    std::env::var_os("PG_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin"))
+    std::env::var_os("PG_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin"))
 }
 
 fn is_root() -> bool {
     // SAFETY-free check: the effective uid is in /proc/self/status; avoid libc for the testkit.
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
         .unwrap_or(false)
 }
 
 /// A free TCP port on 127.0.0.1 (bound and released; small race accepted in tests).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn pg_command(bin: &str) -> Command {
@@ -41,7 +51,12 @@ fn pg_command(bin: &str) -> Command {
 
 fn run(mut c: Command, what: &str) -> String {
     let out = c.output().unwrap_or_else(|e| panic!("{what}: {e}"));
-    assert!(out.status.success(), "{what} failed: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{what} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -79,7 +94,10 @@ pub struct TempCluster {
 impl TempCluster {
     /// initdb + start with `auth` for TCP clients; the unix socket (in the temp dir) is trust.
     pub fn start(auth: PgAuth) -> TempCluster {
-        let dir = tempfile::Builder::new().prefix("doorman-pg-").tempdir_in("/tmp").unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("doorman-pg-")
+            .tempdir_in("/tmp")
+            .unwrap();
         if is_root() {
             run(
                 {
@@ -92,16 +110,39 @@ impl TempCluster {
         }
         let data = dir.path().join("data");
         let mut initdb = pg_command("initdb");
-        initdb.args(["-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C", "-D"]).arg(&data).stdout(Stdio::null());
+        initdb
+            .args([
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "-D",
+            ])
+            .arg(&data)
+            .stdout(Stdio::null());
         run(initdb, "initdb");
         let port = free_port();
         let conf = format!(
             "port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_connections = 300\npassword_encryption = '{}'\nlog_min_messages = warning\n",
             dir.path().display(),
-            if auth == PgAuth::Md5 { "md5" } else { "scram-sha-256" }
+            if auth == PgAuth::Md5 {
+                "md5"
+            } else {
+                "scram-sha-256"
+            }
         );
         append(&data.join("postgresql.conf"), &conf);
-        std::fs::write(data.join("pg_hba.conf"), format!("local all all trust\nhost all all 127.0.0.1/32 {}\n", auth.hba())).unwrap();
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            format!(
+                "local all all trust\nhost all all 127.0.0.1/32 {}\n",
+                auth.hba()
+            ),
+        )
+        .unwrap();
         let c = TempCluster { dir, port };
         c.pg_ctl_start();
         c
@@ -109,7 +150,12 @@ impl TempCluster {
 
     fn pg_ctl_start(&self) {
         let mut ctl = pg_command("pg_ctl");
-        ctl.args(["-w", "-t", "30", "-D"]).arg(self.data()).arg("-l").arg(self.dir.path().join("postgres.log")).arg("start").stdout(Stdio::null());
+        ctl.args(["-w", "-t", "30", "-D"])
+            .arg(self.data())
+            .arg("-l")
+            .arg(self.dir.path().join("postgres.log"))
+            .arg("start")
+            .stdout(Stdio::null());
         run(ctl, "pg_ctl start");
     }
 
@@ -125,24 +171,40 @@ impl TempCluster {
     /// Runs SQL as superuser `postgres` over the unix socket with psql; returns stdout (-At).
     pub fn psql(&self, sql: &str) -> String {
         let mut c = Command::new("psql");
-        c.args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-U", "postgres", "-d", "postgres", "-h"])
-            .arg(self.socket_dir())
-            .arg("-p")
-            .arg(self.port.to_string())
-            .arg("-c")
-            .arg(sql);
+        c.args([
+            "-X",
+            "-At",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-h",
+        ])
+        .arg(self.socket_dir())
+        .arg("-p")
+        .arg(self.port.to_string())
+        .arg("-c")
+        .arg(sql);
         run(c, &format!("psql {sql}"))
     }
 
     /// Creates a login role with a password (hashed per password_encryption) and a database it owns.
     pub fn create_user(&self, user: &str, password: &str) {
-        self.psql(&format!("CREATE ROLE \"{user}\" LOGIN PASSWORD '{password}'"));
+        self.psql(&format!(
+            "CREATE ROLE \"{user}\" LOGIN PASSWORD '{password}'"
+        ));
     }
 
     /// Stops the server immediately (clients see their connections drop).
     pub fn stop(&self) {
         let mut ctl = pg_command("pg_ctl");
-        ctl.args(["-w", "-m", "immediate", "-D"]).arg(self.data()).arg("stop").stdout(Stdio::null()).stderr(Stdio::null());
+        ctl.args(["-w", "-m", "immediate", "-D"])
+            .arg(self.data())
+            .arg("stop")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
         let _ = ctl.status();
     }
 
@@ -179,7 +241,10 @@ impl Doorman {
     /// the rest of the config with `{port}` replaced by the chosen port. Waits until it accepts.
     pub fn start(binary: &Path, yaml: &str) -> Doorman {
         let port = free_port();
-        let dir = tempfile::Builder::new().prefix("doorman-cfg-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("doorman-cfg-")
+            .tempdir()
+            .unwrap();
         let path = dir.path().join("pg_doorman.yaml");
         std::fs::write(&path, yaml.replace("{port}", &port.to_string())).unwrap();
         let log = dir.path().join("pg_doorman.log");
@@ -191,7 +256,12 @@ impl Doorman {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let mut d = Doorman { child, _dir: dir, port, log };
+        let mut d = Doorman {
+            child,
+            _dir: dir,
+            port,
+            log,
+        };
         d.wait_ready();
         d
     }
@@ -222,7 +292,10 @@ impl Doorman {
 
     /// Sends `signal` (e.g. "TERM") with kill(1) and waits up to 10 s for exit; returns the status.
     pub fn signal_and_wait(&mut self, signal: &str) -> Option<std::process::ExitStatus> {
-        let _ = Command::new("kill").arg(format!("-{signal}")).arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(Some(s)) = self.child.try_wait() {
@@ -235,7 +308,10 @@ impl Doorman {
 
     /// A libpq-style connection string for `user`/`password`/`db` through this pg_doorman.
     pub fn conn_str(&self, user: &str, password: &str, db: &str) -> String {
-        format!("host=127.0.0.1 port={} user={user} password={password} dbname={db} connect_timeout=10", self.port)
+        format!(
+            "host=127.0.0.1 port={} user={user} password={password} dbname={db} connect_timeout=10",
+            self.port
+        )
     }
 }
 

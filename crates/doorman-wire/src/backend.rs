@@ -1,8 +1,8 @@
 //! Backend (server → client) messages: writers for what the pooler says itself, and decoders
 //! for the few messages it must understand (protocol §55.7).
 
-use crate::frame::{Reader, begin, finish};
 use crate::WireError;
+use crate::frame::{Reader, begin, finish};
 use bytes::{BufMut, BytesMut};
 
 /// Tags of backend messages the relay acts on.
@@ -170,10 +170,16 @@ mod tests {
     fn auth_round_trips() {
         let mut b = BytesMut::new();
         write_auth_md5(&mut b, [1, 2, 3, 4]);
-        assert_eq!(parse_auth(body(&b)).unwrap(), AuthRequest::Md5([1, 2, 3, 4]));
+        assert_eq!(
+            parse_auth(body(&b)).unwrap(),
+            AuthRequest::Md5([1, 2, 3, 4])
+        );
         let mut b = BytesMut::new();
         write_auth_sasl_scram(&mut b);
-        assert_eq!(parse_auth(body(&b)).unwrap(), AuthRequest::Sasl(vec!["SCRAM-SHA-256"]));
+        assert_eq!(
+            parse_auth(body(&b)).unwrap(),
+            AuthRequest::Sasl(vec!["SCRAM-SHA-256"])
+        );
         let mut b = BytesMut::new();
         write_auth_ok(&mut b);
         assert_eq!(parse_auth(body(&b)).unwrap(), AuthRequest::Ok);
@@ -184,7 +190,10 @@ mod tests {
     fn parameter_status_and_key_data() {
         let mut b = BytesMut::new();
         write_parameter_status(&mut b, "TimeZone", "UTC");
-        assert_eq!(parse_parameter_status(body(&b)).unwrap(), ("TimeZone", "UTC"));
+        assert_eq!(
+            parse_parameter_status(body(&b)).unwrap(),
+            ("TimeZone", "UTC")
+        );
         let mut b = BytesMut::new();
         write_backend_key_data(&mut b, 42, -7);
         assert_eq!(parse_backend_key_data(body(&b)).unwrap(), (42, -7));

@@ -39,12 +39,22 @@ pub struct ErrorFields {
 impl ErrorFields {
     /// An ERROR with `code` and `message`.
     pub fn error(code: &'static str, message: impl Into<String>) -> Self {
-        ErrorFields { severity: Severity::Error, code, message: message.into(), detail: None }
+        ErrorFields {
+            severity: Severity::Error,
+            code,
+            message: message.into(),
+            detail: None,
+        }
     }
 
     /// A FATAL with `code` and `message`.
     pub fn fatal(code: &'static str, message: impl Into<String>) -> Self {
-        ErrorFields { severity: Severity::Fatal, code, message: message.into(), detail: None }
+        ErrorFields {
+            severity: Severity::Fatal,
+            code,
+            message: message.into(),
+            detail: None,
+        }
     }
 
     /// Adds a detail line.
@@ -56,7 +66,11 @@ impl ErrorFields {
     /// Appends this as an ErrorResponse ('E') to `buf`.
     pub fn write(&self, buf: &mut BytesMut) {
         let at = begin(buf, b'E');
-        for (field, value) in [(b'S', self.severity.as_str()), (b'V', self.severity.as_str()), (b'C', self.code)] {
+        for (field, value) in [
+            (b'S', self.severity.as_str()),
+            (b'V', self.severity.as_str()),
+            (b'C', self.code),
+        ] {
             put_field(buf, field, value);
         }
         put_field(buf, b'M', &self.message);
@@ -113,7 +127,8 @@ mod tests {
     #[test]
     fn error_round_trip() {
         let mut b = BytesMut::new();
-        ErrorFields::fatal("28P01", "password authentication failed for user \"bob\"").write(&mut b);
+        ErrorFields::fatal("28P01", "password authentication failed for user \"bob\"")
+            .write(&mut b);
         assert_eq!(b[0], b'E');
         let (h, frame) = crate::frame::complete_frame(&b, 1000).unwrap().unwrap();
         assert_eq!(h.frame_len(), b.len());

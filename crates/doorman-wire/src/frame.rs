@@ -62,7 +62,10 @@ pub fn peek_header(buf: &[u8], max: u32) -> Result<Option<FrameHeader>, crate::W
 ///
 /// `Ok(None)` means more bytes are needed. Same errors as [`peek_header`].
 #[inline]
-pub fn complete_frame(buf: &[u8], max: u32) -> Result<Option<(FrameHeader, &[u8])>, crate::WireError> {
+pub fn complete_frame(
+    buf: &[u8],
+    max: u32,
+) -> Result<Option<(FrameHeader, &[u8])>, crate::WireError> {
     match peek_header(buf, max)? {
         Some(h) if buf.len() >= h.frame_len() => Ok(Some((h, &buf[..h.frame_len()]))),
         _ => Ok(None),
@@ -111,7 +114,10 @@ impl<'a> Reader<'a> {
 
     /// Reads one byte.
     pub fn u8(&mut self) -> Result<u8, crate::WireError> {
-        let (&b, rest) = self.buf.split_first().ok_or(crate::WireError::Truncated(self.what))?;
+        let (&b, rest) = self
+            .buf
+            .split_first()
+            .ok_or(crate::WireError::Truncated(self.what))?;
         self.buf = rest;
         Ok(b)
     }
@@ -141,7 +147,8 @@ impl<'a> Reader<'a> {
     /// Reads a NUL-terminated UTF-8 string (the terminator is consumed, not returned).
     pub fn cstr(&mut self) -> Result<&'a str, crate::WireError> {
         let end = memchr::memchr(0, self.buf).ok_or(crate::WireError::BadString(self.what))?;
-        let s = std::str::from_utf8(&self.buf[..end]).map_err(|_| crate::WireError::BadString(self.what))?;
+        let s = std::str::from_utf8(&self.buf[..end])
+            .map_err(|_| crate::WireError::BadString(self.what))?;
         self.buf = &self.buf[end + 1..];
         Ok(s)
     }
@@ -154,19 +161,35 @@ mod tests {
     #[test]
     fn header_needs_five_bytes() {
         assert_eq!(peek_header(b"Q\0\0\0", MAX_MESSAGE_LEN), Ok(None));
-        let h = peek_header(b"Q\0\0\0\x09SELE", MAX_MESSAGE_LEN).unwrap().unwrap();
-        assert_eq!((h.tag, h.len, h.frame_len(), h.body_len()), (b'Q', 9, 10, 5));
+        let h = peek_header(b"Q\0\0\0\x09SELE", MAX_MESSAGE_LEN)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (h.tag, h.len, h.frame_len(), h.body_len()),
+            (b'Q', 9, 10, 5)
+        );
     }
 
     #[test]
     fn header_rejects_short_and_huge_lengths() {
-        assert!(matches!(peek_header(b"Q\0\0\0\x03", 100), Err(crate::WireError::BadLength { len: 3, .. })));
-        assert!(matches!(peek_header(b"Q\0\0\x01\x00", 100), Err(crate::WireError::BadLength { len: 256, .. })));
+        assert!(matches!(
+            peek_header(b"Q\0\0\0\x03", 100),
+            Err(crate::WireError::BadLength { len: 3, .. })
+        ));
+        assert!(matches!(
+            peek_header(b"Q\0\0\x01\x00", 100),
+            Err(crate::WireError::BadLength { len: 256, .. })
+        ));
     }
 
     #[test]
     fn complete_frame_waits_for_body() {
-        assert_eq!(complete_frame(b"S\0\0\0\x04", 100).unwrap().map(|f| f.1.len()), Some(5));
+        assert_eq!(
+            complete_frame(b"S\0\0\0\x04", 100)
+                .unwrap()
+                .map(|f| f.1.len()),
+            Some(5)
+        );
         assert_eq!(complete_frame(b"Q\0\0\0\x09SEL", 100).unwrap(), None);
     }
 

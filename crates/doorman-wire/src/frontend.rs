@@ -1,8 +1,8 @@
 //! Frontend (client → server) messages: which type bytes exist, writers for what the pooler
 //! sends to a backend, and decoders for the authentication replies it receives from clients.
 
-use crate::frame::{Reader, begin, finish};
 use crate::WireError;
+use crate::frame::{Reader, begin, finish};
 use bytes::{BufMut, BytesMut};
 
 /// Frontend message type bytes (protocol §55.7).
@@ -40,7 +40,10 @@ pub mod tag {
 /// True for message types a client may send after authentication.
 #[inline]
 pub fn is_session_tag(t: u8) -> bool {
-    matches!(t, b'B' | b'C' | b'd' | b'c' | b'f' | b'D' | b'E' | b'H' | b'F' | b'P' | b'Q' | b'S' | b'X')
+    matches!(
+        t,
+        b'B' | b'C' | b'd' | b'c' | b'f' | b'D' | b'E' | b'H' | b'F' | b'P' | b'Q' | b'S' | b'X'
+    )
 }
 
 /// Cap (bytes) for message types whose body the protocol bounds; PostgreSQL applies
@@ -102,7 +105,9 @@ pub fn parse_sasl_initial_response(body: &[u8]) -> Result<(&str, &[u8]), WireErr
     let mech = r.cstr()?;
     let len = r.i32()?;
     if len < 0 {
-        return Err(WireError::Invalid("SASLInitialResponse: missing client-first-message"));
+        return Err(WireError::Invalid(
+            "SASLInitialResponse: missing client-first-message",
+        ));
     }
     let data = r.bytes(len as usize)?;
     Ok((mech, data))
@@ -116,7 +121,10 @@ mod tests {
     fn sasl_initial_round_trip() {
         let mut b = BytesMut::new();
         write_sasl_initial_response(&mut b, "SCRAM-SHA-256", b"n,,n=,r=abc");
-        assert_eq!(parse_sasl_initial_response(&b[5..]).unwrap(), ("SCRAM-SHA-256", &b"n,,n=,r=abc"[..]));
+        assert_eq!(
+            parse_sasl_initial_response(&b[5..]).unwrap(),
+            ("SCRAM-SHA-256", &b"n,,n=,r=abc"[..])
+        );
         assert!(parse_sasl_initial_response(b"SCRAM\0\0\0\0\x09ab").is_err());
     }
 

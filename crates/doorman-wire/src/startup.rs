@@ -1,8 +1,8 @@
 //! The untyped first packet of a connection (protocol §55.2.1 "Start-up", §55.7 StartupMessage,
 //! SSLRequest, GSSENCRequest, CancelRequest).
 
-use crate::frame::{MAX_STARTUP_LEN, Reader};
 use crate::WireError;
+use crate::frame::{MAX_STARTUP_LEN, Reader};
 
 /// Protocol version 3.0 as sent in StartupMessage.
 pub const PROTOCOL_3_0: i32 = 196_608;
@@ -45,7 +45,10 @@ pub struct StartupMessage {
 impl StartupMessage {
     /// Value of parameter `name`, if sent.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -59,7 +62,11 @@ pub fn packet_len(buf: &[u8]) -> Result<Option<usize>, WireError> {
     }
     let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
     if !(8..=MAX_STARTUP_LEN).contains(&len) {
-        return Err(WireError::BadLength { tag: 0, len, max: MAX_STARTUP_LEN });
+        return Err(WireError::BadLength {
+            tag: 0,
+            len,
+            max: MAX_STARTUP_LEN,
+        });
     }
     Ok(Some(len as usize))
 }
@@ -87,7 +94,9 @@ pub fn decode(buf: &[u8]) -> Result<StartupPacket, WireError> {
             }
             Ok(StartupPacket::Cancel { pid, secret })
         }
-        SSL_REQUEST_CODE | GSSENC_REQUEST_CODE => Err(WireError::Invalid("negotiation request length")),
+        SSL_REQUEST_CODE | GSSENC_REQUEST_CODE => {
+            Err(WireError::Invalid("negotiation request length"))
+        }
         _ => {
             let major = (code >> 16) as u16;
             let minor = (code & 0xffff) as u16;
@@ -100,7 +109,10 @@ pub fn decode(buf: &[u8]) -> Result<StartupPacket, WireError> {
 }
 
 fn decode_params(mut r: Reader<'_>, minor: u16) -> Result<StartupMessage, WireError> {
-    let mut msg = StartupMessage { minor, ..Default::default() };
+    let mut msg = StartupMessage {
+        minor,
+        ..Default::default()
+    };
     loop {
         if r.rest() == [0] {
             return Ok(msg);
@@ -155,7 +167,9 @@ mod tests {
         let mut b = bytes::BytesMut::new();
         write_startup(&mut b, &[("user", "bob"), ("database", "db")]);
         assert_eq!(packet_len(&b).unwrap(), Some(b.len()));
-        let StartupPacket::Startup(m) = decode(&b).unwrap() else { panic!("not startup") };
+        let StartupPacket::Startup(m) = decode(&b).unwrap() else {
+            panic!("not startup")
+        };
         assert_eq!(m.get("user"), Some("bob"));
         assert_eq!(m.get("database"), Some("db"));
         assert_eq!(m.minor, 0);
@@ -163,11 +177,20 @@ mod tests {
 
     #[test]
     fn negotiation_and_cancel() {
-        assert_eq!(decode(&[0, 0, 0, 8, 4, 210, 22, 47]).unwrap(), StartupPacket::SslRequest);
-        assert_eq!(decode(&[0, 0, 0, 8, 4, 210, 22, 48]).unwrap(), StartupPacket::GssEncRequest);
+        assert_eq!(
+            decode(&[0, 0, 0, 8, 4, 210, 22, 47]).unwrap(),
+            StartupPacket::SslRequest
+        );
+        assert_eq!(
+            decode(&[0, 0, 0, 8, 4, 210, 22, 48]).unwrap(),
+            StartupPacket::GssEncRequest
+        );
         let mut b = bytes::BytesMut::new();
         write_cancel(&mut b, 7, -3);
-        assert_eq!(decode(&b).unwrap(), StartupPacket::Cancel { pid: 7, secret: -3 });
+        assert_eq!(
+            decode(&b).unwrap(),
+            StartupPacket::Cancel { pid: 7, secret: -3 }
+        );
     }
 
     #[test]
@@ -175,7 +198,10 @@ mod tests {
         assert!(packet_len(&[0, 0, 0, 4]).is_err());
         assert!(packet_len(&[0, 1, 0, 0]).is_err());
         // protocol 2.0
-        assert!(matches!(decode(&[0, 0, 0, 9, 0, 2, 0, 0, 0]), Err(WireError::UnsupportedProtocol { .. })));
+        assert!(matches!(
+            decode(&[0, 0, 0, 9, 0, 2, 0, 0, 0]),
+            Err(WireError::UnsupportedProtocol { .. })
+        ));
         // missing terminator
         assert!(decode(&[0, 0, 0, 12, 0, 3, 0, 0, b'u', 0, b'x', 0]).is_err());
         // unterminated string
@@ -188,7 +214,9 @@ mod tests {
     fn protocol_options_are_split_off() {
         let mut b = bytes::BytesMut::new();
         write_startup(&mut b, &[("user", "u"), ("_pq_.foo", "1")]);
-        let StartupPacket::Startup(m) = decode(&b).unwrap() else { panic!("not startup") };
+        let StartupPacket::Startup(m) = decode(&b).unwrap() else {
+            panic!("not startup")
+        };
         assert_eq!(m.protocol_options, vec!["_pq_.foo".to_string()]);
         assert_eq!(m.params.len(), 1);
     }

@@ -38,8 +38,14 @@ impl ServerError {
                 let code = known_code(&e.code).unwrap_or(sqlstate::CONNECTION_FAILURE_ESTABLISH);
                 ErrorFields::error(code, format!("server login failed: {}", e.message))
             }
-            ServerError::Auth(_) => ErrorFields::error(sqlstate::CONNECTION_FAILURE_ESTABLISH, "server login failed: pg_doorman cannot answer the server's authentication request"),
-            _ => ErrorFields::error(sqlstate::CONNECTION_FAILURE_ESTABLISH, "pg_doorman could not connect to the database server"),
+            ServerError::Auth(_) => ErrorFields::error(
+                sqlstate::CONNECTION_FAILURE_ESTABLISH,
+                "server login failed: pg_doorman cannot answer the server's authentication request",
+            ),
+            _ => ErrorFields::error(
+                sqlstate::CONNECTION_FAILURE_ESTABLISH,
+                "pg_doorman could not connect to the database server",
+            ),
         }
     }
 }
@@ -78,9 +84,14 @@ impl PoolError {
     /// The ErrorResponse a client gets for this failure.
     pub fn to_client(&self) -> ErrorFields {
         match self {
-            PoolError::WaitTimeout => ErrorFields::error(sqlstate::TOO_MANY_CONNECTIONS, "query_wait_timeout: no server connection available"),
+            PoolError::WaitTimeout => ErrorFields::error(
+                sqlstate::TOO_MANY_CONNECTIONS,
+                "query_wait_timeout: no server connection available",
+            ),
             PoolError::Server(e) => e.to_client(),
-            PoolError::Shutdown => ErrorFields::fatal(sqlstate::ADMIN_SHUTDOWN, "pg_doorman is shutting down"),
+            PoolError::Shutdown => {
+                ErrorFields::fatal(sqlstate::ADMIN_SHUTDOWN, "pg_doorman is shutting down")
+            }
         }
     }
 }

@@ -12,7 +12,10 @@ use tokio_util::task::TaskTracker;
 /// Binds the listening socket. Errors name the address.
 pub async fn bind(host: &str, port: u16, backlog: u32) -> std::io::Result<TcpListener> {
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port)).await?.collect();
-    let mut last = std::io::Error::new(std::io::ErrorKind::AddrNotAvailable, format!("{host}:{port} resolves to no address"));
+    let mut last = std::io::Error::new(
+        std::io::ErrorKind::AddrNotAvailable,
+        format!("{host}:{port} resolves to no address"),
+    );
     for addr in addrs {
         let socket = match addr {
             SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
@@ -28,7 +31,12 @@ pub async fn bind(host: &str, port: u16, backlog: u32) -> std::io::Result<TcpLis
 }
 
 /// Accepts until the context's shutdown token fires.
-pub async fn serve(listener: TcpListener, ctx: Arc<AppContext>, tcp: TcpOptions, tracker: TaskTracker) {
+pub async fn serve(
+    listener: TcpListener,
+    ctx: Arc<AppContext>,
+    tcp: TcpOptions,
+    tracker: TaskTracker,
+) {
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -40,7 +48,11 @@ pub async fn serve(listener: TcpListener, ctx: Arc<AppContext>, tcp: TcpOptions,
                     tracing::debug!("client {peer}: socket options: {e}");
                 }
                 let ctx = ctx.clone();
-                tracker.spawn(crate::client::startup::handle(ctx, Stream::Tcp(sock), peer.to_string()));
+                tracker.spawn(crate::client::startup::handle(
+                    ctx,
+                    Stream::Tcp(sock),
+                    peer.to_string(),
+                ));
             }
             Err(e) => {
                 tracing::warn!("accept failed: {e}");

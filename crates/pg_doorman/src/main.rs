@@ -39,11 +39,16 @@ enum LogFormat {
 }
 
 fn init_logging(cli: &Cli) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level).with_context(|| format!("invalid --log-level {:?}", cli.log_level))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level)
+        .with_context(|| format!("invalid --log-level {:?}", cli.log_level))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
     match cli.log_format {
         LogFormat::Text => {
-            let color = !cli.no_color && std::env::var_os("NO_COLOR").is_none() && std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let color = !cli.no_color
+                && std::env::var_os("NO_COLOR").is_none()
+                && std::io::IsTerminal::is_terminal(&std::io::stderr());
             builder.with_ansi(color).with_writer(std::io::stderr).init()
         }
         LogFormat::Structured => builder.json().with_writer(std::io::stderr).init(),
@@ -78,7 +83,9 @@ fn real_main(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     }
     let config = config?;
     if cli.daemon {
-        anyhow::bail!("--daemon is not supported by this version; run in the foreground (e.g. systemd Type=simple)");
+        anyhow::bail!(
+            "--daemon is not supported by this version; run in the foreground (e.g. systemd Type=simple)"
+        );
     }
     init_logging(&cli)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

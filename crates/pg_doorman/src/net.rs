@@ -117,7 +117,8 @@ impl TcpOptions {
         let sock = socket2::SockRef::from(s);
         sock.set_tcp_nodelay(self.no_delay)?;
         if self.keepalive_idle > 0 {
-            let mut ka = socket2::TcpKeepalive::new().with_time(Duration::from_secs(self.keepalive_idle));
+            let mut ka =
+                socket2::TcpKeepalive::new().with_time(Duration::from_secs(self.keepalive_idle));
             if self.keepalive_interval > 0 {
                 ka = ka.with_interval(Duration::from_secs(self.keepalive_interval));
             }

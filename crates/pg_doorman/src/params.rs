@@ -4,16 +4,31 @@
 
 /// Parameters that PostgreSQL reports and that a client may set; these follow a client from
 /// backend to backend (the list; PgBouncer's varcache tracks the same).
-pub const TRACKED: &[&str] =
-    &["client_encoding", "DateStyle", "TimeZone", "IntervalStyle", "standard_conforming_strings", "application_name"];
+pub const TRACKED: &[&str] = &[
+    "client_encoding",
+    "DateStyle",
+    "TimeZone",
+    "IntervalStyle",
+    "standard_conforming_strings",
+    "application_name",
+];
 
 /// Tracked parameters whose value PostgreSQL canonicalises ("ISO" becomes "ISO, MDY"), so a
 /// client's startup value is checked on a backend at login.
-pub const CANONICALISED: &[&str] = &["client_encoding", "DateStyle", "TimeZone", "IntervalStyle", "standard_conforming_strings"];
+pub const CANONICALISED: &[&str] = &[
+    "client_encoding",
+    "DateStyle",
+    "TimeZone",
+    "IntervalStyle",
+    "standard_conforming_strings",
+];
 
 /// Returns the TRACKED spelling of `name` if it is tracked (GUC names are case-insensitive).
 pub fn tracked_name(name: &str) -> Option<&'static str> {
-    TRACKED.iter().copied().find(|t| t.eq_ignore_ascii_case(name))
+    TRACKED
+        .iter()
+        .copied()
+        .find(|t| t.eq_ignore_ascii_case(name))
 }
 
 /// A small ordered set of name → value pairs; linear search beats hashing at this size (< 20).
@@ -25,7 +40,10 @@ pub struct ParamSet {
 impl ParamSet {
     /// Value for `name` (exact spelling).
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.entries.iter().find(|(k, _)| &**k == name).map(|(_, v)| &**v)
+        self.entries
+            .iter()
+            .find(|(k, _)| &**k == name)
+            .map(|(_, v)| &**v)
     }
 
     /// Sets `name` to `value`; returns true if it changed.
@@ -88,13 +106,17 @@ pub fn parse_options(options: &str) -> Result<Vec<(String, String)>, String> {
     let mut words = options.split_ascii_whitespace();
     while let Some(w) = words.next() {
         let setting = if w == "-c" {
-            words.next().ok_or_else(|| "\"-c\" without a setting".to_string())?
+            words
+                .next()
+                .ok_or_else(|| "\"-c\" without a setting".to_string())?
         } else if let Some(s) = w.strip_prefix("-c").or_else(|| w.strip_prefix("--")) {
             s
         } else {
             return Err(format!("unsupported option {w:?}"));
         };
-        let (k, v) = setting.split_once('=').ok_or_else(|| format!("setting {setting:?} lacks \"=\""))?;
+        let (k, v) = setting
+            .split_once('=')
+            .ok_or_else(|| format!("setting {setting:?} lacks \"=\""))?;
         out.push((k.replace('-', "_"), v.to_string()));
     }
     Ok(out)
@@ -121,7 +143,10 @@ mod tests {
         let mut s = String::new();
         set_statement(&mut s, "application_name", "it's");
         reset_statement(&mut s, "search_path");
-        assert_eq!(s, "SET \"application_name\" TO 'it''s';RESET \"search_path\";");
+        assert_eq!(
+            s,
+            "SET \"application_name\" TO 'it''s';RESET \"search_path\";"
+        );
     }
 
     #[test]

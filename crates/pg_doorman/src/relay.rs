@@ -96,12 +96,18 @@ fn scan_client(buf: &[u8], sc: &mut Scan, at: &mut Attachment) -> Result<(), Wir
             sc.skip -= n;
             continue;
         }
-        let Some(h) = peek_header(&buf[pos..], MAX_MESSAGE_LEN)? else { return Ok(()) };
+        let Some(h) = peek_header(&buf[pos..], MAX_MESSAGE_LEN)? else {
+            return Ok(());
+        };
         if !is_session_tag(h.tag) {
             return Err(WireError::UnknownTag(h.tag));
         }
         if h.len > max_len(h.tag) {
-            return Err(WireError::BadLength { tag: h.tag, len: h.len, max: max_len(h.tag) });
+            return Err(WireError::BadLength {
+                tag: h.tag,
+                len: h.len,
+                max: max_len(h.tag),
+            });
         }
         match h.tag {
             b'Q' | b'S' | b'F' => {
@@ -122,7 +128,14 @@ fn scan_client(buf: &[u8], sc: &mut Scan, at: &mut Attachment) -> Result<(), Wir
     }
 }
 
-fn scan_server(buf: &[u8], server_params: &mut ParamSet, status: &mut u8, at: &mut Attachment, release: bool, sink: &mut ParamSink<'_>) -> Result<(), WireError> {
+fn scan_server(
+    buf: &[u8],
+    server_params: &mut ParamSet,
+    status: &mut u8,
+    at: &mut Attachment,
+    release: bool,
+    sink: &mut ParamSink<'_>,
+) -> Result<(), WireError> {
     let sc = &mut at.server_scan;
     loop {
         let pos = sc.ready;
@@ -135,7 +148,9 @@ fn scan_server(buf: &[u8], server_params: &mut ParamSet, status: &mut u8, at: &m
             sc.skip -= n;
             continue;
         }
-        let Some(h) = peek_header(&buf[pos..], MAX_MESSAGE_LEN)? else { return Ok(()) };
+        let Some(h) = peek_header(&buf[pos..], MAX_MESSAGE_LEN)? else {
+            return Ok(());
+        };
         let len = h.frame_len();
         let avail = buf.len() - pos;
         let inspect = matches!(h.tag, tag::READY_FOR_QUERY | tag::PARAMETER_STATUS);
@@ -150,7 +165,10 @@ fn scan_server(buf: &[u8], server_params: &mut ParamSet, status: &mut u8, at: &m
         let body = &buf[pos + 5..pos + len];
         sc.ready += len;
         if h.tag == tag::READY_FOR_QUERY {
-            *status = body.first().copied().ok_or(WireError::Truncated("ReadyForQuery"))?;
+            *status = body
+                .first()
+                .copied()
+                .ok_or(WireError::Truncated("ReadyForQuery"))?;
             at.pending = at.pending.saturating_sub(1);
             if release && at.pending == 0 && !at.unsynced && *status == b'I' {
                 at.released = true;
@@ -158,10 +176,11 @@ fn scan_server(buf: &[u8], server_params: &mut ParamSet, status: &mut u8, at: &m
         } else {
             let (k, v) = parse_parameter_status(body)?;
             server_params.set(k, v);
-            if let Some(t) = tracked_name(k) {
-                if sink.wanted.set(t, v) && sink.log {
-                    tracing::info!("client parameter {t} changed to {v:?}");
-                }
+            if let Some(t) = tracked_name(k)
+                && sink.wanted.set(t, v)
+                && sink.log
+            {
+                tracing::info!("client parameter {t} changed to {v:?}");
             }
         }
     }
@@ -200,13 +219,19 @@ fn fill(stream: &Stream, buf: &mut BytesMut, chunk: usize) -> io::Result<Option<
 
 /// Relays between `client` and `server` until the release point (when `release_on_idle`),
 /// Terminate, or either side failing. Never panics on peer input.
-pub async fn relay(client: &mut ClientIo, server: &mut Server, at: &mut Attachment, release_on_idle: bool, sink: &mut ParamSink<'_>) -> Outcome {
+pub async fn relay(
+    client: &mut ClientIo,
+    server: &mut Server,
+    at: &mut Attachment,
+    release_on_idle: bool,
+    sink: &mut ParamSink<'_>,
+) -> Outcome {
     loop {
         // Client → server.
-        if !at.released {
-            if let Err(e) = scan_client(&client.buf, &mut client.scan, at) {
-                return Outcome::ClientProtocol(e);
-            }
+        if !at.released
+            && let Err(e) = scan_client(&client.buf, &mut client.scan, at)
+        {
+            return Outcome::ClientProtocol(e);
         }
         let to_server_blocked = match flush(&server.stream, &mut client.buf, &mut client.scan) {
             Ok(done) => !done,
@@ -216,7 +241,14 @@ pub async fn relay(client: &mut ClientIo, server: &mut Server, at: &mut Attachme
             return Outcome::Terminated;
         }
         // Server → client.
-        if let Err(e) = scan_server(&server.buf, &mut server.params, &mut server.status, at, release_on_idle, sink) {
+        if let Err(e) = scan_server(
+            &server.buf,
+            &mut server.params,
+            &mut server.status,
+            at,
+            release_on_idle,
+            sink,
+        ) {
             return Outcome::ServerGone(io::Error::new(io::ErrorKind::InvalidData, e));
         }
         let to_client_blocked = match flush(&client.stream, &mut server.buf, &mut at.server_scan) {
@@ -271,7 +303,13 @@ mod tests {
 
     #[test]
     fn client_scan_counts_syncs_and_stops_at_terminate() {
-        let buf = frames(&[(b'P', b"\0SELECT 1\0\0\0"), (b'B', b"\0\0\0\0\0\0\0\0"), (b'S', b""), (b'Q', b"SELECT 1\0"), (b'X', b"")]);
+        let buf = frames(&[
+            (b'P', b"\0SELECT 1\0\0\0"),
+            (b'B', b"\0\0\0\0\0\0\0\0"),
+            (b'S', b""),
+            (b'Q', b"SELECT 1\0"),
+            (b'X', b""),
+        ]);
         let mut sc = Scan::default();
         let mut at = Attachment::default();
         scan_client(&buf, &mut sc, &mut at).unwrap();
@@ -297,12 +335,25 @@ mod tests {
 
     #[test]
     fn server_scan_releases_only_when_all_answered() {
-        let buf = frames(&[(b'C', b"SELECT 1\0"), (b'Z', b"I"), (b'C', b"SELECT 1\0"), (b'S', b"TimeZone\0UTC\0"), (b'Z', b"I"), (b'N', b"x")]);
-        let mut at = Attachment { pending: 2, ..Default::default() };
+        let buf = frames(&[
+            (b'C', b"SELECT 1\0"),
+            (b'Z', b"I"),
+            (b'C', b"SELECT 1\0"),
+            (b'S', b"TimeZone\0UTC\0"),
+            (b'Z', b"I"),
+            (b'N', b"x"),
+        ]);
+        let mut at = Attachment {
+            pending: 2,
+            ..Default::default()
+        };
         let mut params = ParamSet::default();
         let mut wanted = ParamSet::default();
         let mut status = b'T';
-        let mut sink = ParamSink { wanted: &mut wanted, log: false };
+        let mut sink = ParamSink {
+            wanted: &mut wanted,
+            log: false,
+        };
         scan_server(&buf, &mut params, &mut status, &mut at, true, &mut sink).unwrap();
         assert!(at.released);
         assert_eq!(at.pending, 0);
@@ -314,9 +365,15 @@ mod tests {
     #[test]
     fn server_scan_holds_in_transaction() {
         let buf = frames(&[(b'Z', b"T")]);
-        let mut at = Attachment { pending: 1, ..Default::default() };
+        let mut at = Attachment {
+            pending: 1,
+            ..Default::default()
+        };
         let (mut p, mut w, mut st) = (ParamSet::default(), ParamSet::default(), b'I');
-        let mut sink = ParamSink { wanted: &mut w, log: false };
+        let mut sink = ParamSink {
+            wanted: &mut w,
+            log: false,
+        };
         scan_server(&buf, &mut p, &mut st, &mut at, true, &mut sink).unwrap();
         assert!(!at.released);
         assert_eq!(st, b'T');

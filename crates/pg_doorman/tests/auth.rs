@@ -1,5 +1,5 @@
 //! Client and backend authentication through pg_doorman with real PostgreSQL and real clients.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::err_expect)]
 
 mod common;
 use common::*;
@@ -20,10 +20,19 @@ async fn scram_client_with_plaintext_config_and_scram_backend() {
 async fn md5_client_secret_and_md5_backend_passthrough() {
     let pg = cluster(PgAuth::Md5);
     let secret = md5::secret("app", "app_pw");
-    let d = doorman(&pg, &PoolSpec { password: &secret, ..Default::default() });
+    let d = doorman(
+        &pg,
+        &PoolSpec {
+            password: &secret,
+            ..Default::default()
+        },
+    );
     let c = connect(&app_conn(&d)).await.unwrap();
     assert_eq!(one(&c, "SELECT 'md5 ok'").await, "md5 ok");
-    let e = connect(&d.conn_str("app", "wrong", "appdb")).await.err().expect("wrong password must fail");
+    let e = connect(&d.conn_str("app", "wrong", "appdb"))
+        .await
+        .err()
+        .expect("wrong password must fail");
     assert_eq!(sqlstate(&e), "28P01");
 }
 
@@ -31,10 +40,22 @@ async fn md5_client_secret_and_md5_backend_passthrough() {
 async fn scram_verifier_in_config_with_server_password_and_cleartext_backend() {
     let pg = cluster(PgAuth::Password);
     let v = scram::Verifier::from_password("client_pw", b"0123456789abcdef", 4096).to_text();
-    let d = doorman(&pg, &PoolSpec { password: &v, user_extra: "        server_username: app\n        server_password: app_pw\n", ..Default::default() });
-    let c = connect(&d.conn_str("app", "client_pw", "appdb")).await.unwrap();
+    let d = doorman(
+        &pg,
+        &PoolSpec {
+            password: &v,
+            user_extra: "        server_username: app\n        server_password: app_pw\n",
+            ..Default::default()
+        },
+    );
+    let c = connect(&d.conn_str("app", "client_pw", "appdb"))
+        .await
+        .unwrap();
     assert_eq!(one(&c, "SELECT session_user").await, "app");
-    let e = connect(&d.conn_str("app", "app_pw", "appdb")).await.err().expect("backend password is not the client password");
+    let e = connect(&d.conn_str("app", "app_pw", "appdb"))
+        .await
+        .err()
+        .expect("backend password is not the client password");
     assert_eq!(sqlstate(&e), "28P01");
 }
 
@@ -42,42 +63,86 @@ async fn scram_verifier_in_config_with_server_password_and_cleartext_backend() {
 async fn wrong_password_gets_postgres_message() {
     let pg = cluster(PgAuth::Scram);
     let d = doorman(&pg, &PoolSpec::default());
-    let e = connect(&d.conn_str("app", "nope", "appdb")).await.err().expect("must fail");
+    let e = connect(&d.conn_str("app", "nope", "appdb"))
+        .await
+        .err()
+        .expect("must fail");
     assert_eq!(sqlstate(&e), "28P01");
     let db = e.as_db_error().unwrap();
-    assert_eq!(db.message(), "password authentication failed for user \"app\"");
+    assert_eq!(
+        db.message(),
+        "password authentication failed for user \"app\""
+    );
     assert_eq!(db.severity(), "FATAL");
     let (ok, _, err) = psql(&d, "app", "nope", "appdb", &["-c", "SELECT 1"]);
     assert!(!ok);
-    assert!(err.contains("password authentication failed for user \"app\""), "{err}");
-    assert!(d.log_text().contains("authentication failed for user \"app\""));
+    assert!(
+        err.contains("password authentication failed for user \"app\""),
+        "{err}"
+    );
+    assert!(
+        d.log_text()
+            .contains("authentication failed for user \"app\"")
+    );
 }
 
 #[tokio::test]
 async fn unknown_database_and_user() {
     let pg = cluster(PgAuth::Scram);
     let d = doorman(&pg, &PoolSpec::default());
-    let e = connect(&d.conn_str("app", "app_pw", "nodb")).await.err().unwrap();
+    let e = connect(&d.conn_str("app", "app_pw", "nodb"))
+        .await
+        .err()
+        .unwrap();
     assert_eq!(sqlstate(&e), "3D000");
-    assert!(e.as_db_error().unwrap().message().contains("\"nodb\" does not exist"));
-    let e = connect(&d.conn_str("nobody", "x", "appdb")).await.err().unwrap();
+    assert!(
+        e.as_db_error()
+            .unwrap()
+            .message()
+            .contains("\"nodb\" does not exist")
+    );
+    let e = connect(&d.conn_str("nobody", "x", "appdb"))
+        .await
+        .err()
+        .unwrap();
     assert_eq!(sqlstate(&e), "28000");
 }
 
 #[tokio::test]
 async fn backend_refusing_our_login_is_reported() {
     let pg = cluster(PgAuth::Scram);
-    let d = doorman(&pg, &PoolSpec { user_extra: "        server_password: not_the_password\n", ..Default::default() });
-    let e = connect(&app_conn(&d)).await.err().expect("backend login must fail");
+    let d = doorman(
+        &pg,
+        &PoolSpec {
+            user_extra: "        server_password: not_the_password\n",
+            ..Default::default()
+        },
+    );
+    let e = connect(&app_conn(&d))
+        .await
+        .err()
+        .expect("backend login must fail");
     assert_eq!(sqlstate(&e), "28P01");
-    assert!(e.as_db_error().unwrap().message().contains("server login failed"), "{e:?}");
+    assert!(
+        e.as_db_error()
+            .unwrap()
+            .message()
+            .contains("server login failed"),
+        "{e:?}"
+    );
 }
 
 #[tokio::test]
 async fn trust_backend_with_md5_hash_only() {
     let pg = cluster(PgAuth::Trust);
     let secret = md5::secret("app", "app_pw");
-    let d = doorman(&pg, &PoolSpec { password: &secret, ..Default::default() });
+    let d = doorman(
+        &pg,
+        &PoolSpec {
+            password: &secret,
+            ..Default::default()
+        },
+    );
     let c = connect(&app_conn(&d)).await.unwrap();
     assert_eq!(one(&c, "SELECT 7").await, "7");
 }

@@ -1,6 +1,6 @@
 //! Failure handling: timeouts, a dead or restarted PostgreSQL, killed backends, and malformed
 //! input. The client always gets an ErrorResponse with the right SQLSTATE and the pool heals.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::err_expect)]
 
 mod common;
 use common::*;
@@ -11,7 +11,14 @@ use std::time::{Duration, Instant};
 #[tokio::test]
 async fn query_wait_timeout_gives_53300_and_client_stays_usable() {
     let pg = cluster(PgAuth::Scram);
-    let d = doorman(&pg, &PoolSpec { pool_size: 1, general_extra: "  query_wait_timeout: 500ms\n", ..Default::default() });
+    let d = doorman(
+        &pg,
+        &PoolSpec {
+            pool_size: 1,
+            general_extra: "  query_wait_timeout: 500ms\n",
+            ..Default::default()
+        },
+    );
     let holder = connect(&app_conn(&d)).await.unwrap();
     let waiter = connect(&app_conn(&d)).await.unwrap();
     holder.batch_execute("BEGIN").await.unwrap();
@@ -32,14 +39,23 @@ async fn query_wait_timeout_gives_53300_and_client_stays_usable() {
 #[tokio::test]
 async fn waiters_get_returned_connections() {
     let pg = cluster(PgAuth::Scram);
-    let d = doorman(&pg, &PoolSpec { pool_size: 2, ..Default::default() });
+    let d = doorman(
+        &pg,
+        &PoolSpec {
+            pool_size: 2,
+            ..Default::default()
+        },
+    );
     let mut tasks = Vec::new();
     for i in 0..12 {
         let conn = app_conn(&d);
         tasks.push(tokio::spawn(async move {
             let c = connect(&conn).await.unwrap();
             for _ in 0..5 {
-                assert_eq!(one(&c, &format!("SELECT {i} FROM pg_sleep(0.01)")).await, i.to_string());
+                assert_eq!(
+                    one(&c, &format!("SELECT {i} FROM pg_sleep(0.01)")).await,
+                    i.to_string()
+                );
             }
         }));
     }
@@ -51,7 +67,13 @@ async fn waiters_get_returned_connections() {
 #[tokio::test]
 async fn postgres_down_then_back_without_restart() {
     let pg = cluster(PgAuth::Scram);
-    let d = doorman(&pg, &PoolSpec { pool_size: 2, ..Default::default() });
+    let d = doorman(
+        &pg,
+        &PoolSpec {
+            pool_size: 2,
+            ..Default::default()
+        },
+    );
     let c = connect(&app_conn(&d)).await.unwrap();
     assert_eq!(one(&c, "SELECT 1").await, "1");
     pg.stop();
@@ -62,7 +84,10 @@ async fn postgres_down_then_back_without_restart() {
     assert_eq!(sqlstate(&e), "08001", "{e:?}");
     // A new client may log in (parameters are cached) but its queries fail the same way.
     let c3 = connect(&app_conn(&d)).await.unwrap();
-    assert_eq!(sqlstate(&c3.simple_query("SELECT 1").await.unwrap_err()), "08001");
+    assert_eq!(
+        sqlstate(&c3.simple_query("SELECT 1").await.unwrap_err()),
+        "08001"
+    );
     pg.restart();
     let c2 = connect(&app_conn(&d)).await.unwrap();
     assert_eq!(one(&c2, "SELECT 'back'").await, "back");
@@ -73,7 +98,13 @@ async fn postgres_down_then_back_without_restart() {
 #[tokio::test]
 async fn idle_client_survives_postgres_restart_in_transaction_mode() {
     let pg = cluster(PgAuth::Scram);
-    let d = doorman(&pg, &PoolSpec { pool_size: 2, ..Default::default() });
+    let d = doorman(
+        &pg,
+        &PoolSpec {
+            pool_size: 2,
+            ..Default::default()
+        },
+    );
     let c = connect(&app_conn(&d)).await.unwrap();
     assert_eq!(one(&c, "SELECT 1").await, "1");
     pg.stop();
@@ -86,14 +117,23 @@ async fn idle_client_survives_postgres_restart_in_transaction_mode() {
 #[tokio::test]
 async fn backend_killed_mid_transaction() {
     let pg = cluster(PgAuth::Scram);
-    let d = doorman(&pg, &PoolSpec { pool_size: 1, ..Default::default() });
+    let d = doorman(
+        &pg,
+        &PoolSpec {
+            pool_size: 1,
+            ..Default::default()
+        },
+    );
     let c = connect(&app_conn(&d)).await.unwrap();
     c.batch_execute("BEGIN").await.unwrap();
     let pid = one(&c, "SELECT pg_backend_pid()").await;
     pg.psql(&format!("SELECT pg_terminate_backend({pid})"));
     let e = c.simple_query("SELECT 1").await.unwrap_err();
     let code = sqlstate(&e);
-    assert!(code.is_empty() || code == "57P01" || code == "08006", "{e:?}");
+    assert!(
+        code.is_empty() || code == "57P01" || code == "08006",
+        "{e:?}"
+    );
     // The pool heals: the slot is free and a new backend serves the next client.
     let c2 = connect(&app_conn(&d)).await.unwrap();
     let pid2 = one(&c2, "SELECT pg_backend_pid()").await;
@@ -129,7 +169,10 @@ fn startup(user: &str, db: &str) -> Vec<u8> {
 }
 
 fn sqlstate_in(bytes: &[u8]) -> String {
-    let pos = bytes.windows(2).position(|w| w[0] == 0 && w[1] == b'C').expect("no SQLSTATE field");
+    let pos = bytes
+        .windows(2)
+        .position(|w| w[0] == 0 && w[1] == b'C')
+        .expect("no SQLSTATE field");
     String::from_utf8_lossy(&bytes[pos + 2..pos + 7]).into_owned()
 }
 
@@ -171,7 +214,8 @@ fn malformed_startup_packets_get_fatal_and_close() {
     assert_eq!(sqlstate_in(&reply), "08P01");
     // Unterminated parameter list.
     let mut s = raw(&d);
-    s.write_all(&[0, 0, 0, 12, 0, 3, 0, 0, b'u', b's', b'e', b'r']).unwrap();
+    s.write_all(&[0, 0, 0, 12, 0, 3, 0, 0, b'u', b's', b'e', b'r'])
+        .unwrap();
     assert_eq!(sqlstate_in(&read_all(&mut s)), "08P01");
     // Missing user.
     let mut s = raw(&d);
@@ -204,7 +248,11 @@ fn raw_login(d: &Doorman) -> TcpStream {
         s.read_exact(&mut body).unwrap();
         let mut out = bytes::BytesMut::new();
         match (hdr[0], body.get(3).copied()) {
-            (b'R', Some(10)) => doorman_wire::frontend::write_sasl_initial_response(&mut out, "SCRAM-SHA-256", scram.message()),
+            (b'R', Some(10)) => doorman_wire::frontend::write_sasl_initial_response(
+                &mut out,
+                "SCRAM-SHA-256",
+                scram.message(),
+            ),
             (b'R', Some(11)) => {
                 scram.update(&body[4..]).unwrap();
                 doorman_wire::frontend::write_sasl_response(&mut out, scram.message());
@@ -245,7 +293,13 @@ fn malformed_messages_after_login_get_08p01() {
 #[test]
 fn too_many_clients_are_refused() {
     let pg = cluster(PgAuth::Trust);
-    let d = doorman(&pg, &PoolSpec { general_extra: "  max_connections: 2\n", ..Default::default() });
+    let d = doorman(
+        &pg,
+        &PoolSpec {
+            general_extra: "  max_connections: 2\n",
+            ..Default::default()
+        },
+    );
     let _a = raw_login(&d);
     let _b = raw_login(&d);
     let (ok, _, err) = psql(&d, "app", "app_pw", "appdb", &["-c", "SELECT 1"]);

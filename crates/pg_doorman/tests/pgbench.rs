@@ -1,6 +1,6 @@
 //! pgbench through pg_doorman: select-only and tpcb-like, simple and extended protocol,
 //! 50 clients, both pool modes, with a pool smaller than the client count: no failures.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::err_expect)]
 
 mod common;
 use common::*;
@@ -9,7 +9,15 @@ fn run_matrix(mode: &str) {
     let pg = cluster(PgAuth::Scram);
     // Session mode holds a backend per client: the pool must fit all 50.
     let pool_size = if mode == "session" { 50 } else { 10 };
-    let d = doorman(&pg, &PoolSpec { mode, pool_size, general_extra: "  query_wait_timeout: 30s\n", ..Default::default() });
+    let d = doorman(
+        &pg,
+        &PoolSpec {
+            mode,
+            pool_size,
+            general_extra: "  query_wait_timeout: 30s\n",
+            ..Default::default()
+        },
+    );
     pgbench(&d, &["-i", "-s", "1", "-q"]);
     for protocol in ["simple", "extended"] {
         for script in ["-S", "-b tpcb-like"] {
@@ -21,7 +29,11 @@ fn run_matrix(mode: &str) {
         }
     }
     if mode == "transaction" {
-        let n: i64 = pg.psql("SELECT count(*) FROM pg_stat_activity WHERE usename = 'app'").trim().parse().unwrap();
+        let n: i64 = pg
+            .psql("SELECT count(*) FROM pg_stat_activity WHERE usename = 'app'")
+            .trim()
+            .parse()
+            .unwrap();
         assert!(n <= 10, "pool_size 10 caps backends, saw {n}");
     }
 }
@@ -40,7 +52,14 @@ fn pgbench_session_mode() {
 fn pgbench_connection_churn_md5() {
     let pg = cluster(PgAuth::Md5);
     let secret = doorman_wire::auth::md5::secret("app", "app_pw");
-    let d = doorman(&pg, &PoolSpec { password: &secret, pool_size: 5, ..Default::default() });
+    let d = doorman(
+        &pg,
+        &PoolSpec {
+            password: &secret,
+            pool_size: 5,
+            ..Default::default()
+        },
+    );
     pgbench(&d, &["-i", "-s", "1", "-q"]);
     let (failed, tps, out) = pgbench(&d, &["-S", "--connect", "-c", "20", "-j", "2", "-T", "3"]);
     assert_eq!(failed, 0, "{out}");

@@ -1,5 +1,5 @@
 //! Session and transaction pooling through pg_doorman against real PostgreSQL.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::err_expect)]
 
 mod common;
 use common::*;
@@ -9,7 +9,13 @@ use tokio_postgres::types::Type;
 #[tokio::test]
 async fn transaction_mode_shares_few_backends_among_many_clients() {
     let pg = cluster(PgAuth::Scram);
-    let d = doorman(&pg, &PoolSpec { pool_size: 2, ..Default::default() });
+    let d = doorman(
+        &pg,
+        &PoolSpec {
+            pool_size: 2,
+            ..Default::default()
+        },
+    );
     let mut clients = Vec::new();
     for _ in 0..8 {
         clients.push(connect(&app_conn(&d)).await.unwrap());
@@ -19,19 +25,35 @@ async fn transaction_mode_shares_few_backends_among_many_clients() {
         for c in &clients {
             pids.insert(one(c, "SELECT pg_backend_pid()").await);
             // extended protocol, unnamed statement, one round trip
-            let rows = c.query_typed("SELECT $1::int + 1", &[(&round, Type::INT4)]).await.unwrap();
+            let rows = c
+                .query_typed("SELECT $1::int + 1", &[(&round, Type::INT4)])
+                .await
+                .unwrap();
             assert_eq!(rows[0].get::<_, i32>(0), round + 1);
         }
     }
-    assert!(pids.len() <= 2, "8 clients must share at most pool_size=2 backends, saw {pids:?}");
-    let n: i64 = pg.psql("SELECT count(*) FROM pg_stat_activity WHERE usename = 'app'").trim().parse().unwrap();
+    assert!(
+        pids.len() <= 2,
+        "8 clients must share at most pool_size=2 backends, saw {pids:?}"
+    );
+    let n: i64 = pg
+        .psql("SELECT count(*) FROM pg_stat_activity WHERE usename = 'app'")
+        .trim()
+        .parse()
+        .unwrap();
     assert!(n <= 2, "backend connections: {n}");
 }
 
 #[tokio::test]
 async fn transaction_mode_keeps_backend_for_whole_transaction() {
     let pg = cluster(PgAuth::Scram);
-    let d = doorman(&pg, &PoolSpec { pool_size: 2, ..Default::default() });
+    let d = doorman(
+        &pg,
+        &PoolSpec {
+            pool_size: 2,
+            ..Default::default()
+        },
+    );
     let a = connect(&app_conn(&d)).await.unwrap();
     let b = connect(&app_conn(&d)).await.unwrap();
     a.batch_execute("CREATE TABLE t (v int)").await.unwrap();
@@ -50,10 +72,22 @@ async fn transaction_mode_keeps_backend_for_whole_transaction() {
 #[tokio::test]
 async fn transaction_mode_brings_session_parameters_in_line() {
     let pg = cluster(PgAuth::Scram);
-    let d = doorman(&pg, &PoolSpec { pool_size: 1, ..Default::default() });
+    let d = doorman(
+        &pg,
+        &PoolSpec {
+            pool_size: 1,
+            ..Default::default()
+        },
+    );
     let base = app_conn(&d);
-    let a = connect(&format!("{base} application_name=alpha options='-c TimeZone=Asia/Tokyo'")).await.unwrap();
-    let b = connect(&format!("{base} application_name=beta")).await.unwrap();
+    let a = connect(&format!(
+        "{base} application_name=alpha options='-c TimeZone=Asia/Tokyo'"
+    ))
+    .await
+    .unwrap();
+    let b = connect(&format!("{base} application_name=beta"))
+        .await
+        .unwrap();
     for _ in 0..3 {
         assert_eq!(one(&a, "SHOW application_name").await, "alpha");
         assert_eq!(one(&a, "SHOW TimeZone").await, "Asia/Tokyo");
@@ -70,7 +104,13 @@ async fn transaction_mode_brings_session_parameters_in_line() {
 async fn invalid_startup_parameter_fails_login() {
     let pg = cluster(PgAuth::Scram);
     let d = doorman(&pg, &PoolSpec::default());
-    let e = connect(&format!("{} options='-c TimeZone=Mars/Olympus'", app_conn(&d))).await.err().expect("must fail");
+    let e = connect(&format!(
+        "{} options='-c TimeZone=Mars/Olympus'",
+        app_conn(&d)
+    ))
+    .await
+    .err()
+    .expect("must fail");
     assert_eq!(sqlstate(&e), "22023", "{e:?}");
     // The pool is fine afterwards.
     let c = connect(&app_conn(&d)).await.unwrap();
@@ -80,9 +120,18 @@ async fn invalid_startup_parameter_fails_login() {
 #[tokio::test]
 async fn session_mode_holds_backend_and_resets_it() {
     let pg = cluster(PgAuth::Scram);
-    let d = doorman(&pg, &PoolSpec { mode: "session", pool_size: 1, ..Default::default() });
+    let d = doorman(
+        &pg,
+        &PoolSpec {
+            mode: "session",
+            pool_size: 1,
+            ..Default::default()
+        },
+    );
     let a = connect(&app_conn(&d)).await.unwrap();
-    a.batch_execute("SET work_mem = '7MB'; CREATE TEMP TABLE tmp (x int); PREPARE p AS SELECT 1").await.unwrap();
+    a.batch_execute("SET work_mem = '7MB'; CREATE TEMP TABLE tmp (x int); PREPARE p AS SELECT 1")
+        .await
+        .unwrap();
     let pid = one(&a, "SELECT pg_backend_pid()").await;
     assert_eq!(one(&a, "SHOW work_mem").await, "7MB");
     assert_eq!(one(&a, "EXECUTE p").await, "1");
@@ -94,16 +143,37 @@ async fn session_mode_holds_backend_and_resets_it() {
     drop(a);
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let b = connect(&app_conn(&d)).await.unwrap();
-    assert_eq!(one(&b, "SELECT pg_backend_pid()").await, pid, "the one backend is reused");
-    assert_eq!(one(&b, "SHOW work_mem").await, "4MB", "DISCARD ALL reset the session");
-    assert_eq!(one(&b, "SELECT count(*) FROM pg_prepared_statements").await, "0");
-    assert!(b.simple_query("SELECT * FROM tmp").await.is_err(), "temp table is gone");
+    assert_eq!(
+        one(&b, "SELECT pg_backend_pid()").await,
+        pid,
+        "the one backend is reused"
+    );
+    assert_eq!(
+        one(&b, "SHOW work_mem").await,
+        "4MB",
+        "DISCARD ALL reset the session"
+    );
+    assert_eq!(
+        one(&b, "SELECT count(*) FROM pg_prepared_statements").await,
+        "0"
+    );
+    assert!(
+        b.simple_query("SELECT * FROM tmp").await.is_err(),
+        "temp table is gone"
+    );
 }
 
 #[tokio::test]
 async fn session_mode_sql_error_keeps_session() {
     let pg = cluster(PgAuth::Scram);
-    let d = doorman(&pg, &PoolSpec { mode: "session", pool_size: 1, ..Default::default() });
+    let d = doorman(
+        &pg,
+        &PoolSpec {
+            mode: "session",
+            pool_size: 1,
+            ..Default::default()
+        },
+    );
     let a = connect(&app_conn(&d)).await.unwrap();
     let pid = one(&a, "SELECT pg_backend_pid()").await;
     let e = a.simple_query("SELECT 1/0").await.unwrap_err();
@@ -115,17 +185,41 @@ async fn session_mode_sql_error_keeps_session() {
 async fn large_rows_and_copy_stream_through() {
     let pg = cluster(PgAuth::Scram);
     for mode in ["transaction", "session"] {
-        let d = doorman(&pg, &PoolSpec { mode, pool_size: 2, ..Default::default() });
+        let d = doorman(
+            &pg,
+            &PoolSpec {
+                mode,
+                pool_size: 2,
+                ..Default::default()
+            },
+        );
         let c = connect(&app_conn(&d)).await.unwrap();
         let len = one(&c, "SELECT length(repeat('x', 5000000))").await;
         assert_eq!(len, "5000000");
-        let rows = c.query_typed("SELECT repeat('y', 3000000)", &[]).await.unwrap();
+        let rows = c
+            .query_typed("SELECT repeat('y', 3000000)", &[])
+            .await
+            .unwrap();
         assert_eq!(rows[0].get::<_, String>(0).len(), 3_000_000);
         let table = format!("copy_{mode}");
-        c.batch_execute(&format!("CREATE TABLE {table} (id int, v text)")).await.unwrap();
+        c.batch_execute(&format!("CREATE TABLE {table} (id int, v text)"))
+            .await
+            .unwrap();
         let input: String = (0..20000).map(|i| format!("{i}\tvalue {i}\n")).collect();
         let out = std::process::Command::new("psql")
-            .args(["-X", "-h", "127.0.0.1", "-p", &d.port.to_string(), "-U", "app", "-d", "appdb", "-c", &format!("\\copy {table} FROM STDIN")])
+            .args([
+                "-X",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &d.port.to_string(),
+                "-U",
+                "app",
+                "-d",
+                "appdb",
+                "-c",
+                &format!("\\copy {table} FROM STDIN"),
+            ])
             .env("PGPASSWORD", "app_pw")
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
@@ -137,8 +231,20 @@ async fn large_rows_and_copy_stream_through() {
             })
             .unwrap();
         assert!(out.status.success());
-        assert_eq!(one(&c, &format!("SELECT count(*) FROM {table}")).await, "20000");
-        let (ok, text, err) = psql(&d, "app", "app_pw", "appdb", &["-c", &format!("COPY (SELECT * FROM {table} ORDER BY id) TO STDOUT")]);
+        assert_eq!(
+            one(&c, &format!("SELECT count(*) FROM {table}")).await,
+            "20000"
+        );
+        let (ok, text, err) = psql(
+            &d,
+            "app",
+            "app_pw",
+            "appdb",
+            &[
+                "-c",
+                &format!("COPY (SELECT * FROM {table} ORDER BY id) TO STDOUT"),
+            ],
+        );
         assert!(ok, "{err}");
         assert_eq!(text.lines().count(), 20000);
         assert_eq!(text.lines().last(), Some("19999\tvalue 19999"));
@@ -150,12 +256,20 @@ async fn lifetime_and_idle_timeout_replace_backends() {
     let pg = cluster(PgAuth::Scram);
     let d = doorman(
         &pg,
-        &PoolSpec { pool_size: 1, general_extra: "  server_lifetime: 300ms\n  idle_timeout: 200ms\n  retain_connections_time: 100ms\n", ..Default::default() },
+        &PoolSpec {
+            pool_size: 1,
+            general_extra: "  server_lifetime: 300ms\n  idle_timeout: 200ms\n  retain_connections_time: 100ms\n",
+            ..Default::default()
+        },
     );
     let c = connect(&app_conn(&d)).await.unwrap();
     let first = one(&c, "SELECT pg_backend_pid()").await;
     tokio::time::sleep(std::time::Duration::from_millis(700)).await;
-    let n: i64 = pg.psql("SELECT count(*) FROM pg_stat_activity WHERE usename = 'app'").trim().parse().unwrap();
+    let n: i64 = pg
+        .psql("SELECT count(*) FROM pg_stat_activity WHERE usename = 'app'")
+        .trim()
+        .parse()
+        .unwrap();
     assert_eq!(n, 0, "retain cycle closed the idle expired backend");
     let second = one(&c, "SELECT pg_backend_pid()").await;
     assert_ne!(first, second);
@@ -165,7 +279,14 @@ async fn lifetime_and_idle_timeout_replace_backends() {
 async fn cancel_request_reaches_the_right_backend() {
     let pg = cluster(PgAuth::Scram);
     for mode in ["transaction", "session"] {
-        let d = doorman(&pg, &PoolSpec { mode, pool_size: 2, ..Default::default() });
+        let d = doorman(
+            &pg,
+            &PoolSpec {
+                mode,
+                pool_size: 2,
+                ..Default::default()
+            },
+        );
         let c = connect(&app_conn(&d)).await.unwrap();
         let other = connect(&app_conn(&d)).await.unwrap();
         let token = c.cancel_token();

@@ -1,6 +1,6 @@
 //! The binary as an operator meets it: config check, TOML configs, unix-socket backends,
 //! signals.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::err_expect)]
 
 mod common;
 use common::*;
@@ -10,8 +10,19 @@ fn check_config(name: &str, text: &str) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(name);
     std::fs::write(&path, text).unwrap();
-    let out = Command::new(binary()).arg("-t").arg(&path).output().unwrap();
-    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    let out = Command::new(binary())
+        .arg("-t")
+        .arg(&path)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
 }
 
 #[test]
@@ -25,12 +36,19 @@ fn test_config_flag_validates() {
     let (ok, out) = check_config("bad.yml", "general:\n  connect_timeout: soon\n");
     assert!(!ok);
     assert!(out.contains("duration"), "{out}");
-    let (ok, out) = check_config("good.toml", "[general]\nport = 6432\n[pools.db]\n[pools.db.users.0]\nusername = \"u\"\npassword = \"p\"\n");
+    let (ok, out) = check_config(
+        "good.toml",
+        "[general]\nport = 6432\n[pools.db]\n[pools.db.users.0]\nusername = \"u\"\npassword = \"p\"\n",
+    );
     assert!(ok, "{out}");
     let (ok, out) = check_config("x.ini", "");
     assert!(!ok);
     assert!(out.contains(".yaml"), "{out}");
-    let out = Command::new(binary()).arg("-t").arg("/nonexistent/pg_doorman.yaml").output().unwrap();
+    let out = Command::new(binary())
+        .arg("-t")
+        .arg("/nonexistent/pg_doorman.yaml")
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config file"));
 }
@@ -47,7 +65,11 @@ async fn toml_config_and_unix_socket_backend() {
     let port = doorman_testkit::free_port();
     let path = dir.path().join("pg_doorman.toml");
     std::fs::write(&path, toml.replace("{port}", &port.to_string())).unwrap();
-    let mut child = Command::new(binary()).arg(&path).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let mut child = Command::new(binary())
+        .arg(&path)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     let conn = format!("host=127.0.0.1 port={port} user=app password=app_pw dbname=appdb");
     let mut client = None;
     for _ in 0..100 {
@@ -59,7 +81,10 @@ async fn toml_config_and_unix_socket_backend() {
     }
     let c = client.expect("pg_doorman with TOML config accepts clients");
     // Over a unix socket the backend sees no client address.
-    assert_eq!(one(&c, "SELECT coalesce(inet_client_addr()::text, 'unix')").await, "unix");
+    assert_eq!(
+        one(&c, "SELECT coalesce(inet_client_addr()::text, 'unix')").await,
+        "unix"
+    );
     let _ = child.kill();
     let _ = child.wait();
 }
@@ -70,14 +95,23 @@ async fn sigterm_stops_cleanly() {
     let mut d = doorman(&pg, &PoolSpec::default());
     let c = connect(&app_conn(&d)).await.unwrap();
     assert_eq!(one(&c, "SELECT 1").await, "1");
-    let status = d.signal_and_wait("TERM").expect("pg_doorman exits on SIGTERM");
+    let status = d
+        .signal_and_wait("TERM")
+        .expect("pg_doorman exits on SIGTERM");
     assert!(status.success(), "{status}");
-    assert!(c.simple_query("SELECT 1").await.is_err(), "clients are disconnected");
+    assert!(
+        c.simple_query("SELECT 1").await.is_err(),
+        "clients are disconnected"
+    );
     let log = d.log_text();
     assert!(log.contains("shutting down: 1 clients connected"), "{log}");
     // Backends were closed politely: PostgreSQL sees no leftover pg_doorman connection.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let n: i64 = pg.psql("SELECT count(*) FROM pg_stat_activity WHERE usename = 'app'").trim().parse().unwrap();
+    let n: i64 = pg
+        .psql("SELECT count(*) FROM pg_stat_activity WHERE usename = 'app'")
+        .trim()
+        .parse()
+        .unwrap();
     assert_eq!(n, 0);
 }
 
@@ -85,7 +119,10 @@ async fn sigterm_stops_cleanly() {
 async fn sighup_does_not_kill() {
     let pg = cluster(PgAuth::Scram);
     let d = doorman(&pg, &PoolSpec::default());
-    let _ = Command::new("kill").arg("-HUP").arg(d.pid().to_string()).status();
+    let _ = Command::new("kill")
+        .arg("-HUP")
+        .arg(d.pid().to_string())
+        .status();
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let c = connect(&app_conn(&d)).await.unwrap();
     assert_eq!(one(&c, "SELECT 1").await, "1");

@@ -23,7 +23,11 @@ pub fn secret(user: &str, password: &str) -> String {
 
 /// True when `s` looks like a stored MD5 secret (`md5` + 32 lowercase hex digits).
 pub fn is_secret(s: &str) -> bool {
-    s.len() == 35 && s.starts_with("md5") && s[3..].bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 35
+        && s.starts_with("md5")
+        && s[3..]
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// The reply to an MD5 challenge computed from a stored secret (`md5...`) and the 4-byte salt.
@@ -37,7 +41,10 @@ pub fn response_from_secret(secret: &str, salt: [u8; 4]) -> String {
 
 /// Checks a client's MD5 reply against a stored secret; constant time.
 pub fn verify(secret: &str, salt: [u8; 4], client_reply: &str) -> bool {
-    super::ct_eq(response_from_secret(secret, salt).as_bytes(), client_reply.as_bytes())
+    super::ct_eq(
+        response_from_secret(secret, salt).as_bytes(),
+        client_reply.as_bytes(),
+    )
 }
 
 #[cfg(test)]

@@ -43,7 +43,8 @@ pub struct Verifier {
 fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     // HMAC accepts keys of any length (longer ones are hashed), so this cannot fail.
     #[allow(clippy::expect_used)]
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
+    let mut mac =
+        <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
     for p in parts {
         mac.update(p);
     }
@@ -58,7 +59,9 @@ fn key32(b64: &str) -> Result<[u8; 32], ScramError> {
 impl Verifier {
     /// Parses `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>` (base64 fields).
     pub fn parse(s: &str) -> Result<Self, ScramError> {
-        let rest = s.strip_prefix("SCRAM-SHA-256$").ok_or(ScramError::BadVerifier)?;
+        let rest = s
+            .strip_prefix("SCRAM-SHA-256$")
+            .ok_or(ScramError::BadVerifier)?;
         let (iter_salt, keys) = rest.split_once('$').ok_or(ScramError::BadVerifier)?;
         let (iter, salt) = iter_salt.split_once(':').ok_or(ScramError::BadVerifier)?;
         let (stored, server) = keys.split_once(':').ok_or(ScramError::BadVerifier)?;
@@ -131,7 +134,7 @@ pub struct Success {
     pub client_key: [u8; 32],
 }
 
-fn attr<'a>(part: &'a str, name: char) -> Option<&'a str> {
+fn attr(part: &str, name: char) -> Option<&str> {
     let mut c = part.chars();
     (c.next() == Some(name) && c.next() == Some('=')).then(|| &part[2..])
 }
@@ -144,30 +147,52 @@ impl Exchange {
     }
 
     /// As [`Exchange::start`] with a given server nonce (tests use RFC 7677's).
-    pub fn start_with_nonce(verifier: &Verifier, client_first: &[u8], server_nonce: &str) -> Result<(Self, String), ScramError> {
-        let msg = std::str::from_utf8(client_first).map_err(|_| ScramError::Malformed("client-first-message is not UTF-8"))?;
-        let (cbind, rest) = msg.split_once(',').ok_or(ScramError::Malformed("client-first-message"))?;
+    pub fn start_with_nonce(
+        verifier: &Verifier,
+        client_first: &[u8],
+        server_nonce: &str,
+    ) -> Result<(Self, String), ScramError> {
+        let msg = std::str::from_utf8(client_first)
+            .map_err(|_| ScramError::Malformed("client-first-message is not UTF-8"))?;
+        let (cbind, rest) = msg
+            .split_once(',')
+            .ok_or(ScramError::Malformed("client-first-message"))?;
         match cbind {
             "n" | "y" => {}
             c if c.starts_with("p=") => return Err(ScramError::ChannelBinding),
             _ => return Err(ScramError::Malformed("GS2 channel binding flag")),
         }
-        let (authzid, bare) = rest.split_once(',').ok_or(ScramError::Malformed("client-first-message"))?;
+        let (authzid, bare) = rest
+            .split_once(',')
+            .ok_or(ScramError::Malformed("client-first-message"))?;
         if !authzid.is_empty() && !authzid.starts_with("a=") {
             return Err(ScramError::Malformed("GS2 authzid"));
         }
         let mut parts = bare.split(',');
         let first = parts.next().unwrap_or("");
         if first.starts_with("m=") {
-            return Err(ScramError::Malformed("mandatory extensions are not supported"));
+            return Err(ScramError::Malformed(
+                "mandatory extensions are not supported",
+            ));
         }
         attr(first, 'n').ok_or(ScramError::Malformed("username attribute"))?;
-        let cnonce = parts.next().and_then(|p| attr(p, 'r')).ok_or(ScramError::Malformed("nonce attribute"))?;
-        if cnonce.is_empty() || !cnonce.bytes().all(|b| (0x21..=0x7e).contains(&b) && b != b',') {
+        let cnonce = parts
+            .next()
+            .and_then(|p| attr(p, 'r'))
+            .ok_or(ScramError::Malformed("nonce attribute"))?;
+        if cnonce.is_empty()
+            || !cnonce
+                .bytes()
+                .all(|b| (0x21..=0x7e).contains(&b) && b != b',')
+        {
             return Err(ScramError::Malformed("nonce"));
         }
         let nonce = format!("{cnonce}{server_nonce}");
-        let server_first = format!("r={nonce},s={},i={}", B64.encode(&verifier.salt), verifier.iterations);
+        let server_first = format!(
+            "r={nonce},s={},i={}",
+            B64.encode(&verifier.salt),
+            verifier.iterations
+        );
         let ex = Exchange {
             gs2_header: format!("{cbind},{authzid},"),
             client_first_bare: bare.to_owned(),
@@ -182,22 +207,36 @@ impl Exchange {
     /// Errors: [`ScramError::Malformed`] for bad syntax or a nonce/binding mismatch,
     /// [`ScramError::InvalidProof`] for a wrong password.
     pub fn finish(&self, verifier: &Verifier, client_final: &[u8]) -> Result<Success, ScramError> {
-        let msg = std::str::from_utf8(client_final).map_err(|_| ScramError::Malformed("client-final-message is not UTF-8"))?;
-        let (without_proof, proof_b64) = msg.rsplit_once(",p=").ok_or(ScramError::Malformed("proof attribute"))?;
+        let msg = std::str::from_utf8(client_final)
+            .map_err(|_| ScramError::Malformed("client-final-message is not UTF-8"))?;
+        let (without_proof, proof_b64) = msg
+            .rsplit_once(",p=")
+            .ok_or(ScramError::Malformed("proof attribute"))?;
         let mut parts = without_proof.split(',');
-        let cbind = parts.next().and_then(|p| attr(p, 'c')).ok_or(ScramError::Malformed("channel binding attribute"))?;
+        let cbind = parts
+            .next()
+            .and_then(|p| attr(p, 'c'))
+            .ok_or(ScramError::Malformed("channel binding attribute"))?;
         if cbind != B64.encode(&self.gs2_header) {
             return Err(ScramError::Malformed("channel binding does not match"));
         }
-        let nonce = parts.next().and_then(|p| attr(p, 'r')).ok_or(ScramError::Malformed("nonce attribute"))?;
+        let nonce = parts
+            .next()
+            .and_then(|p| attr(p, 'r'))
+            .ok_or(ScramError::Malformed("nonce attribute"))?;
         if nonce != self.nonce {
             return Err(ScramError::Malformed("nonce does not match"));
         }
-        let proof = B64.decode(proof_b64).map_err(|_| ScramError::Malformed("proof encoding"))?;
+        let proof = B64
+            .decode(proof_b64)
+            .map_err(|_| ScramError::Malformed("proof encoding"))?;
         if proof.len() != 32 {
             return Err(ScramError::Malformed("proof length"));
         }
-        let auth_message = format!("{},{},{}", self.client_first_bare, self.server_first, without_proof);
+        let auth_message = format!(
+            "{},{},{}",
+            self.client_first_bare, self.server_first, without_proof
+        );
         let signature = hmac(&verifier.stored_key, &[auth_message.as_bytes()]);
         let mut client_key = [0u8; 32];
         for (i, k) in client_key.iter_mut().enumerate() {
@@ -208,7 +247,10 @@ impl Exchange {
             return Err(ScramError::InvalidProof);
         }
         let server_signature = hmac(&verifier.server_key, &[auth_message.as_bytes()]);
-        Ok(Success { server_final: format!("v={}", B64.encode(server_signature)), client_key })
+        Ok(Success {
+            server_final: format!("v={}", B64.encode(server_signature)),
+            client_key,
+        })
     }
 }
 
@@ -229,17 +271,27 @@ mod tests {
     #[test]
     fn rfc7677_vector() {
         let v = rfc_verifier();
-        let (ex, server_first) = Exchange::start_with_nonce(&v, CLIENT_FIRST.as_bytes(), SNONCE).unwrap();
-        assert_eq!(server_first, "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096");
+        let (ex, server_first) =
+            Exchange::start_with_nonce(&v, CLIENT_FIRST.as_bytes(), SNONCE).unwrap();
+        assert_eq!(
+            server_first,
+            "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096"
+        );
         let ok = ex.finish(&v, CLIENT_FINAL.as_bytes()).unwrap();
-        assert_eq!(ok.server_final, "v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=");
+        assert_eq!(
+            ok.server_final,
+            "v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="
+        );
     }
 
     #[test]
     fn wrong_password_is_invalid_proof() {
         let v = Verifier::from_password("pencil2", &B64.decode(SALT).unwrap(), 4096);
         let (ex, _) = Exchange::start_with_nonce(&v, CLIENT_FIRST.as_bytes(), SNONCE).unwrap();
-        assert_eq!(ex.finish(&v, CLIENT_FINAL.as_bytes()).unwrap_err(), ScramError::InvalidProof);
+        assert_eq!(
+            ex.finish(&v, CLIENT_FINAL.as_bytes()).unwrap_err(),
+            ScramError::InvalidProof
+        );
     }
 
     #[test]
@@ -258,7 +310,13 @@ mod tests {
         assert!(Exchange::start(&v, b"garbage").is_err());
         assert!(Exchange::start(&v, &[0xff, 0xfe]).is_err());
         let (ex, _) = Exchange::start_with_nonce(&v, CLIENT_FIRST.as_bytes(), SNONCE).unwrap();
-        assert!(ex.finish(&v, b"c=biws,r=wrongnonce,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=").is_err());
+        assert!(
+            ex.finish(
+                &v,
+                b"c=biws,r=wrongnonce,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ="
+            )
+            .is_err()
+        );
         assert!(ex.finish(&v, b"c=eSws,r=x").is_err());
     }
 }

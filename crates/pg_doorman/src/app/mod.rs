@@ -32,12 +32,23 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     let resolved = {
         let c = config.clone();
         // PBKDF2 for plaintext passwords: keep it off the async workers.
-        tokio::task::spawn_blocking(move || settings::resolve(&c)).await.unwrap_or_default()
+        tokio::task::spawn_blocking(move || settings::resolve(&c))
+            .await
+            .unwrap_or_default()
     };
     let g = &config.general;
     let addr = format!("{}:{}", g.host, g.port);
-    let backlog = if g.backlog == 0 { g.max_connections.min(u32::MAX as usize) as u32 } else { g.backlog };
-    let listener = crate::listener::bind(&g.host, g.port, backlog).await.map_err(|source| StartError::Listen { addr: addr.clone(), source })?;
+    let backlog = if g.backlog == 0 {
+        g.max_connections.min(u32::MAX as usize) as u32
+    } else {
+        g.backlog
+    };
+    let listener = crate::listener::bind(&g.host, g.port, backlog)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: addr.clone(),
+            source,
+        })?;
     let ctx = Arc::new(AppContext {
         config: config.clone(),
         pools: Pools::new(resolved),
@@ -46,10 +57,20 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         next_client: AtomicU64::new(1),
         shutdown: shutdown.clone(),
     });
-    tracing::info!("pg_doorman {} listening on {addr} ({} pools)", env!("CARGO_PKG_VERSION"), ctx.pools.all().count());
+    tracing::info!(
+        "pg_doorman {} listening on {addr} ({} pools)",
+        env!("CARGO_PKG_VERSION"),
+        ctx.pools.all().count()
+    );
     let tracker = TaskTracker::new();
     tracker.spawn(retain_cycle(ctx.clone()));
-    crate::listener::serve(listener, ctx.clone(), settings::tcp_options(&config), tracker.clone()).await;
+    crate::listener::serve(
+        listener,
+        ctx.clone(),
+        settings::tcp_options(&config),
+        tracker.clone(),
+    )
+    .await;
     let in_use = ctx.clients.load(Ordering::Relaxed);
     tracing::info!("shutting down: {in_use} clients connected");
     for p in ctx.pools.all() {

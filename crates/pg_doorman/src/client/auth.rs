@@ -21,19 +21,28 @@ pub enum AuthFailure {
 }
 
 fn password_failed(user: &str) -> AuthFailure {
-    AuthFailure::Reject(ErrorFields::fatal(sqlstate::INVALID_PASSWORD, format!("password authentication failed for user \"{user}\"")))
+    AuthFailure::Reject(ErrorFields::fatal(
+        sqlstate::INVALID_PASSWORD,
+        format!("password authentication failed for user \"{user}\""),
+    ))
 }
 
 fn protocol(msg: impl Into<String>) -> AuthFailure {
     AuthFailure::Reject(ErrorFields::fatal(sqlstate::PROTOCOL_VIOLATION, msg))
 }
 
-async fn read_password_message(stream: &Stream, buf: &mut BytesMut) -> Result<BytesMut, AuthFailure> {
+async fn read_password_message(
+    stream: &Stream,
+    buf: &mut BytesMut,
+) -> Result<BytesMut, AuthFailure> {
     loop {
         match complete_frame(buf, MAX_AUTH_MESSAGE) {
             Ok(Some((h, _))) => {
                 if h.tag != frontend::tag::PASSWORD {
-                    return Err(protocol(format!("expected password response, got message type {:?}", h.tag as char)));
+                    return Err(protocol(format!(
+                        "expected password response, got message type {:?}",
+                        h.tag as char
+                    )));
                 }
                 let mut m = buf.split_to(h.frame_len());
                 m.advance(5);
@@ -56,7 +65,12 @@ async fn send(stream: &Stream, out: &mut BytesMut) -> Result<(), AuthFailure> {
 }
 
 /// Runs the exchange for `user` against `secret`. On success the caller sends AuthenticationOk.
-pub async fn authenticate(stream: &Stream, buf: &mut BytesMut, user: &str, secret: &ClientSecret) -> Result<(), AuthFailure> {
+pub async fn authenticate(
+    stream: &Stream,
+    buf: &mut BytesMut,
+    user: &str,
+    secret: &ClientSecret,
+) -> Result<(), AuthFailure> {
     let mut out = BytesMut::with_capacity(256);
     match secret {
         ClientSecret::Md5(stored) => {
@@ -66,17 +80,25 @@ pub async fn authenticate(stream: &Stream, buf: &mut BytesMut, user: &str, secre
             send(stream, &mut out).await?;
             let msg = read_password_message(stream, buf).await?;
             let reply = frontend::parse_password(&msg).map_err(|e| protocol(e.to_string()))?;
-            if md5::verify(stored, salt, reply) { Ok(()) } else { Err(password_failed(user)) }
+            if md5::verify(stored, salt, reply) {
+                Ok(())
+            } else {
+                Err(password_failed(user))
+            }
         }
         ClientSecret::Scram(verifier) => {
             backend::write_auth_sasl_scram(&mut out);
             send(stream, &mut out).await?;
             let msg = read_password_message(stream, buf).await?;
-            let (mech, first) = frontend::parse_sasl_initial_response(&msg).map_err(|e| protocol(e.to_string()))?;
+            let (mech, first) =
+                frontend::parse_sasl_initial_response(&msg).map_err(|e| protocol(e.to_string()))?;
             if mech != "SCRAM-SHA-256" {
-                return Err(protocol(format!("client selected an invalid SASL authentication mechanism {mech:?}")));
+                return Err(protocol(format!(
+                    "client selected an invalid SASL authentication mechanism {mech:?}"
+                )));
             }
-            let (exchange, server_first) = scram::Exchange::start(verifier, first).map_err(|e| protocol(e.to_string()))?;
+            let (exchange, server_first) =
+                scram::Exchange::start(verifier, first).map_err(|e| protocol(e.to_string()))?;
             backend::write_auth_sasl_continue(&mut out, server_first.as_bytes());
             send(stream, &mut out).await?;
             let msg = read_password_message(stream, buf).await?;

@@ -51,13 +51,29 @@ impl CancelRegistry {
         let mut map = self.map.lock();
         let pid = loop {
             // Positive ids like PostgreSQL's pids, skipping any still in use after wrap-around.
-            let pid = self.next_pid.fetch_add(1, Ordering::Relaxed).wrapping_add(1) & 0x7fff_ffff;
+            let pid = self
+                .next_pid
+                .fetch_add(1, Ordering::Relaxed)
+                .wrapping_add(1)
+                & 0x7fff_ffff;
             if pid != 0 && !map.contains_key(&pid) {
                 break pid;
             }
         };
-        map.insert(pid, Entry { secret, slot: slot.clone(), pool });
-        Registration { registry: self, pid, secret, slot }
+        map.insert(
+            pid,
+            Entry {
+                secret,
+                slot: slot.clone(),
+                pool,
+            },
+        );
+        Registration {
+            registry: self,
+            pid,
+            secret,
+            slot,
+        }
     }
 
     /// Forwards a cancel for client `pid` if `secret` matches and it holds a backend.
@@ -65,7 +81,11 @@ impl CancelRegistry {
     pub async fn cancel(&self, pid: i32, secret: i32) {
         let target = {
             let map = self.map.lock();
-            map.get(&pid).filter(|e| doorman_wire::auth::ct_eq(&e.secret.to_be_bytes(), &secret.to_be_bytes())).map(|e| (e.slot.load(Ordering::Acquire), e.pool.clone()))
+            map.get(&pid)
+                .filter(|e| {
+                    doorman_wire::auth::ct_eq(&e.secret.to_be_bytes(), &secret.to_be_bytes())
+                })
+                .map(|e| (e.slot.load(Ordering::Acquire), e.pool.clone()))
         };
         let Some((key, pool)) = target else {
             tracing::debug!("cancel request with unknown key ignored");
@@ -85,7 +105,11 @@ impl CancelRegistry {
                     tracing::debug!(backend_pid = bpid, "cancel request forwarded");
                     // Wait for the backend to close so the cancel is processed before we return.
                     let mut sink = BytesMut::new();
-                    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), s.read_some(&mut sink, 64)).await;
+                    let _ = tokio::time::timeout(
+                        std::time::Duration::from_secs(5),
+                        s.read_some(&mut sink, 64),
+                    )
+                    .await;
                 }
             }
             Err(e) => tracing::warn!("cancel request: cannot reach backend: {e}"),

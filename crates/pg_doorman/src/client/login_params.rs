@@ -18,7 +18,10 @@ pub struct ClientParams {
 
 /// Builds the wishes from `defaults` (a fresh backend's ParameterStatus) and the startup packet.
 /// Errors: `replication` and unparsable `options` are refused (0A000 / 08P01).
-pub fn from_startup(defaults: &ParamSet, msg: &StartupMessage) -> Result<ClientParams, ErrorFields> {
+pub fn from_startup(
+    defaults: &ParamSet,
+    msg: &StartupMessage,
+) -> Result<ClientParams, ErrorFields> {
     let mut p = ClientParams::default();
     for name in TRACKED {
         if let Some(v) = defaults.get(name) {
@@ -39,9 +42,19 @@ pub fn from_startup(defaults: &ParamSet, msg: &StartupMessage) -> Result<ClientP
     for (k, v) in &msg.params {
         match k.as_str() {
             "user" | "database" => {}
-            "replication" => return Err(ErrorFields::fatal(sqlstate::FEATURE_NOT_SUPPORTED, "replication connections are not supported by pg_doorman")),
+            "replication" => {
+                return Err(ErrorFields::fatal(
+                    sqlstate::FEATURE_NOT_SUPPORTED,
+                    "replication connections are not supported by pg_doorman",
+                ));
+            }
             "options" => {
-                for (ok, ov) in parse_options(v).map_err(|e| ErrorFields::fatal(sqlstate::PROTOCOL_VIOLATION, format!("invalid startup options: {e}")))? {
+                for (ok, ov) in parse_options(v).map_err(|e| {
+                    ErrorFields::fatal(
+                        sqlstate::PROTOCOL_VIOLATION,
+                        format!("invalid startup options: {e}"),
+                    )
+                })? {
                     apply(&ok, &ov, &mut p);
                 }
             }
@@ -57,19 +70,39 @@ mod tests {
 
     fn defaults() -> ParamSet {
         let mut d = ParamSet::default();
-        for (k, v) in [("DateStyle", "ISO, MDY"), ("application_name", ""), ("client_encoding", "UTF8"), ("server_version", "15")] {
+        for (k, v) in [
+            ("DateStyle", "ISO, MDY"),
+            ("application_name", ""),
+            ("client_encoding", "UTF8"),
+            ("server_version", "15"),
+        ] {
             d.set(k, v);
         }
         d
     }
 
     fn msg(params: &[(&str, &str)]) -> StartupMessage {
-        StartupMessage { minor: 0, params: params.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(), protocol_options: vec![] }
+        StartupMessage {
+            minor: 0,
+            params: params
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
+            protocol_options: vec![],
+        }
     }
 
     #[test]
     fn application_name_needs_no_check() {
-        let p = from_startup(&defaults(), &msg(&[("user", "u"), ("application_name", "pgbench"), ("client_encoding", "UTF8")])).unwrap();
+        let p = from_startup(
+            &defaults(),
+            &msg(&[
+                ("user", "u"),
+                ("application_name", "pgbench"),
+                ("client_encoding", "UTF8"),
+            ]),
+        )
+        .unwrap();
         assert_eq!(p.wanted.get("application_name"), Some("pgbench"));
         assert!(!p.needs_check);
         assert_eq!(p.wanted.get("server_version"), None);
@@ -77,7 +110,15 @@ mod tests {
 
     #[test]
     fn other_values_are_checked() {
-        let p = from_startup(&defaults(), &msg(&[("datestyle", "ISO"), ("extra_float_digits", "2"), ("options", "-c search_path=x")])).unwrap();
+        let p = from_startup(
+            &defaults(),
+            &msg(&[
+                ("datestyle", "ISO"),
+                ("extra_float_digits", "2"),
+                ("options", "-c search_path=x"),
+            ]),
+        )
+        .unwrap();
         assert_eq!(p.wanted.get("DateStyle"), Some("ISO"));
         assert_eq!(p.extras.get("extra_float_digits"), Some("2"));
         assert_eq!(p.extras.get("search_path"), Some("x"));

@@ -42,7 +42,10 @@ pub struct Session {
 
 /// Brings `server` in line with the client's wishes with one simple query, only when something
 /// differs. Returns the backend's error if a SET failed. Allocates nothing when all match.
-pub async fn sync_params(server: &mut Server, params: &mut ClientParams) -> Result<Option<ReceivedError>, ServerError> {
+pub async fn sync_params(
+    server: &mut Server,
+    params: &mut ClientParams,
+) -> Result<Option<ReceivedError>, ServerError> {
     let mut sql = String::new();
     for (k, v) in params.wanted.iter() {
         if server.params.get(k) != Some(v) {
@@ -78,8 +81,20 @@ pub async fn sync_params(server: &mut Server, params: &mut ClientParams) -> Resu
 
 impl Session {
     /// A session for a logged-in client.
-    pub fn new(io: ClientIo, pool: Arc<Pool>, params: ClientParams, slot: Arc<CancelSlot>, label: String) -> Self {
-        Session { io, pool, params, slot, label }
+    pub fn new(
+        io: ClientIo,
+        pool: Arc<Pool>,
+        params: ClientParams,
+        slot: Arc<CancelSlot>,
+        label: String,
+    ) -> Self {
+        Session {
+            io,
+            pool,
+            params,
+            slot,
+            label,
+        }
     }
 
     /// Serves the client until it leaves or `shutdown` fires; returns its log label.
@@ -101,7 +116,11 @@ impl Session {
             match self.wait_for_request().await {
                 Next::Request => {}
                 Next::Terminate | Next::Gone => return,
-                Next::Protocol(msg) => return self.fatal(ErrorFields::fatal(sqlstate::PROTOCOL_VIOLATION, msg)).await,
+                Next::Protocol(msg) => {
+                    return self
+                        .fatal(ErrorFields::fatal(sqlstate::PROTOCOL_VIOLATION, msg))
+                        .await;
+                }
             }
             let mut server = match self.acquire().await {
                 Ok(s) => s,
@@ -115,21 +134,42 @@ impl Session {
             };
             self.slot.store(server.cancel_key(), Ordering::Release);
             let mut at = Attachment::default();
-            let mut sink = ParamSink { wanted: &mut self.params.wanted, log: self.pool.settings.log_param_changes };
-            let outcome = relay(&mut self.io, &mut server, &mut at, release_on_idle, &mut sink).await;
+            let mut sink = ParamSink {
+                wanted: &mut self.params.wanted,
+                log: self.pool.settings.log_param_changes,
+            };
+            let outcome = relay(
+                &mut self.io,
+                &mut server,
+                &mut at,
+                release_on_idle,
+                &mut sink,
+            )
+            .await;
             self.slot.store(0, Ordering::Release);
             match outcome {
                 Outcome::Released => self.pool.checkin(server),
-                Outcome::Terminated | Outcome::ClientGone => return self.release_after_exit(server, &at).await,
+                Outcome::Terminated | Outcome::ClientGone => {
+                    return self.release_after_exit(server, &at).await;
+                }
                 Outcome::ClientProtocol(e) => {
-                    self.fatal(ErrorFields::fatal(sqlstate::PROTOCOL_VIOLATION, e.to_string())).await;
+                    self.fatal(ErrorFields::fatal(
+                        sqlstate::PROTOCOL_VIOLATION,
+                        e.to_string(),
+                    ))
+                    .await;
                     return self.release_after_exit(server, &at).await;
                 }
                 Outcome::ServerGone(e) => {
                     tracing::warn!("{} server connection lost: {e}", self.label);
                     server.bad = true;
                     self.pool.discard(server);
-                    return self.fatal(ErrorFields::fatal(sqlstate::CONNECTION_FAILURE, "server connection lost")).await;
+                    return self
+                        .fatal(ErrorFields::fatal(
+                            sqlstate::CONNECTION_FAILURE,
+                            "server connection lost",
+                        ))
+                        .await;
                 }
             }
         }
@@ -145,7 +185,11 @@ impl Session {
             Ok(None) => Ok(server),
             Ok(Some(e)) => {
                 // Values were validated at login; a failure now is logged and the backend used as is.
-                tracing::warn!("{} could not apply session parameters: {}", self.label, e.message);
+                tracing::warn!(
+                    "{} could not apply session parameters: {}",
+                    self.label,
+                    e.message
+                );
                 Ok(server)
             }
             Err(e) => {
@@ -164,7 +208,9 @@ impl Session {
             }
             match peek_header(&io.buf, MAX_MESSAGE_LEN) {
                 Ok(Some(h)) if h.tag == b'X' => return Next::Terminate,
-                Ok(Some(h)) if !is_session_tag(h.tag) => return Next::Protocol(format!("invalid frontend message type {}", h.tag)),
+                Ok(Some(h)) if !is_session_tag(h.tag) => {
+                    return Next::Protocol(format!("invalid frontend message type {}", h.tag));
+                }
                 Ok(Some(_)) => return Next::Request,
                 Ok(None) => {}
                 Err(e) => return Next::Protocol(e.to_string()),
@@ -213,7 +259,9 @@ impl Session {
             return self.pool.discard(server);
         }
         if self.pool.settings.mode == PoolMode::Session {
-            let reset = tokio::time::timeout(RESET_TIMEOUT, server.simple_query("DISCARD ALL", |_, _| {})).await;
+            let reset =
+                tokio::time::timeout(RESET_TIMEOUT, server.simple_query("DISCARD ALL", |_, _| {}))
+                    .await;
             match reset {
                 Ok(Ok(None)) => server.clear_extras(),
                 _ => server.bad = true,

@@ -21,14 +21,17 @@ use std::time::Duration;
 /// Time a client has to finish startup and authentication (PostgreSQL's authentication_timeout).
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(60);
 
-async fn read_packet(stream: &Stream, buf: &mut BytesMut) -> Result<Option<StartupPacket>, doorman_wire::WireError> {
+async fn read_packet(
+    stream: &Stream,
+    buf: &mut BytesMut,
+) -> Result<Option<StartupPacket>, doorman_wire::WireError> {
     loop {
-        if let Some(len) = startup::packet_len(buf)? {
-            if buf.len() >= len {
-                let packet = startup::decode(&buf[..len]);
-                buf.advance(len);
-                return packet.map(Some);
-            }
+        if let Some(len) = startup::packet_len(buf)?
+            && buf.len() >= len
+        {
+            let packet = startup::decode(&buf[..len]);
+            buf.advance(len);
+            return packet.map(Some);
         }
         match stream.read_some(buf, 1024).await {
             Ok(0) | Err(_) => return Ok(None),
@@ -50,23 +53,46 @@ pub async fn handle(ctx: Arc<AppContext>, stream: Stream, peer: String) {
     let mut buf = BytesMut::new();
     let msg = match tokio::time::timeout(LOGIN_TIMEOUT, negotiate(&stream, &mut buf)).await {
         Ok(Ok(Some(Negotiated::Startup(m)))) => m,
-        Ok(Ok(Some(Negotiated::Cancel(pid, secret)))) => return ctx.cancel.cancel(pid, secret).await,
+        Ok(Ok(Some(Negotiated::Cancel(pid, secret)))) => {
+            return ctx.cancel.cancel(pid, secret).await;
+        }
         Ok(Ok(None)) => return,
         Ok(Err(e)) => {
             tracing::warn!("client {peer}: invalid startup packet: {e}");
-            return send_fatal(&stream, ErrorFields::fatal(sqlstate::PROTOCOL_VIOLATION, format!("invalid startup packet: {e}"))).await;
+            return send_fatal(
+                &stream,
+                ErrorFields::fatal(
+                    sqlstate::PROTOCOL_VIOLATION,
+                    format!("invalid startup packet: {e}"),
+                ),
+            )
+            .await;
         }
         Err(_) => return tracing::info!("client {peer}: startup timeout"),
     };
-    let login = tokio::time::timeout(LOGIN_TIMEOUT, login(&ctx, &stream, &mut buf, &msg, &peer)).await;
+    let login =
+        tokio::time::timeout(LOGIN_TIMEOUT, login(&ctx, &stream, &mut buf, &msg, &peer)).await;
     let (pool, params) = match login {
         Ok(Ok(done)) => done,
         Ok(Err(Some(e))) => return send_fatal(&stream, e).await,
         Ok(Err(None)) => return,
-        Err(_) => return send_fatal(&stream, ErrorFields::fatal(sqlstate::PROTOCOL_VIOLATION, "authentication timeout")).await,
+        Err(_) => {
+            return send_fatal(
+                &stream,
+                ErrorFields::fatal(sqlstate::PROTOCOL_VIOLATION, "authentication timeout"),
+            )
+            .await;
+        }
     };
     let Some(_slot) = ctx.try_client_slot() else {
-        return send_fatal(&stream, ErrorFields::fatal(sqlstate::TOO_MANY_CONNECTIONS, "sorry, too many clients already")).await;
+        return send_fatal(
+            &stream,
+            ErrorFields::fatal(
+                sqlstate::TOO_MANY_CONNECTIONS,
+                "sorry, too many clients already",
+            ),
+        )
+        .await;
     };
     let reg = ctx.cancel.register(pool.clone());
     let mut out = BytesMut::with_capacity(512);
@@ -83,7 +109,11 @@ pub async fn handle(ctx: Arc<AppContext>, stream: Stream, peer: String) {
         tracing::info!("{label} client connected from {peer}");
     }
     let log_disconnect = ctx.config.general.log_client_disconnections;
-    let io = ClientIo { stream, buf, scan: Scan::default() };
+    let io = ClientIo {
+        stream,
+        buf,
+        scan: Scan::default(),
+    };
     let session = Session::new(io, pool, params, reg.slot.clone(), label);
     let label = session.run(&ctx.shutdown).await;
     if log_disconnect {
@@ -96,7 +126,10 @@ enum Negotiated {
     Cancel(i32, i32),
 }
 
-async fn negotiate(stream: &Stream, buf: &mut BytesMut) -> Result<Option<Negotiated>, doorman_wire::WireError> {
+async fn negotiate(
+    stream: &Stream,
+    buf: &mut BytesMut,
+) -> Result<Option<Negotiated>, doorman_wire::WireError> {
     let mut refused_tls = false;
     let mut refused_gss = false;
     loop {
@@ -104,13 +137,21 @@ async fn negotiate(stream: &Stream, buf: &mut BytesMut) -> Result<Option<Negotia
             None => return Ok(None),
             Some(StartupPacket::SslRequest) if !refused_tls => refused_tls = true,
             Some(StartupPacket::GssEncRequest) if !refused_gss => refused_gss = true,
-            Some(StartupPacket::SslRequest | StartupPacket::GssEncRequest) => return Err(doorman_wire::WireError::Invalid("repeated negotiation request")),
-            Some(StartupPacket::Cancel { pid, secret }) => return Ok(Some(Negotiated::Cancel(pid, secret))),
+            Some(StartupPacket::SslRequest | StartupPacket::GssEncRequest) => {
+                return Err(doorman_wire::WireError::Invalid(
+                    "repeated negotiation request",
+                ));
+            }
+            Some(StartupPacket::Cancel { pid, secret }) => {
+                return Ok(Some(Negotiated::Cancel(pid, secret)));
+            }
             Some(StartupPacket::Startup(m)) => return Ok(Some(Negotiated::Startup(m))),
         }
         if !buf.is_empty() {
             // Bytes sent before our answer would be processed unprotected (CVE-2021-23222 class).
-            return Err(doorman_wire::WireError::Invalid("data after negotiation request"));
+            return Err(doorman_wire::WireError::Invalid(
+                "data after negotiation request",
+            ));
         }
         if stream.write_all(b"N").await.is_err() {
             return Ok(None);
@@ -118,22 +159,45 @@ async fn negotiate(stream: &Stream, buf: &mut BytesMut) -> Result<Option<Negotia
     }
 }
 
-async fn login(ctx: &AppContext, stream: &Stream, buf: &mut BytesMut, msg: &StartupMessage, peer: &str) -> Result<(Arc<Pool>, ClientParams), Option<ErrorFields>> {
-    let user = msg.get("user").filter(|u| !u.is_empty()).ok_or_else(|| ErrorFields::fatal(sqlstate::INVALID_AUTHORIZATION, "no PostgreSQL user name specified in startup packet"))?;
-    let database = msg.get("database").filter(|d| !d.is_empty()).unwrap_or(user);
+async fn login(
+    ctx: &AppContext,
+    stream: &Stream,
+    buf: &mut BytesMut,
+    msg: &StartupMessage,
+    peer: &str,
+) -> Result<(Arc<Pool>, ClientParams), Option<ErrorFields>> {
+    let user = msg.get("user").filter(|u| !u.is_empty()).ok_or_else(|| {
+        ErrorFields::fatal(
+            sqlstate::INVALID_AUTHORIZATION,
+            "no PostgreSQL user name specified in startup packet",
+        )
+    })?;
+    let database = msg
+        .get("database")
+        .filter(|d| !d.is_empty())
+        .unwrap_or(user);
     if msg.minor > 0 || !msg.protocol_options.is_empty() {
         let mut out = BytesMut::new();
         backend::write_negotiate_protocol_version(&mut out, &msg.protocol_options);
         stream.write_all(&out).await.map_err(|_| None)?;
     }
     let pool = ctx.pools.get(database, user).map_err(|l| match l {
-        Lookup::NoDatabase => ErrorFields::fatal(sqlstate::INVALID_CATALOG_NAME, format!("database \"{database}\" does not exist")),
-        Lookup::NoUser => ErrorFields::fatal(sqlstate::INVALID_AUTHORIZATION, format!("role \"{user}\" does not exist")),
+        Lookup::NoDatabase => ErrorFields::fatal(
+            sqlstate::INVALID_CATALOG_NAME,
+            format!("database \"{database}\" does not exist"),
+        ),
+        Lookup::NoUser => ErrorFields::fatal(
+            sqlstate::INVALID_AUTHORIZATION,
+            format!("role \"{user}\" does not exist"),
+        ),
     });
     let pool = match pool {
         Ok(p) => p,
         Err(e) => {
-            tracing::warn!("client {peer}: {} (user {user:?}, database {database:?})", e.message);
+            tracing::warn!(
+                "client {peer}: {} (user {user:?}, database {database:?})",
+                e.message
+            );
             return Err(Some(e));
         }
     };
@@ -141,7 +205,10 @@ async fn login(ctx: &AppContext, stream: &Stream, buf: &mut BytesMut, msg: &Star
         Ok(()) => {}
         Err(AuthFailure::Gone) => return Err(None),
         Err(AuthFailure::Reject(e)) => {
-            tracing::warn!("client {peer}: authentication failed for user {user:?} database {database:?}: {}", e.message);
+            tracing::warn!(
+                "client {peer}: authentication failed for user {user:?} database {database:?}: {}",
+                e.message
+            );
             return Err(Some(e));
         }
     }
@@ -171,7 +238,10 @@ async fn check_params(pool: &Pool, params: &mut ClientParams) -> Result<(), Erro
 
 /// A backend's SQLSTATE as a static code for our ErrorFields (unknown codes map to 22023).
 fn code_of(code: &str) -> &'static str {
-    ["22023", "42704", "55P02", "42501", "22P02", "0A000"].into_iter().find(|c| *c == code).unwrap_or("22023")
+    ["22023", "42704", "55P02", "42501", "22P02", "0A000"]
+        .into_iter()
+        .find(|c| *c == code)
+        .unwrap_or("22023")
 }
 
 fn write_parameter_statuses(out: &mut BytesMut, pool: &Pool, params: &ClientParams) {

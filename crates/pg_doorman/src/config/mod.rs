@@ -46,19 +46,32 @@ pub enum ConfigError {
 /// Reads, parses and validates the config at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: shown.clone(), source })?;
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: shown.clone(),
+        source,
+    })?;
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
     let config = match ext.as_str() {
         "yaml" | "yml" => parse_yaml(&text),
         "toml" => parse_toml(&text),
         _ => return Err(ConfigError::Extension(shown)),
     }
-    .map_err(|message| ConfigError::Parse { path: shown.clone(), message })?;
+    .map_err(|message| ConfigError::Parse {
+        path: shown.clone(),
+        message,
+    })?;
     let problems = validate::check(&config);
     if problems.is_empty() {
         Ok(config)
     } else {
-        Err(ConfigError::Invalid { path: shown, problems })
+        Err(ConfigError::Invalid {
+            path: shown,
+            problems,
+        })
     }
 }
 
@@ -77,7 +90,11 @@ impl Config {
     pub fn from_yaml(text: &str) -> Result<Config, String> {
         let c = parse_yaml(text)?;
         let problems = validate::check(&c);
-        if problems.is_empty() { Ok(c) } else { Err(problems.join("\n")) }
+        if problems.is_empty() {
+            Ok(c)
+        } else {
+            Err(problems.join("\n"))
+        }
     }
 }
 

@@ -65,7 +65,10 @@ pool_size = 3
 fn unknown_and_unimplemented_keys_are_rejected_with_path() {
     let err = Config::from_yaml("general:\n  port: 1\n  bogus_key: 3\n  max_memory_usage: 1MB\npools:\n  d:\n    users:\n      - username: u\n        password: p\n        min_pool_size: 2\n").unwrap_err();
     assert!(err.contains("general.bogus_key: unknown setting"), "{err}");
-    assert!(err.contains("general.max_memory_usage: this PgDoorman setting is not implemented"), "{err}");
+    assert!(
+        err.contains("general.max_memory_usage: this PgDoorman setting is not implemented"),
+        "{err}"
+    );
     assert!(err.contains("pools.d.users[0].min_pool_size"), "{err}");
 }
 
@@ -73,13 +76,25 @@ fn unknown_and_unimplemented_keys_are_rejected_with_path() {
 fn bad_values_are_rejected() {
     let err = Config::from_yaml("general:\n  idle_timeout: 3 parsecs\n").unwrap_err();
     assert!(err.contains("duration"), "{err}");
-    let err = Config::from_yaml("pools:\n  d:\n    pool_mode: statement\n    users:\n      - {username: u, password: p}\n").unwrap_err();
+    let err = Config::from_yaml(
+        "pools:\n  d:\n    pool_mode: statement\n    users:\n      - {username: u, password: p}\n",
+    )
+    .unwrap_err();
     assert!(err.contains("statement"), "{err}");
     let err = Config::from_yaml("pools:\n  d:\n    users:\n      - {username: u, password: p, pool_size: 0}\n      - {username: u, password: p}\n").unwrap_err();
-    assert!(err.contains("pools.d.users[0].pool_size: must be at least 1"), "{err}");
-    assert!(err.contains("pools.d.users[1].username: duplicate"), "{err}");
+    assert!(
+        err.contains("pools.d.users[0].pool_size: must be at least 1"),
+        "{err}"
+    );
+    assert!(
+        err.contains("pools.d.users[1].username: duplicate"),
+        "{err}"
+    );
     let err = Config::from_yaml("general:\n  tls_mode: require\n").unwrap_err();
     assert!(err.contains("general.tls_mode"), "{err}");
-    let err = Config::from_yaml("pools:\n  d:\n    users:\n      - {username: u, password: 'SCRAM-SHA-256$bad'}\n").unwrap_err();
+    let err = Config::from_yaml(
+        "pools:\n  d:\n    users:\n      - {username: u, password: 'SCRAM-SHA-256$bad'}\n",
+    )
+    .unwrap_err();
     assert!(err.contains("SCRAM"), "{err}");
 }

@@ -33,14 +33,18 @@ impl Millis {
 
 fn split_unit(s: &str) -> (&str, &str) {
     let s = s.trim();
-    let at = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let at = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
     (s[..at].trim(), s[at..].trim())
 }
 
 /// Parses a duration string; errors name the accepted forms.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let (num, unit) = split_unit(s);
-    let value: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}: expected e.g. 500, \"100us\", \"3s\", \"5m\""))?;
+    let value: f64 = num.parse().map_err(|_| {
+        format!("invalid duration {s:?}: expected e.g. 500, \"100us\", \"3s\", \"5m\"")
+    })?;
     let scale_us = match unit {
         "us" => 1.0,
         "" | "ms" => 1e3,
@@ -48,10 +52,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "m" | "min" => 60e6,
         "h" => 3_600e6,
         "d" => 86_400e6,
-        _ => return Err(format!("invalid duration unit in {s:?}: use us, ms, s, m, h or d")),
+        _ => {
+            return Err(format!(
+                "invalid duration unit in {s:?}: use us, ms, s, m, h or d"
+            ));
+        }
     };
     let us = value * scale_us;
-    if !us.is_finite() || us < 0.0 || us > 1e15 {
+    if !us.is_finite() || !(0.0..=1e15).contains(&us) {
         return Err(format!("duration {s:?} is out of range"));
     }
     Ok(Duration::from_micros(us.round() as u64))
@@ -60,7 +68,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// Parses a size string; errors name the accepted forms.
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let (num, unit) = split_unit(s);
-    let value: f64 = num.parse().map_err(|_| format!("invalid size {s:?}: expected e.g. 1048576, \"256KB\", \"1MB\""))?;
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid size {s:?}: expected e.g. 1048576, \"256KB\", \"1MB\""))?;
     let scale = match unit.to_ascii_uppercase().as_str() {
         "" | "B" => 1u64,
         "KB" | "KIB" | "K" => 1 << 10,
@@ -69,7 +79,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         _ => return Err(format!("invalid size unit in {s:?}: use B, KB, MB or GB")),
     };
     let bytes = value * scale as f64;
-    if !bytes.is_finite() || bytes < 0.0 || bytes > 1e18 {
+    if !bytes.is_finite() || !(0.0..=1e18).contains(&bytes) {
         return Err(format!("size {s:?} is out of range"));
     }
     Ok(bytes.round() as u64)
@@ -86,7 +96,9 @@ impl<T> Visitor<'_> for UnitVisitor<T> {
         Ok((self.1)(v))
     }
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<T, E> {
-        u64::try_from(v).map(self.1).map_err(|_| E::custom(format!("negative value {v} is not allowed")))
+        u64::try_from(v)
+            .map(self.1)
+            .map_err(|_| E::custom(format!("negative value {v} is not allowed")))
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<T, E> {
         (self.0)(&v.to_string()).map_err(E::custom)
@@ -98,20 +110,28 @@ impl<T> Visitor<'_> for UnitVisitor<T> {
 
 impl<'de> serde::Deserialize<'de> for Millis {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(UnitVisitor(|s| parse_duration(s).map(Millis), Millis::ms, "a duration: milliseconds or a string like \"3s\""))
+        d.deserialize_any(UnitVisitor(
+            |s| parse_duration(s).map(Millis),
+            Millis::ms,
+            "a duration: milliseconds or a string like \"3s\"",
+        ))
     }
 }
 
 impl<'de> serde::Deserialize<'de> for ByteSize {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(UnitVisitor(|s| parse_size(s).map(ByteSize), ByteSize, "a size: bytes or a string like \"1MB\""))
+        d.deserialize_any(UnitVisitor(
+            |s| parse_size(s).map(ByteSize),
+            ByteSize,
+            "a size: bytes or a string like \"1MB\"",
+        ))
     }
 }
 
 impl fmt::Display for Millis {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let us = self.0.as_micros();
-        if us % 1000 != 0 {
+        if !us.is_multiple_of(1000) {
             write!(f, "{us}us")
         } else {
             write!(f, "{}ms", us / 1000)

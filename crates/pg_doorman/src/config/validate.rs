@@ -6,29 +6,82 @@ use std::collections::{BTreeMap, HashSet};
 /// PgDoorman keys that later versions of pg_doorman implement; setting one is an error today
 /// so that nobody believes it is in effect.
 const NOT_YET_GENERAL: &[&str] = &[
-    "retain_connections_max", "server_idle_check_timeout", "proxy_copy_data_timeout", "unix_socket_buffer_size",
-    "unix_socket_dir", "unix_socket_mode", "max_concurrent_creates", "scaling_warm_pool_ratio", "scaling_fast_retries",
-    "scaling_max_parallel_creates", "max_memory_usage", "syslog_prog_name", "worker_cpu_affinity_pinning",
-    "worker_stack_size", "max_blocking_threads", "tokio_global_queue_interval", "tokio_event_interval",
-    "sync_server_parameters", "message_size_to_be_stream", "pooler_check_query", "prepared_statements",
-    "prepared_statements_cache_size", "server_prepared_statements_cache_size", "client_anonymous_prepared_cache_size",
-    "client_prepared_statements_cache_size", "query_interner_gc_interval_seconds", "query_interner_anon_idle_ttl_seconds",
-    "patroni_api_urls", "fallback_cooldown", "patroni_api_timeout", "fallback_connect_timeout", "fallback_lifetime",
-    "tls_certificate", "tls_private_key", "tls_ca_cert", "tls_rate_limit_per_second", "server_tls_ca_cert",
-    "server_tls_certificate", "server_tls_private_key", "daemon_pid_file", "hba", "pg_hba", "startup_parameters",
+    "retain_connections_max",
+    "server_idle_check_timeout",
+    "proxy_copy_data_timeout",
+    "unix_socket_buffer_size",
+    "unix_socket_dir",
+    "unix_socket_mode",
+    "max_concurrent_creates",
+    "scaling_warm_pool_ratio",
+    "scaling_fast_retries",
+    "scaling_max_parallel_creates",
+    "max_memory_usage",
+    "syslog_prog_name",
+    "worker_cpu_affinity_pinning",
+    "worker_stack_size",
+    "max_blocking_threads",
+    "tokio_global_queue_interval",
+    "tokio_event_interval",
+    "sync_server_parameters",
+    "message_size_to_be_stream",
+    "pooler_check_query",
+    "prepared_statements",
+    "prepared_statements_cache_size",
+    "server_prepared_statements_cache_size",
+    "client_anonymous_prepared_cache_size",
+    "client_prepared_statements_cache_size",
+    "query_interner_gc_interval_seconds",
+    "query_interner_anon_idle_ttl_seconds",
+    "patroni_api_urls",
+    "fallback_cooldown",
+    "patroni_api_timeout",
+    "fallback_connect_timeout",
+    "fallback_lifetime",
+    "tls_certificate",
+    "tls_private_key",
+    "tls_ca_cert",
+    "tls_rate_limit_per_second",
+    "server_tls_ca_cert",
+    "server_tls_certificate",
+    "server_tls_private_key",
+    "daemon_pid_file",
+    "hba",
+    "pg_hba",
+    "startup_parameters",
     "unix_socket_buffer_size",
 ];
 const NOT_YET_POOL: &[&str] = &[
-    "cleanup_server_connections", "prepared_statements_cache_size", "server_prepared_statements_cache_size",
-    "scaling_warm_pool_ratio", "scaling_fast_retries", "max_db_connections", "min_connection_lifetime",
-    "reserve_pool_size", "reserve_pool_timeout", "min_guaranteed_pool_size", "patroni_api_urls", "fallback_cooldown",
-    "patroni_api_timeout", "fallback_connect_timeout", "fallback_lifetime", "server_tls_ca_cert",
-    "server_tls_certificate", "server_tls_private_key", "startup_parameters", "auth_query",
+    "cleanup_server_connections",
+    "prepared_statements_cache_size",
+    "server_prepared_statements_cache_size",
+    "scaling_warm_pool_ratio",
+    "scaling_fast_retries",
+    "max_db_connections",
+    "min_connection_lifetime",
+    "reserve_pool_size",
+    "reserve_pool_timeout",
+    "min_guaranteed_pool_size",
+    "patroni_api_urls",
+    "fallback_cooldown",
+    "patroni_api_timeout",
+    "fallback_connect_timeout",
+    "fallback_lifetime",
+    "server_tls_ca_cert",
+    "server_tls_certificate",
+    "server_tls_private_key",
+    "startup_parameters",
+    "auth_query",
 ];
 const NOT_YET_USER: &[&str] = &["min_pool_size", "auth_pam_service"];
 const NOT_YET_TOP: &[&str] = &["web", "prometheus", "talos", "include"];
 
-fn extra_keys(path: &str, map: &BTreeMap<String, serde::de::IgnoredAny>, later: &[&str], out: &mut Vec<String>) {
+fn extra_keys(
+    path: &str,
+    map: &BTreeMap<String, serde::de::IgnoredAny>,
+    later: &[&str],
+    out: &mut Vec<String>,
+) {
     for key in map.keys() {
         if later.contains(&key.as_str()) {
             out.push(format!("{path}{key}: this PgDoorman setting is not implemented by this version of pg_doorman yet; remove it"));
@@ -109,7 +162,10 @@ fn check_pool(name: &str, p: &Pool, out: &mut Vec<String>) {
     for (i, u) in p.users.iter().enumerate() {
         let upath = format!("{path}users[{i}].");
         if !seen.insert(u.username.as_str()) {
-            out.push(format!("{upath}username: duplicate user {:?} in pool {name:?}", u.username));
+            out.push(format!(
+                "{upath}username: duplicate user {:?} in pool {name:?}",
+                u.username
+            ));
         }
         check_user(&upath, u, out);
     }
@@ -130,14 +186,23 @@ fn check_user(path: &str, u: &User, out: &mut Vec<String>) {
             out.push(format!("{path}password: malformed SCRAM-SHA-256 verifier (expected SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>)"));
         }
     } else if u.password.starts_with("jwt-pkey-fpath:") {
-        out.push(format!("{path}password: JWT authentication is not implemented by this version yet"));
-    } else if u.password.starts_with("md5") && u.password.len() == 35 && !doorman_wire::auth::md5::is_secret(&u.password) {
-        out.push(format!("{path}password: malformed md5 hash (expected md5 followed by 32 lowercase hex digits)"));
+        out.push(format!(
+            "{path}password: JWT authentication is not implemented by this version yet"
+        ));
+    } else if u.password.starts_with("md5")
+        && u.password.len() == 35
+        && !doorman_wire::auth::md5::is_secret(&u.password)
+    {
+        out.push(format!(
+            "{path}password: malformed md5 hash (expected md5 followed by 32 lowercase hex digits)"
+        ));
     }
     if u.server_password.is_some() && u.server_username.is_none() {
         // Allowed: log in to the backend as `username` with this password.
     }
-    if u.server_lifetime.is_some_and(|t| t.0.as_secs() > 10 * 365 * 86400) {
+    if u.server_lifetime
+        .is_some_and(|t| t.0.as_secs() > 10 * 365 * 86400)
+    {
         out.push(format!("{path}server_lifetime: unreasonably large"));
     }
 }

@@ -112,7 +112,12 @@ enum Step<'a> {
 impl Pool {
     /// A new, empty pool.
     pub fn new(settings: PoolSettings) -> Arc<Pool> {
-        Arc::new(Pool { settings, inner: Mutex::new(Inner::default()), default_params: RwLock::new(None), next_id: AtomicU64::new(1) })
+        Arc::new(Pool {
+            settings,
+            inner: Mutex::new(Inner::default()),
+            default_params: RwLock::new(None),
+            next_id: AtomicU64::new(1),
+        })
     }
 
     /// Parameters a fresh backend reports (server_version, TimeZone, ...), learnt from the first
@@ -124,7 +129,11 @@ impl Pool {
     /// Current occupancy.
     pub fn counts(&self) -> PoolCounts {
         let g = self.inner.lock();
-        PoolCounts { sv_idle: g.idle.len(), sv_total: g.total, cl_waiting: g.waiters.len() }
+        PoolCounts {
+            sv_idle: g.idle.len(),
+            sv_total: g.total,
+            cl_waiting: g.waiters.len(),
+        }
     }
 
     /// Gets a backend connection: an idle one, a new one while under `pool_size`, or the next
@@ -132,7 +141,10 @@ impl Pool {
     ///
     /// Errors: [`PoolError::WaitTimeout`], or [`PoolError::Server`] when a new connection fails.
     pub async fn checkout(&self) -> Result<Server, PoolError> {
-        let deadline = self.settings.query_wait_timeout.map(|t| tokio::time::Instant::now() + t);
+        let deadline = self
+            .settings
+            .query_wait_timeout
+            .map(|t| tokio::time::Instant::now() + t);
         loop {
             let handoff = match self.next_step() {
                 Step::Reuse(s) => {
@@ -170,7 +182,11 @@ impl Pool {
 
     fn next_step(&self) -> Step<'_> {
         let mut g = self.inner.lock();
-        let popped = if self.settings.round_robin { g.idle.pop_front() } else { g.idle.pop_back() };
+        let popped = if self.settings.round_robin {
+            g.idle.pop_front()
+        } else {
+            g.idle.pop_back()
+        };
         if let Some(s) = popped {
             return Step::Reuse(s);
         }
@@ -185,7 +201,11 @@ impl Pool {
 
     /// Checks an idle connection before handing it out; closes it (freeing its slot) if stale.
     fn usable(&self, mut s: Server) -> Option<Server> {
-        let s_ok = !s.expired(Instant::now(), self.settings.server_lifetime, self.settings.idle_timeout) && s.is_alive();
+        let s_ok = !s.expired(
+            Instant::now(),
+            self.settings.server_lifetime,
+            self.settings.idle_timeout,
+        ) && s.is_alive();
         if s_ok {
             Some(s)
         } else {
@@ -253,7 +273,11 @@ impl Pool {
             let mut stale = Vec::new();
             let mut keep = VecDeque::with_capacity(g.idle.len());
             for s in g.idle.drain(..) {
-                if s.expired(now, lifetime, idle) { stale.push(s) } else { keep.push_back(s) }
+                if s.expired(now, lifetime, idle) {
+                    stale.push(s)
+                } else {
+                    keep.push_back(s)
+                }
             }
             g.idle = keep;
             stale
@@ -284,9 +308,10 @@ impl Pool {
             return Ok(p);
         }
         let s = self.checkout().await?;
-        let params = self.default_params().unwrap_or_else(|| Arc::new(s.params.clone()));
+        let params = self
+            .default_params()
+            .unwrap_or_else(|| Arc::new(s.params.clone()));
         self.checkin(s);
         Ok(params)
     }
 }
-

@@ -25,7 +25,10 @@ impl Pools {
     pub fn new(settings: Vec<PoolSettings>) -> Pools {
         let mut by_db: HashMap<String, HashMap<String, Arc<Pool>>> = HashMap::new();
         for s in settings {
-            by_db.entry(s.database.clone()).or_default().insert(s.user.clone(), Pool::new(s));
+            by_db
+                .entry(s.database.clone())
+                .or_default()
+                .insert(s.user.clone(), Pool::new(s));
         }
         Pools { by_db }
     }

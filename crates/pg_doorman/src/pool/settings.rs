@@ -98,17 +98,21 @@ pub fn tcp_options(c: &Config) -> TcpOptions {
 }
 
 fn client_secret(u: &User) -> ClientSecret {
-    if u.password.starts_with("SCRAM-SHA-256$") {
-        if let Ok(v) = scram::Verifier::parse(&u.password) {
-            return ClientSecret::Scram(v);
-        }
+    if u.password.starts_with("SCRAM-SHA-256$")
+        && let Ok(v) = scram::Verifier::parse(&u.password)
+    {
+        return ClientSecret::Scram(v);
     }
     if md5::is_secret(&u.password) {
         return ClientSecret::Md5(u.password.clone());
     }
     let mut salt = [0u8; 16];
     rand::fill(&mut salt);
-    ClientSecret::Scram(scram::Verifier::from_password(&u.password, &salt, scram::DEFAULT_ITERATIONS))
+    ClientSecret::Scram(scram::Verifier::from_password(
+        &u.password,
+        &salt,
+        scram::DEFAULT_ITERATIONS,
+    ))
 }
 
 fn server_secret(u: &User, server_user: &str) -> ServerSecret {
@@ -119,7 +123,11 @@ fn server_secret(u: &User, server_user: &str) -> ServerSecret {
         ServerSecret::None
     } else if md5::is_secret(&u.password) {
         // An md5 secret is md5(password || username): it only answers for that login name.
-        if server_user == u.username { ServerSecret::Md5(u.password.clone()) } else { ServerSecret::None }
+        if server_user == u.username {
+            ServerSecret::Md5(u.password.clone())
+        } else {
+            ServerSecret::None
+        }
     } else {
         ServerSecret::Plain(u.password.clone())
     }
@@ -133,12 +141,22 @@ pub fn resolve(c: &Config) -> Vec<PoolSettings> {
     let mut out = Vec::new();
     for (name, p) in &c.pools {
         let address = if p.server_host.starts_with('/') {
-            ServerAddress::Unix(format!("{}/.s.PGSQL.{}", p.server_host.trim_end_matches('/'), p.server_port))
+            ServerAddress::Unix(format!(
+                "{}/.s.PGSQL.{}",
+                p.server_host.trim_end_matches('/'),
+                p.server_port
+            ))
         } else {
-            ServerAddress::Tcp { host: p.server_host.clone(), port: p.server_port }
+            ServerAddress::Tcp {
+                host: p.server_host.clone(),
+                port: p.server_port,
+            }
         };
         for u in &p.users {
-            let server_user = u.server_username.clone().unwrap_or_else(|| u.username.clone());
+            let server_user = u
+                .server_username
+                .clone()
+                .unwrap_or_else(|| u.username.clone());
             out.push(PoolSettings {
                 database: name.clone(),
                 user: u.username.clone(),
@@ -147,7 +165,12 @@ pub fn resolve(c: &Config) -> Vec<PoolSettings> {
                 connect_timeout: p.connect_timeout.unwrap_or(g.connect_timeout).0,
                 query_wait_timeout: nonzero(g.query_wait_timeout.0),
                 idle_timeout: nonzero(p.idle_timeout.unwrap_or(g.idle_timeout).0),
-                server_lifetime: nonzero(u.server_lifetime.or(p.server_lifetime).unwrap_or(g.server_lifetime).0),
+                server_lifetime: nonzero(
+                    u.server_lifetime
+                        .or(p.server_lifetime)
+                        .unwrap_or(g.server_lifetime)
+                        .0,
+                ),
                 round_robin: g.server_round_robin,
                 address: address.clone(),
                 server_database: p.server_database.clone().unwrap_or_else(|| name.clone()),

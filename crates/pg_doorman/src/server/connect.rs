@@ -10,7 +10,9 @@ use crate::params::ParamSet;
 use crate::pool::settings::{PoolSettings, ServerAddress, ServerSecret};
 use bytes::BytesMut;
 use doorman_wire::auth::md5;
-use doorman_wire::backend::{AuthRequest, parse_auth, parse_backend_key_data, parse_parameter_status, tag};
+use doorman_wire::backend::{
+    AuthRequest, parse_auth, parse_backend_key_data, parse_parameter_status, tag,
+};
 use doorman_wire::fields::parse_error_body;
 use doorman_wire::frontend;
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
@@ -45,7 +47,8 @@ pub async fn connect(s: &PoolSettings, id: u64) -> Result<Server, ServerError> {
 async fn connect_inner(s: &PoolSettings, id: u64) -> Result<Server, ServerError> {
     let stream = open_socket(&s.address, s).await?;
     let mut out = BytesMut::with_capacity(256);
-    let mut params: Vec<(&str, &str)> = vec![("user", &s.server_user), ("database", &s.server_database)];
+    let mut params: Vec<(&str, &str)> =
+        vec![("user", &s.server_user), ("database", &s.server_database)];
     if let Some(app) = &s.application_name {
         params.push(("application_name", app));
     }
@@ -88,7 +91,12 @@ async fn connect_inner(s: &PoolSettings, id: u64) -> Result<Server, ServerError>
                 });
             }
             tag::NOTICE_RESPONSE | tag::NEGOTIATE_PROTOCOL_VERSION => {}
-            other => return Err(ServerError::Protocol(format!("unexpected message {:?} during login", other as char))),
+            other => {
+                return Err(ServerError::Protocol(format!(
+                    "unexpected message {:?} during login",
+                    other as char
+                )));
+            }
         }
     }
 }
@@ -103,7 +111,12 @@ fn plaintext(s: &PoolSettings) -> Result<&str, ServerError> {
     }
 }
 
-fn authenticate(s: &PoolSettings, req: AuthRequest<'_>, scram: &mut Option<ScramSha256>, out: &mut BytesMut) -> Result<(), ServerError> {
+fn authenticate(
+    s: &PoolSettings,
+    req: AuthRequest<'_>,
+    scram: &mut Option<ScramSha256>,
+    out: &mut BytesMut,
+) -> Result<(), ServerError> {
     match req {
         AuthRequest::Ok => {}
         AuthRequest::Cleartext => frontend::write_password(out, plaintext(s)?.as_bytes()),
@@ -111,28 +124,46 @@ fn authenticate(s: &PoolSettings, req: AuthRequest<'_>, scram: &mut Option<Scram
             let secret = match &s.server_secret {
                 ServerSecret::Plain(p) => md5::secret(&s.server_user, p),
                 ServerSecret::Md5(h) => h.clone(),
-                ServerSecret::None => return Err(ServerError::Auth("MD5 requested but no password is configured".into())),
+                ServerSecret::None => {
+                    return Err(ServerError::Auth(
+                        "MD5 requested but no password is configured".into(),
+                    ));
+                }
             };
             frontend::write_password(out, md5::response_from_secret(&secret, salt).as_bytes());
         }
         AuthRequest::Sasl(mechs) => {
             if !mechs.contains(&"SCRAM-SHA-256") {
-                return Err(ServerError::Auth(format!("unsupported SASL mechanisms {mechs:?}")));
+                return Err(ServerError::Auth(format!(
+                    "unsupported SASL mechanisms {mechs:?}"
+                )));
             }
             let client = ScramSha256::new(plaintext(s)?.as_bytes(), ChannelBinding::unsupported());
             frontend::write_sasl_initial_response(out, "SCRAM-SHA-256", client.message());
             *scram = Some(client);
         }
         AuthRequest::SaslContinue(data) => {
-            let client = scram.as_mut().ok_or_else(|| ServerError::Protocol("SASLContinue before SASL".into()))?;
-            client.update(data).map_err(|e| ServerError::Auth(format!("SCRAM: {e}")))?;
+            let client = scram
+                .as_mut()
+                .ok_or_else(|| ServerError::Protocol("SASLContinue before SASL".into()))?;
+            client
+                .update(data)
+                .map_err(|e| ServerError::Auth(format!("SCRAM: {e}")))?;
             frontend::write_sasl_response(out, client.message());
         }
         AuthRequest::SaslFinal(data) => {
-            let mut client = scram.take().ok_or_else(|| ServerError::Protocol("SASLFinal before SASL".into()))?;
-            client.finish(data).map_err(|e| ServerError::Auth(format!("SCRAM server signature: {e}")))?;
+            let mut client = scram
+                .take()
+                .ok_or_else(|| ServerError::Protocol("SASLFinal before SASL".into()))?;
+            client
+                .finish(data)
+                .map_err(|e| ServerError::Auth(format!("SCRAM server signature: {e}")))?;
         }
-        AuthRequest::Unsupported(code) => return Err(ServerError::Auth(format!("unsupported authentication method {code}"))),
+        AuthRequest::Unsupported(code) => {
+            return Err(ServerError::Auth(format!(
+                "unsupported authentication method {code}"
+            )));
+        }
     }
     Ok(())
 }

@@ -57,7 +57,12 @@ impl Server {
     }
 
     /// True when `lifetime` or `idle_timeout` says this idle connection should close.
-    pub fn expired(&self, now: Instant, lifetime: Option<Duration>, idle_timeout: Option<Duration>) -> bool {
+    pub fn expired(
+        &self,
+        now: Instant,
+        lifetime: Option<Duration>,
+        idle_timeout: Option<Duration>,
+    ) -> bool {
         lifetime.is_some_and(|l| now.duration_since(self.created) >= l)
             || idle_timeout.is_some_and(|t| now.duration_since(self.last_used) >= t)
     }

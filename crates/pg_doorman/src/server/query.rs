@@ -9,7 +9,10 @@ use doorman_wire::fields::{ReceivedError, parse_error_body};
 use doorman_wire::frame::{MAX_MESSAGE_LEN, complete_frame};
 
 /// Reads one complete backend message into (tag, body) and consumes it from `buf`.
-pub(crate) async fn read_message(stream: &crate::net::Stream, buf: &mut BytesMut) -> Result<(u8, BytesMut), ServerError> {
+pub(crate) async fn read_message(
+    stream: &crate::net::Stream,
+    buf: &mut BytesMut,
+) -> Result<(u8, BytesMut), ServerError> {
     loop {
         if let Some((h, _)) = complete_frame(buf, MAX_MESSAGE_LEN)? {
             let mut frame = buf.split_to(h.frame_len());
@@ -26,7 +29,11 @@ impl Server {
     /// Runs `sql` as a simple Query and reads up to ReadyForQuery. ParameterStatus updates
     /// `self.params` and is reported through `on_param`. Returns the first ErrorResponse, if any.
     /// Marks the connection bad on I/O or protocol failure.
-    pub async fn simple_query(&mut self, sql: &str, mut on_param: impl FnMut(&str, &str)) -> Result<Option<ReceivedError>, ServerError> {
+    pub async fn simple_query(
+        &mut self,
+        sql: &str,
+        mut on_param: impl FnMut(&str, &str),
+    ) -> Result<Option<ReceivedError>, ServerError> {
         let mut out = BytesMut::with_capacity(sql.len() + 6);
         doorman_wire::frontend::write_query(&mut out, sql);
         let result = self.run(&out, &mut on_param).await;
@@ -36,7 +43,11 @@ impl Server {
         result
     }
 
-    async fn run(&mut self, msg: &[u8], on_param: &mut impl FnMut(&str, &str)) -> Result<Option<ReceivedError>, ServerError> {
+    async fn run(
+        &mut self,
+        msg: &[u8],
+        on_param: &mut impl FnMut(&str, &str),
+    ) -> Result<Option<ReceivedError>, ServerError> {
         self.stream.write_all(msg).await?;
         let mut first_error = None;
         loop {

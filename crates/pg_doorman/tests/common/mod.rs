@@ -1,5 +1,5 @@
 //! Shared helpers for behaviour tests: a real PostgreSQL plus a real pg_doorman process.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(dead_code, unused_imports, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub use doorman_testkit::{Doorman, PgAuth, TempCluster, connect};
 use std::path::Path;
@@ -34,7 +34,14 @@ pub struct PoolSpec<'a> {
 
 impl Default for PoolSpec<'_> {
     fn default() -> Self {
-        PoolSpec { mode: "transaction", pool_size: 4, password: "app_pw", user_extra: "", pool_extra: "", general_extra: "" }
+        PoolSpec {
+            mode: "transaction",
+            pool_size: 4,
+            password: "app_pw",
+            user_extra: "",
+            pool_extra: "",
+            general_extra: "",
+        }
     }
 }
 
@@ -63,15 +70,38 @@ pub fn app_conn(d: &Doorman) -> String {
 }
 
 /// Runs psql through pg_doorman; returns (success, stdout, stderr).
-pub fn psql(d: &Doorman, user: &str, password: &str, db: &str, args: &[&str]) -> (bool, String, String) {
+pub fn psql(
+    d: &Doorman,
+    user: &str,
+    password: &str,
+    db: &str,
+    args: &[&str],
+) -> (bool, String, String) {
     let out = Command::new("psql")
-        .args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", &d.port.to_string(), "-U", user, "-d", db])
+        .args([
+            "-X",
+            "-At",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &d.port.to_string(),
+            "-U",
+            user,
+            "-d",
+            db,
+        ])
         .args(args)
         .env("PGPASSWORD", password)
         .env("PGCONNECT_TIMEOUT", "10")
         .output()
         .unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// Runs pgbench through pg_doorman; returns (number of failed transactions, tps, full output).
@@ -83,8 +113,16 @@ pub fn pgbench(d: &Doorman, args: &[&str]) -> (u64, f64, String) {
         .env("PGPASSWORD", "app_pw")
         .output()
         .unwrap();
-    let text = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "pgbench {args:?} failed:\n{text}\n--- pg_doorman log ---\n{}", d.log_text());
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "pgbench {args:?} failed:\n{text}\n--- pg_doorman log ---\n{}",
+        d.log_text()
+    );
     let failed = text
         .lines()
         .find(|l| l.starts_with("number of failed transactions"))
