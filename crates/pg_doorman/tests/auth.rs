@@ -1,5 +1,10 @@
 //! Client and backend authentication through pg_doorman with real PostgreSQL and real clients.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::err_expect)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::err_expect
+)]
 
 mod common;
 use common::*;

@@ -1,6 +1,11 @@
 //! Failure handling: timeouts, a dead or restarted PostgreSQL, killed backends, and malformed
 //! input. The client always gets an ErrorResponse with the right SQLSTATE and the pool heals.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::err_expect)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::err_expect
+)]
 
 mod common;
 use common::*;

@@ -1,6 +1,11 @@
 //! pgbench through pg_doorman: select-only and tpcb-like, simple and extended protocol,
 //! 50 clients, both pool modes, with a pool smaller than the client count: no failures.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::err_expect)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::err_expect
+)]
 
 mod common;
 use common::*;

@@ -1,5 +1,10 @@
 //! Session and transaction pooling through pg_doorman against real PostgreSQL.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::err_expect)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::err_expect
+)]
 
 mod common;
 use common::*;

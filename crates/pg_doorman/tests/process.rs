@@ -1,6 +1,11 @@
 //! The binary as an operator meets it: config check, TOML configs, unix-socket backends,
 //! signals.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::err_expect)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::err_expect
+)]
 
 mod common;
 use common::*;

@@ -1,5 +1,11 @@
 //! Shared helpers for behaviour tests: a real PostgreSQL plus a real pg_doorman process.
-#![allow(dead_code, unused_imports, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    dead_code,
+    unused_imports,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 pub use doorman_testkit::{Doorman, PgAuth, TempCluster, connect};
 use std::path::Path;

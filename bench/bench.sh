@@ -1,0 +1,174 @@
+#!/usr/bin/env bash
+# Ratio benchmark: direct PostgreSQL vs PgBouncer (Debian package) vs pg_doorman, interleaved in
+# one run, on the same machine. Transaction pooling, pool of 40 server connections, MD5 auth.
+#   - pgbench script "\set aid random(1, 100000)" / "SELECT :aid;", simple and extended protocol,
+#     1, 40, 120 and 500 clients, BENCH_SECONDS each (default 15)
+#   - connection churn: pgbench --connect, 20 clients
+#   - idle memory: 5,000 idle clients, pooler RSS before/after
+# Prints a Markdown table (also written to bench/results/latest.md).
+# Env: BENCH_SECONDS (15), BENCH_CLIENTS ("1 40 120 500"), BENCH_WORKERS (pg_doorman worker_threads, 2),
+#      BENCH_IDLE (5000), BENCH_SKIP_BUILD=1 to reuse target/release/pg_doorman.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+SECS=${BENCH_SECONDS:-15}
+CLIENTS=${BENCH_CLIENTS:-"1 40 120 500"}
+WORKERS=${BENCH_WORKERS:-2}
+IDLE=${BENCH_IDLE:-5000}
+bash scripts/deps.sh --bench
+[ "${BENCH_SKIP_BUILD:-0}" = 1 ] || cargo build --release --locked -p pg_doorman
+BIN=$ROOT/target/release/pg_doorman
+PGBIN=/usr/lib/postgresql/15/bin
+PGBOUNCER=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+WORK=$(mktemp -d /tmp/pg_doorman-bench.XXXXXX)
+chmod 755 "$WORK"
+as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+[ "$(id -u)" -eq 0 ] && chown postgres "$WORK"
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  as_pg "$PGBIN/pg_ctl" -D "$WORK/data" -m immediate stop >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+PG_PORT=$(port); BOUNCER_PORT=$(port); DOORMAN_PORT=$(port)
+
+echo "== PostgreSQL on $PG_PORT"
+as_pg "$PGBIN/initdb" -U postgres --auth=trust --no-sync -D "$WORK/data" >/dev/null
+cat >> "$WORK/data/postgresql.conf" <<CONF
+port = $PG_PORT
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '$WORK'
+max_connections = 700
+shared_buffers = 256MB
+fsync = off
+synchronous_commit = off
+password_encryption = md5
+CONF
+printf 'local all all trust\nhost all all 127.0.0.1/32 md5\n' > "$WORK/data/pg_hba.conf"
+as_pg "$PGBIN/pg_ctl" -w -D "$WORK/data" -l "$WORK/postgres.log" start >/dev/null
+psql -X -q -h "$WORK" -p "$PG_PORT" -U postgres -c "CREATE ROLE bench LOGIN PASSWORD 'bench'" -c "CREATE DATABASE bench OWNER bench"
+MD5=$(psql -X -At -h "$WORK" -p "$PG_PORT" -U postgres -c "SELECT rolpassword FROM pg_authid WHERE rolname = 'bench'")
+export PGPASSWORD=bench
+
+echo "== PgBouncer $($PGBOUNCER --version | head -1) on $BOUNCER_PORT"
+cat > "$WORK/pgbouncer.ini" <<INI
+[databases]
+bench = host=127.0.0.1 port=$PG_PORT dbname=bench
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $BOUNCER_PORT
+unix_socket_dir =
+auth_type = md5
+auth_file = $WORK/userlist.txt
+pool_mode = transaction
+default_pool_size = 40
+max_client_conn = 10000
+max_db_connections = 40
+logfile = $WORK/pgbouncer.log
+pidfile = $WORK/pgbouncer.pid
+INI
+echo "\"bench\" \"$MD5\"" > "$WORK/userlist.txt"
+[ "$(id -u)" -eq 0 ] && chown postgres "$WORK"/pgbouncer.ini "$WORK"/userlist.txt
+as_pg "$PGBOUNCER" "$WORK/pgbouncer.ini" >/dev/null 2>&1 &
+sleep 1
+BOUNCER_PID=$(cat "$WORK/pgbouncer.pid"); PIDS+=("$BOUNCER_PID")
+
+echo "== pg_doorman on $DOORMAN_PORT (worker_threads $WORKERS)"
+cat > "$WORK/pg_doorman.yaml" <<YAML
+general:
+  host: 127.0.0.1
+  port: $DOORMAN_PORT
+  worker_threads: $WORKERS
+  log_client_connections: false
+  log_client_disconnections: false
+  query_wait_timeout: 60s
+pools:
+  bench:
+    server_host: 127.0.0.1
+    server_port: $PG_PORT
+    pool_mode: transaction
+    users:
+      - username: bench
+        password: "$MD5"
+        pool_size: 40
+YAML
+"$BIN" "$WORK/pg_doorman.yaml" -l warn > "$WORK/pg_doorman.log" 2>&1 &
+DOORMAN_PID=$!; PIDS+=("$DOORMAN_PID")
+for _ in $(seq 100); do (echo > "/dev/tcp/127.0.0.1/$DOORMAN_PORT") 2>/dev/null && break; sleep 0.1; done
+
+pgbench -q -i -s 10 -h 127.0.0.1 -p "$PG_PORT" -U bench bench >/dev/null 2>&1
+printf '\\set aid random(1, 100000)\nSELECT :aid;\n' > "$WORK/select.sql"
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+TICKS=$(getconf CLK_TCK)
+RESULTS=$WORK/results.tsv
+: > "$RESULTS"
+
+# run_one TARGET PORT PID PROTOCOL CLIENTS [extra pgbench args...]
+run_one() {
+  local target=$1 p=$2 pid=$3 proto=$4 c=$5; shift 5
+  local j=$(( c < 2 ? c : 2 ))
+  local dir="$WORK/log-$target-$proto-$c-$RANDOM"; mkdir -p "$dir"
+  local before=0; [ "$pid" != - ] && before=$(cpu_ticks "$pid")
+  local out
+  out=$(cd "$dir" && pgbench -n -f "$WORK/select.sql" -M "$proto" -c "$c" -j "$j" -T "$SECS" --log --log-prefix=tx "$@" -h 127.0.0.1 -p "$p" -U bench bench 2>&1) || true
+  local after=0; [ "$pid" != - ] && after=$(cpu_ticks "$pid")
+  local tps failed tx
+  tps=$(echo "$out" | awk '/^tps =/ {print $3; exit}')
+  failed=$(echo "$out" | awk -F'[: ]+' '/^number of failed transactions/ {print $5; exit}')
+  tx=$(echo "$out" | awk -F': ' '/^number of transactions actually processed/ {split($2,a,"/"); print a[1]; exit}')
+  read -r p50 p99 _ < <(python3 "$ROOT/bench/stats.py" "$dir"/tx.*)
+  local cpu="-"
+  if [ "$pid" != - ] && [ "${tx:-0}" -gt 0 ]; then
+    cpu=$(python3 -c "print(f'{($after-$before)/$TICKS/$tx*100000:.2f}')")
+  fi
+  [ -n "$tps" ] || { tps=0; failed="error: $(echo "$out" | grep -m1 -iE 'error|fatal' | cut -c1-60)"; }
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$target" "$proto" "$c" "$tps" "${failed:-?}" "$p50" "$p99" "$cpu" >> "$RESULTS"
+  printf '%-10s %-8s %4s clients: tps %10s failed %s p50 %s ms p99 %s ms cpu/100k %s s\n' "$target" "$proto" "$c" "$tps" "${failed:-?}" "$p50" "$p99" "$cpu"
+  rm -rf "$dir"
+}
+
+for proto in simple extended; do
+  for c in $CLIENTS; do
+    run_one postgres "$PG_PORT" - "$proto" "$c"
+    run_one pgbouncer "$BOUNCER_PORT" "$BOUNCER_PID" "$proto" "$c"
+    run_one pg_doorman "$DOORMAN_PORT" "$DOORMAN_PID" "$proto" "$c"
+  done
+done
+for target in postgres pgbouncer pg_doorman; do
+  case $target in postgres) p=$PG_PORT; pid=-;; pgbouncer) p=$BOUNCER_PORT; pid=$BOUNCER_PID;; pg_doorman) p=$DOORMAN_PORT; pid=$DOORMAN_PID;; esac
+  run_one "$target" "$p" "$pid" churn 20 --connect
+done
+
+rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+idle_test() {
+  local target=$1 p=$2 pid=$3
+  local before after
+  before=$(rss_kib "$pid")
+  local fifo="$WORK/idle-$target"; mkfifo "$fifo"
+  python3 "$ROOT/bench/idle_clients.py" 127.0.0.1 "$p" bench bench bench "$IDLE" < "$fifo" > "$WORK/idle-$target.out" 2>&1 &
+  local py=$!
+  exec 9> "$fifo"
+  for _ in $(seq 600); do grep -q READY "$WORK/idle-$target.out" 2>/dev/null && break; kill -0 "$py" 2>/dev/null || break; sleep 0.1; done
+  sleep 1
+  after=$(rss_kib "$pid")
+  exec 9>&-
+  wait "$py" || true
+  if grep -q READY "$WORK/idle-$target.out"; then
+    local per; per=$(python3 -c "print(f'{($after-$before)*1024/$IDLE:.0f}')")
+    printf 'idle\t%s\t%s\t%s\t%s\t%s\n' "$target" "$IDLE" "$before" "$after" "$per" >> "$RESULTS"
+    echo "$target: $IDLE idle clients: RSS $before KiB -> $after KiB = $per bytes per client"
+  else
+    echo "$target: idle test failed: $(tail -1 "$WORK/idle-$target.out")"
+    printf 'idle\t%s\t%s\t-\t-\tfailed\n' "$target" "$IDLE" >> "$RESULTS"
+  fi
+}
+idle_test pgbouncer "$BOUNCER_PORT" "$BOUNCER_PID"
+idle_test pg_doorman "$DOORMAN_PORT" "$DOORMAN_PID"
+
+mkdir -p "$ROOT/bench/results"
+python3 "$ROOT/bench/report.py" "$RESULTS" "$SECS" "$WORKERS" | tee "$ROOT/bench/results/latest.md"

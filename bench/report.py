@@ -1,0 +1,35 @@
+#!/usr/bin/env python3
+"""Turns bench.sh's results.tsv into a Markdown report with ratios against PgBouncer."""
+import sys
+
+path, secs, workers = sys.argv[1], sys.argv[2], sys.argv[3]
+runs, idle = {}, {}
+for line in open(path):
+    f = line.rstrip("\n").split("\t")
+    if f[0] == "idle":
+        idle[f[1]] = f[2:]
+    else:
+        runs[(f[0], f[1], f[2])] = f[3:]
+
+def num(x):
+    try:
+        return float(x)
+    except ValueError:
+        return None
+
+print(f"### pg_doorman vs PgBouncer vs PostgreSQL ({secs} s per run, pool 40, transaction mode, pg_doorman worker_threads={workers})\n")
+print("| protocol | clients | PG tps | PgBouncer tps | pg_doorman tps | doorman/bouncer | doorman/PG | failed (B/D) | p50 ms B / D | p99 ms B / D | p99/p50 B / D | CPU s/100k tx B / D |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+keys = sorted({(k[1], int(k[2])) for k in runs}, key=lambda k: (["simple", "extended", "churn"].index(k[0]), k[1]))
+for proto, c in keys:
+    g = lambda t: runs.get((t, proto, str(c)), ["0", "?", "nan", "nan", "-"])
+    pg, b, d = g("postgres"), g("pgbouncer"), g("pg_doorman")
+    tb, td, tp = num(b[0]), num(d[0]), num(pg[0])
+    ratio = lambda a, z: f"{a / z:.2f}" if a and z else "-"
+    spread = lambda r: ratio(num(r[3]), num(r[2]))
+    print(f"| {proto} | {c} | {pg[0]} | {b[0]} | {d[0]} | {ratio(td, tb)} | {ratio(td, tp)} | {b[1]} / {d[1]} | {b[2]} / {d[2]} | {b[3]} / {d[3]} | {spread(b)} / {spread(d)} | {b[4]} / {d[4]} |")
+if idle:
+    print("\n| idle clients | pooler | RSS before KiB | RSS after KiB | bytes per idle client |")
+    print("|---|---|---|---|---|")
+    for t, v in idle.items():
+        print(f"| {v[0]} | {t} | {v[1]} | {v[2]} | {v[3]} |")
