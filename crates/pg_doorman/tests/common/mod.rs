@@ -54,7 +54,7 @@ impl Default for PoolSpec<'_> {
 /// Config YAML for `spec` in front of `pg` (TCP).
 pub fn yaml(pg: &TempCluster, spec: &PoolSpec) -> String {
     format!(
-        "general:\n  host: 127.0.0.1\n  port: {{port}}\n  worker_threads: 2\n  connect_timeout: 2s\n{ge}pools:\n  appdb:\n    server_host: 127.0.0.1\n    server_port: {pgport}\n    pool_mode: {mode}\n{pe}    users:\n      - username: app\n        password: \"{pw}\"\n        pool_size: {size}\n{ue}",
+        "general:\n  host: 127.0.0.1\n  port: {{port}}\n  worker_threads: 2\n  connect_timeout: 10s\n{ge}pools:\n  appdb:\n    server_host: 127.0.0.1\n    server_port: {pgport}\n    pool_mode: {mode}\n{pe}    users:\n      - username: app\n        password: \"{pw}\"\n        pool_size: {size}\n{ue}",
         ge = spec.general_extra,
         pgport = pg.port,
         mode = spec.mode,
