@@ -9,8 +9,13 @@
 
 mod common;
 use common::*;
+use std::sync::Mutex;
+
+/// pgbench runs saturate the machine: run them one at a time so the numbers mean something.
+static SERIAL: Mutex<()> = Mutex::new(());
 
 fn run_matrix(mode: &str) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let pg = cluster(PgAuth::Scram);
     // Session mode holds a backend per client: the pool must fit all 50.
     let pool_size = if mode == "session" { 50 } else { 10 };
@@ -55,6 +60,7 @@ fn pgbench_session_mode() {
 
 #[test]
 fn pgbench_connection_churn_md5() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let pg = cluster(PgAuth::Md5);
     let secret = doorman_wire::auth::md5::secret("app", "app_pw");
     let d = doorman(
