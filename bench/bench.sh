@@ -121,12 +121,12 @@ run_one() {
   tps=$(echo "$out" | awk '/^tps =/ {print $3; exit}')
   failed=$(echo "$out" | awk -F'[: ]+' '/^number of failed transactions/ {print $5; exit}')
   tx=$(echo "$out" | awk -F': ' '/^number of transactions actually processed/ {split($2,a,"/"); print a[1]; exit}')
-  read -r p50 p99 _ < <(python3 "$ROOT/bench/stats.py" "$dir"/tx.*)
+  read -r p50 p99 _ < <(python3 "$ROOT/bench/stats.py" "$dir" || echo "nan nan 0")
   local cpu="-"
   if [ "$pid" != - ] && [ "${tx:-0}" -gt 0 ]; then
     cpu=$(python3 -c "print(f'{($after-$before)/$TICKS/$tx*100000:.2f}')")
   fi
-  [ -n "$tps" ] || { tps=0; failed="error: $(echo "$out" | grep -m1 -iE 'error|fatal' | cut -c1-60)"; }
+  [ -n "$tps" ] || { tps=0; failed="error: $(echo "$out" | grep -m1 -iE 'error|fatal' | cut -c1-60)"; echo "$out" | tail -3 >&2; }
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$target" "$proto" "$c" "$tps" "${failed:-?}" "$p50" "$p99" "$cpu" >> "$RESULTS"
   printf '%-10s %-8s %4s clients: tps %10s failed %s p50 %s ms p99 %s ms cpu/100k %s s\n' "$target" "$proto" "$c" "$tps" "${failed:-?}" "$p50" "$p99" "$cpu"
   rm -rf "$dir"

@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
-"""Reads pgbench --log files (per-transaction lines: client_id tx_no latency_us script epoch us)
-and prints "p50_ms p99_ms count" over all of them."""
-import sys
+"""Reads the pgbench --log files in a directory (per-transaction lines: client_id tx_no
+latency_us script epoch us) and prints "p50_ms p99_ms count" over all of them."""
+import os, sys
 
 lat = []
-for path in sys.argv[1:]:
-    with open(path) as f:
+for name in os.listdir(sys.argv[1]):
+    with open(os.path.join(sys.argv[1], name)) as f:
         for line in f:
             parts = line.split()
             if len(parts) >= 3 and parts[2].isdigit():

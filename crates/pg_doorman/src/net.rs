@@ -16,20 +16,24 @@ pub enum Stream {
 }
 
 impl Stream {
-    /// Waits until the socket may be readable (may be spurious: then `try_read_buf` says WouldBlock).
+    /// Waits until the socket may be readable (may be spurious: then `try_read_buf` says
+    /// WouldBlock). Uses the socket's own waker slot, so the future is a few bytes: this is the
+    /// state every idle client sits in.
     pub async fn readable(&self) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.readable().await,
-            Stream::Unix(s) => s.readable().await,
-        }
+        std::future::poll_fn(|cx| match self {
+            Stream::Tcp(s) => s.poll_read_ready(cx),
+            Stream::Unix(s) => s.poll_read_ready(cx),
+        })
+        .await
     }
 
     /// Waits until the socket may be writable.
     pub async fn writable(&self) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.writable().await,
-            Stream::Unix(s) => s.writable().await,
-        }
+        std::future::poll_fn(|cx| match self {
+            Stream::Tcp(s) => s.poll_write_ready(cx),
+            Stream::Unix(s) => s.poll_write_ready(cx),
+        })
+        .await
     }
 
     /// Reads what is available into `buf`'s spare capacity (reserves `chunk` bytes first).

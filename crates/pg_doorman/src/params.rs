@@ -32,9 +32,11 @@ pub fn tracked_name(name: &str) -> Option<&'static str> {
 }
 
 /// A small ordered set of name → value pairs; linear search beats hashing at this size (< 20).
+/// Copy-on-write behind an `Arc`: clients with the same wishes share one copy (see
+/// `Pool::intern_params`), which keeps idle clients small; a change clones first.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ParamSet {
-    entries: Vec<(Box<str>, Box<str>)>,
+    entries: std::sync::Arc<Vec<(Box<str>, Box<str>)>>,
 }
 
 impl ParamSet {
@@ -48,14 +50,14 @@ impl ParamSet {
 
     /// Sets `name` to `value`; returns true if it changed.
     pub fn set(&mut self, name: &str, value: &str) -> bool {
-        match self.entries.iter_mut().find(|(k, _)| &**k == name) {
-            Some((_, v)) if &**v == value => false,
-            Some((_, v)) => {
-                *v = value.into();
+        match self.entries.iter().position(|(k, _)| &**k == name) {
+            Some(i) if &*self.entries[i].1 == value => false,
+            Some(i) => {
+                std::sync::Arc::make_mut(&mut self.entries)[i].1 = value.into();
                 true
             }
             None => {
-                self.entries.push((name.into(), value.into()));
+                std::sync::Arc::make_mut(&mut self.entries).push((name.into(), value.into()));
                 true
             }
         }
@@ -63,7 +65,14 @@ impl ParamSet {
 
     /// Removes `name`.
     pub fn remove(&mut self, name: &str) {
-        self.entries.retain(|(k, _)| &**k != name);
+        if self.get(name).is_some() {
+            std::sync::Arc::make_mut(&mut self.entries).retain(|(k, _)| &**k != name);
+        }
+    }
+
+    /// True when both share one copy (cheap identity check before comparing).
+    pub fn same_copy(&self, other: &ParamSet) -> bool {
+        std::sync::Arc::ptr_eq(&self.entries, &other.entries)
     }
 
     /// Iterates over (name, value).

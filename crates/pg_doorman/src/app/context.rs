@@ -34,6 +34,22 @@ impl Drop for ClientSlot<'_> {
 }
 
 impl AppContext {
+    /// A context for `config` with pools built from `settings`.
+    pub fn new(
+        config: Arc<Config>,
+        settings: Vec<crate::pool::settings::PoolSettings>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        AppContext {
+            config,
+            pools: Pools::new(settings),
+            cancel: CancelRegistry::default(),
+            clients: AtomicUsize::new(0),
+            next_client: AtomicU64::new(1),
+            shutdown,
+        }
+    }
+
     /// Takes a client slot, or None when max_connections are connected.
     pub fn try_client_slot(&self) -> Option<ClientSlot<'_>> {
         let max = self.config.general.max_connections;

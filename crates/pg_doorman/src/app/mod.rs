@@ -5,11 +5,10 @@ pub mod context;
 pub mod signals;
 
 use crate::config::Config;
-use crate::pool::registry::Pools;
 use crate::pool::settings;
 use context::AppContext;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -49,14 +48,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
             addr: addr.clone(),
             source,
         })?;
-    let ctx = Arc::new(AppContext {
-        config: config.clone(),
-        pools: Pools::new(resolved),
-        cancel: Default::default(),
-        clients: AtomicUsize::new(0),
-        next_client: AtomicU64::new(1),
-        shutdown: shutdown.clone(),
-    });
+    let ctx = Arc::new(AppContext::new(config.clone(), resolved, shutdown.clone()));
     tracing::info!(
         "pg_doorman {} listening on {addr} ({} pools)",
         env!("CARGO_PKG_VERSION"),

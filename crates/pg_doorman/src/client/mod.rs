@@ -3,6 +3,6 @@
 
 pub mod auth;
 pub mod cancel;
-mod login_params;
+pub mod login_params;
 pub mod session;
 pub mod startup;

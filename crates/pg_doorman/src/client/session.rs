@@ -111,72 +111,76 @@ impl Session {
     }
 
     async fn serve(&mut self) {
-        let release_on_idle = self.pool.settings.mode == PoolMode::Transaction;
         loop {
             match self.wait_for_request().await {
                 Next::Request => {}
                 Next::Terminate | Next::Gone => return,
                 Next::Protocol(msg) => {
-                    return self
-                        .fatal(ErrorFields::fatal(sqlstate::PROTOCOL_VIOLATION, msg))
-                        .await;
+                    let e = ErrorFields::fatal(sqlstate::PROTOCOL_VIOLATION, msg);
+                    return self.fatal(e).await;
                 }
             }
-            let mut server = match self.acquire().await {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!("{} {e}", self.label);
-                    if self.reject_request(e.to_client()).await {
-                        continue;
-                    }
-                    return;
-                }
-            };
-            self.slot.store(server.cancel_key(), Ordering::Release);
-            let mut at = Attachment::default();
-            let mut sink = ParamSink {
-                wanted: &mut self.params.wanted,
-                log: self.pool.settings.log_param_changes,
-            };
-            let outcome = relay(
-                &mut self.io,
-                &mut server,
-                &mut at,
-                release_on_idle,
-                &mut sink,
-            )
-            .await;
-            self.slot.store(0, Ordering::Release);
-            match outcome {
-                Outcome::Released => self.pool.checkin(server),
-                Outcome::Terminated | Outcome::ClientGone => {
-                    return self.release_after_exit(server, &at).await;
-                }
-                Outcome::ClientProtocol(e) => {
-                    self.fatal(ErrorFields::fatal(
-                        sqlstate::PROTOCOL_VIOLATION,
-                        e.to_string(),
-                    ))
-                    .await;
-                    return self.release_after_exit(server, &at).await;
-                }
-                Outcome::ServerGone(e) => {
-                    tracing::warn!("{} server connection lost: {e}", self.label);
-                    server.bad = true;
-                    self.pool.discard(server);
-                    return self
-                        .fatal(ErrorFields::fatal(
-                            sqlstate::CONNECTION_FAILURE,
-                            "server connection lost",
-                        ))
-                        .await;
-                }
+            // Boxed so that an idle client's task holds only the small wait state above; the
+            // checkout/relay state machine exists only while a request runs.
+            if !Box::pin(self.transaction()).await {
+                return;
             }
         }
     }
 
+    /// Runs one request (transaction mode) or the rest of the session (session mode) on a
+    /// backend. Returns false when the client is done.
+    async fn transaction(&mut self) -> bool {
+        let release_on_idle = self.pool.settings.mode == PoolMode::Transaction;
+        let mut server = match self.acquire().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("{} {e}", self.label);
+                return self.reject_request(e.to_client()).await;
+            }
+        };
+        self.slot.store(server.cancel_key(), Ordering::Release);
+        let mut at = Attachment::default();
+        let log = self.pool.settings.log_param_changes;
+        let mut sink = ParamSink {
+            wanted: &mut self.params.wanted,
+            log,
+        };
+        let outcome = relay(
+            &mut self.io,
+            &mut server,
+            &mut at,
+            release_on_idle,
+            &mut sink,
+        )
+        .await;
+        self.slot.store(0, Ordering::Release);
+        match outcome {
+            Outcome::Released => {
+                self.pool.checkin(server);
+                return true;
+            }
+            Outcome::Terminated | Outcome::ClientGone => {}
+            Outcome::ClientProtocol(e) => {
+                let e = ErrorFields::fatal(sqlstate::PROTOCOL_VIOLATION, e.to_string());
+                self.fatal(e).await;
+            }
+            Outcome::ServerGone(e) => {
+                tracing::warn!("{} server connection lost: {e}", self.label);
+                server.bad = true;
+                self.pool.discard(server);
+                let e = ErrorFields::fatal(sqlstate::CONNECTION_FAILURE, "server connection lost");
+                self.fatal(e).await;
+                return false;
+            }
+        }
+        self.release_after_exit(server, &at).await;
+        false
+    }
+
     async fn fatal(&mut self, e: ErrorFields) {
-        super::startup::send_fatal(&self.io.stream, e).await;
+        // Boxed: a rare path whose write state must not enlarge every idle client's task.
+        Box::pin(super::startup::send_fatal(&self.io.stream, e)).await;
     }
 
     async fn acquire(&mut self) -> Result<Server, PoolError> {

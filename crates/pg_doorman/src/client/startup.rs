@@ -3,9 +3,10 @@
 //! (AuthenticationOk, ParameterStatus, BackendKeyData, ReadyForQuery); protocol §55.2.1.
 
 use super::auth::{AuthFailure, authenticate};
+use super::cancel::Registration;
 use super::login_params::{ClientParams, from_startup};
 use super::session::Session;
-use crate::app::context::AppContext;
+use crate::app::context::{AppContext, ClientSlot};
 use crate::net::Stream;
 use crate::pool::Pool;
 use crate::pool::registry::Lookup;
@@ -48,51 +49,67 @@ pub async fn send_fatal(stream: &Stream, mut e: ErrorFields) {
     let _ = stream.write_all(&out).await;
 }
 
-/// Serves one accepted connection until it closes.
-pub async fn handle(ctx: Arc<AppContext>, stream: Stream, peer: String) {
+/// A client that completed startup and authentication and was sent its welcome.
+struct LoggedIn<'a> {
+    buf: BytesMut,
+    pool: Arc<Pool>,
+    params: ClientParams,
+    _slot: ClientSlot<'a>,
+    reg: Registration<'a>,
+}
+
+/// Negotiation, cancel handling and login; None when the connection is done with.
+async fn startup_phase<'a>(
+    ctx: &'a AppContext,
+    stream: &Stream,
+    peer: &str,
+) -> Option<LoggedIn<'a>> {
     let mut buf = BytesMut::new();
-    let msg = match tokio::time::timeout(LOGIN_TIMEOUT, negotiate(&stream, &mut buf)).await {
+    let msg = match tokio::time::timeout(LOGIN_TIMEOUT, negotiate(stream, &mut buf)).await {
         Ok(Ok(Some(Negotiated::Startup(m)))) => m,
         Ok(Ok(Some(Negotiated::Cancel(pid, secret)))) => {
-            return ctx.cancel.cancel(pid, secret).await;
+            ctx.cancel.cancel(pid, secret).await;
+            return None;
         }
-        Ok(Ok(None)) => return,
+        Ok(Ok(None)) => return None,
         Ok(Err(e)) => {
             tracing::warn!("client {peer}: invalid startup packet: {e}");
-            return send_fatal(
-                &stream,
-                ErrorFields::fatal(
-                    sqlstate::PROTOCOL_VIOLATION,
-                    format!("invalid startup packet: {e}"),
-                ),
-            )
-            .await;
+            let e = format!("invalid startup packet: {e}");
+            send_fatal(stream, ErrorFields::fatal(sqlstate::PROTOCOL_VIOLATION, e)).await;
+            return None;
         }
-        Err(_) => return tracing::info!("client {peer}: startup timeout"),
-    };
-    let login =
-        tokio::time::timeout(LOGIN_TIMEOUT, login(&ctx, &stream, &mut buf, &msg, &peer)).await;
-    let (pool, params) = match login {
-        Ok(Ok(done)) => done,
-        Ok(Err(Some(e))) => return send_fatal(&stream, e).await,
-        Ok(Err(None)) => return,
         Err(_) => {
-            return send_fatal(
-                &stream,
-                ErrorFields::fatal(sqlstate::PROTOCOL_VIOLATION, "authentication timeout"),
-            )
-            .await;
+            tracing::info!("client {peer}: startup timeout");
+            return None;
         }
     };
+    let login = tokio::time::timeout(LOGIN_TIMEOUT, login(ctx, stream, &mut buf, &msg, peer)).await;
+    let e = match login {
+        Ok(Ok((pool, params))) => return welcome(ctx, stream, buf, pool, params).await,
+        Ok(Err(None)) => return None,
+        Ok(Err(Some(e))) => e,
+        Err(_) => ErrorFields::fatal(sqlstate::PROTOCOL_VIOLATION, "authentication timeout"),
+    };
+    send_fatal(stream, e).await;
+    None
+}
+
+/// Counts the client against max_connections, registers its cancel key and sends
+/// AuthenticationOk, ParameterStatus, BackendKeyData and ReadyForQuery.
+async fn welcome<'a>(
+    ctx: &'a AppContext,
+    stream: &Stream,
+    buf: BytesMut,
+    pool: Arc<Pool>,
+    params: ClientParams,
+) -> Option<LoggedIn<'a>> {
     let Some(_slot) = ctx.try_client_slot() else {
-        return send_fatal(
-            &stream,
-            ErrorFields::fatal(
-                sqlstate::TOO_MANY_CONNECTIONS,
-                "sorry, too many clients already",
-            ),
-        )
-        .await;
+        let e = ErrorFields::fatal(
+            sqlstate::TOO_MANY_CONNECTIONS,
+            "sorry, too many clients already",
+        );
+        send_fatal(stream, e).await;
+        return None;
     };
     let reg = ctx.cancel.register(pool.clone());
     let mut out = BytesMut::with_capacity(512);
@@ -100,9 +117,30 @@ pub async fn handle(ctx: Arc<AppContext>, stream: Stream, peer: String) {
     write_parameter_statuses(&mut out, &pool, &params);
     backend::write_backend_key_data(&mut out, reg.pid, reg.secret);
     backend::write_ready_for_query(&mut out, b'I');
-    if stream.write_all(&out).await.is_err() {
+    stream.write_all(&out).await.ok()?;
+    Some(LoggedIn {
+        buf,
+        pool,
+        params,
+        _slot,
+        reg,
+    })
+}
+
+/// Serves one accepted connection until it closes.
+pub async fn handle(ctx: Arc<AppContext>, stream: Stream, peer: String) {
+    // Boxed: the login state machine is large and must not stay in every idle client's task.
+    let login = Box::pin(startup_phase(&ctx, &stream, &peer)).await;
+    let Some(LoggedIn {
+        buf,
+        pool,
+        params,
+        _slot,
+        reg,
+    }) = login
+    else {
         return;
-    }
+    };
     let id = ctx.next_client.fetch_add(1, Ordering::Relaxed);
     let label = format!("[{}@{} #c{id}]", pool.settings.user, pool.settings.database);
     if ctx.config.general.log_client_connections {
@@ -220,6 +258,8 @@ async fn login(
     if params.needs_check {
         check_params(&pool, &mut params).await?;
     }
+    params.wanted = pool.intern_params(params.wanted);
+    params.extras = pool.intern_params(params.extras);
     Ok((pool, params))
 }
 

@@ -65,8 +65,13 @@ pub struct Pool {
     pub settings: PoolSettings,
     inner: Mutex<Inner>,
     default_params: RwLock<Option<Arc<ParamSet>>>,
+    /// Distinct client parameter sets, shared by the clients that have them.
+    interned: Mutex<Vec<ParamSet>>,
     next_id: AtomicU64,
 }
+
+/// Most distinct parameter sets a pool shares among clients (more are kept per client).
+const MAX_INTERNED: usize = 64;
 
 /// Returns the slot of a connection that is being created if the creating future is dropped.
 struct SlotGuard<'a>(Option<&'a Pool>);
@@ -116,6 +121,7 @@ impl Pool {
             settings,
             inner: Mutex::new(Inner::default()),
             default_params: RwLock::new(None),
+            interned: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(1),
         })
     }
@@ -124,6 +130,19 @@ impl Pool {
     /// connection; None until one was made.
     pub fn default_params(&self) -> Option<Arc<ParamSet>> {
         self.default_params.read().clone()
+    }
+
+    /// Returns a shared copy equal to `p`, so thousands of clients with the same session
+    /// parameters hold one set between them (login path only).
+    pub fn intern_params(&self, p: ParamSet) -> ParamSet {
+        let mut g = self.interned.lock();
+        if let Some(shared) = g.iter().find(|s| **s == p) {
+            return shared.clone();
+        }
+        if g.len() < MAX_INTERNED {
+            g.push(p.clone());
+        }
+        p
     }
 
     /// Current occupancy.

@@ -1,0 +1,21 @@
+//! Guards the memory an idle client costs: the per-client task future must stay small.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[tokio::test]
+async fn client_task_future_is_small() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let _peer = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (sock, _) = listener.accept().await.unwrap();
+    let config = pg_doorman::config::Config::from_yaml("general:\n  port: 1\n").unwrap();
+    let ctx = std::sync::Arc::new(pg_doorman::app::context::AppContext::new(
+        std::sync::Arc::new(config),
+        Vec::new(),
+        Default::default(),
+    ));
+    let fut =
+        pg_doorman::client::startup::handle(ctx, pg_doorman::net::Stream::Tcp(sock), String::new());
+    let size = std::mem::size_of_val(&fut);
+    println!("client task future: {size} bytes");
+    assert!(size <= 1024, "client task future is {size} bytes");
+}
