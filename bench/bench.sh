@@ -108,9 +108,9 @@ TICKS=$(getconf CLK_TCK)
 RESULTS=$WORK/results.tsv
 : > "$RESULTS"
 
-# run_one TARGET PORT PID PROTOCOL CLIENTS [extra pgbench args...]
+# run_one TARGET PORT PID LABEL PROTOCOL CLIENTS [extra pgbench args...]
 run_one() {
-  local target=$1 p=$2 pid=$3 proto=$4 c=$5; shift 5
+  local target=$1 p=$2 pid=$3 label=$4 proto=$5 c=$6; shift 6
   local j=$(( c < 2 ? c : 2 ))
   local dir="$WORK/log-$target-$proto-$c-$RANDOM"; mkdir -p "$dir"
   local before=0; [ "$pid" != - ] && before=$(cpu_ticks "$pid")
@@ -127,21 +127,21 @@ run_one() {
     cpu=$(python3 -c "print(f'{($after-$before)/$TICKS/$tx*100000:.2f}')")
   fi
   [ -n "$tps" ] || { tps=0; failed="error: $(echo "$out" | grep -m1 -iE 'error|fatal' | cut -c1-60)"; echo "$out" | tail -3 >&2; }
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$target" "$proto" "$c" "$tps" "${failed:-?}" "$p50" "$p99" "$cpu" >> "$RESULTS"
-  printf '%-10s %-8s %4s clients: tps %10s failed %s p50 %s ms p99 %s ms cpu/100k %s s\n' "$target" "$proto" "$c" "$tps" "${failed:-?}" "$p50" "$p99" "$cpu"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$target" "$label" "$c" "$tps" "${failed:-?}" "$p50" "$p99" "$cpu" >> "$RESULTS"
+  printf '%-10s %-8s %4s clients: tps %10s failed %s p50 %s ms p99 %s ms cpu/100k %s s\n' "$target" "$label" "$c" "$tps" "${failed:-?}" "$p50" "$p99" "$cpu"
   rm -rf "$dir"
 }
 
 for proto in simple extended; do
   for c in $CLIENTS; do
-    run_one postgres "$PG_PORT" - "$proto" "$c"
-    run_one pgbouncer "$BOUNCER_PORT" "$BOUNCER_PID" "$proto" "$c"
-    run_one pg_doorman "$DOORMAN_PORT" "$DOORMAN_PID" "$proto" "$c"
+    run_one postgres "$PG_PORT" - "$proto" "$proto" "$c"
+    run_one pgbouncer "$BOUNCER_PORT" "$BOUNCER_PID" "$proto" "$proto" "$c"
+    run_one pg_doorman "$DOORMAN_PORT" "$DOORMAN_PID" "$proto" "$proto" "$c"
   done
 done
 for target in postgres pgbouncer pg_doorman; do
   case $target in postgres) p=$PG_PORT; pid=-;; pgbouncer) p=$BOUNCER_PORT; pid=$BOUNCER_PID;; pg_doorman) p=$DOORMAN_PORT; pid=$DOORMAN_PID;; esac
-  run_one "$target" "$p" "$pid" churn 20 --connect
+  run_one "$target" "$p" "$pid" churn simple 20 --connect
 done
 
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }

@@ -4,6 +4,9 @@
 
 use bytes::BytesMut;
 use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
 /// A connected client or backend socket.
@@ -16,6 +19,46 @@ pub enum Stream {
 }
 
 impl Stream {
+    /// Polls read readiness without reading (no syscall).
+    pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Stream::Tcp(s) => s.poll_read_ready(cx),
+            Stream::Unix(s) => s.poll_read_ready(cx),
+        }
+    }
+
+    /// Polls write readiness.
+    pub fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Stream::Tcp(s) => s.poll_write_ready(cx),
+            Stream::Unix(s) => s.poll_write_ready(cx),
+        }
+    }
+
+    /// Reads into `buf`'s spare capacity (reserving `chunk` bytes first). Unlike
+    /// [`Stream::try_read_buf`], a short read clears the cached readiness, so the next wait costs
+    /// no EAGAIN syscall: that saves two syscalls per relayed transaction. `Ready(Ok(0))` is EOF.
+    #[inline]
+    pub fn poll_read_buf(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+        chunk: usize,
+    ) -> Poll<io::Result<usize>> {
+        buf.reserve(chunk);
+        tokio_util::io::poll_read_buf(Pin::new(self), cx, buf)
+    }
+
+    /// One non-waiting read attempt with the same readiness handling as [`Stream::poll_read_buf`];
+    /// `WouldBlock` when nothing is there.
+    pub fn read_now(&mut self, buf: &mut BytesMut, chunk: usize) -> io::Result<usize> {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match self.poll_read_buf(&mut cx, buf, chunk) {
+            Poll::Ready(r) => r,
+            Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+
     /// Waits until the socket may be readable (may be spurious: then `try_read_buf` says
     /// WouldBlock). Uses the socket's own waker slot, so the future is a few bytes: this is the
     /// state every idle client sits in.
@@ -91,6 +134,19 @@ impl Stream {
     /// True for unix sockets (no TCP options apply).
     pub fn is_unix(&self) -> bool {
         matches!(self, Stream::Unix(_))
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+        }
     }
 }
 

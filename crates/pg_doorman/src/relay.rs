@@ -14,6 +14,7 @@ use doorman_wire::backend::{parse_parameter_status, tag};
 use doorman_wire::frame::{MAX_MESSAGE_LEN, peek_header};
 use doorman_wire::frontend::{is_session_tag, max_len};
 use std::io;
+use std::task::{Context, Poll};
 
 /// Stop reading a side when this many bytes wait to be forwarded (backpressure), bytes.
 const HIGH_WATER: usize = 256 * 1024;
@@ -207,16 +208,6 @@ fn flush(stream: &Stream, buf: &mut BytesMut, sc: &mut Scan) -> io::Result<bool>
     Ok(true)
 }
 
-/// Reads into `buf`; Ok(None) = nothing there now, Ok(Some(0)) = EOF.
-#[inline]
-fn fill(stream: &Stream, buf: &mut BytesMut, chunk: usize) -> io::Result<Option<usize>> {
-    match stream.try_read_buf(buf, chunk) {
-        Ok(n) => Ok(Some(n)),
-        Err(e) if would_block(&e) => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
 /// Relays between `client` and `server` until the release point (when `release_on_idle`),
 /// Terminate, or either side failing. Never panics on peer input.
 pub async fn relay(
@@ -260,31 +251,75 @@ pub async fn relay(
         }
         let read_client = !at.released && !at.terminated && client.buf.len() < HIGH_WATER;
         let read_server = !at.released && server.buf.len() < HIGH_WATER;
-        tokio::select! {
-            biased;
-            r = server.stream.readable(), if read_server => {
-                if let Err(e) = r { return Outcome::ServerGone(e) }
-                match fill(&server.stream, &mut server.buf, READ_CHUNK) {
-                    Ok(Some(0)) => return Outcome::ServerGone(io::ErrorKind::UnexpectedEof.into()),
-                    Ok(_) => {}
-                    Err(e) => return Outcome::ServerGone(e),
-                }
+        let want = Want {
+            read_server,
+            read_client,
+            to_server_blocked,
+            to_client_blocked,
+        };
+        match std::future::poll_fn(|cx| poll_event(cx, client, server, want)).await {
+            Event::ServerRead(Ok(0)) => {
+                return Outcome::ServerGone(io::ErrorKind::UnexpectedEof.into());
             }
-            r = client.stream.readable(), if read_client => {
-                if r.is_err() { return Outcome::ClientGone }
-                match fill(&client.stream, &mut client.buf, CLIENT_CHUNK) {
-                    Ok(Some(0)) | Err(_) => return Outcome::ClientGone,
-                    Ok(_) => {}
-                }
+            Event::ServerRead(Err(e)) | Event::ServerWritable(Err(e)) => {
+                return Outcome::ServerGone(e);
             }
-            r = server.stream.writable(), if to_server_blocked => {
-                if let Err(e) = r { return Outcome::ServerGone(e) }
+            Event::ClientRead(Ok(0) | Err(_)) | Event::ClientWritable(Err(_)) => {
+                return Outcome::ClientGone;
             }
-            r = client.stream.writable(), if to_client_blocked => {
-                if r.is_err() { return Outcome::ClientGone }
-            }
+            _ => {}
         }
     }
+}
+
+/// What the relay waits for.
+#[derive(Clone, Copy)]
+struct Want {
+    read_server: bool,
+    read_client: bool,
+    to_server_blocked: bool,
+    to_client_blocked: bool,
+}
+
+/// What happened while waiting.
+enum Event {
+    ServerRead(io::Result<usize>),
+    ClientRead(io::Result<usize>),
+    ServerWritable(io::Result<()>),
+    ClientWritable(io::Result<()>),
+}
+
+/// One poll over both sockets, server first (its replies end a transaction). Reads go through
+/// `poll_read_buf`, whose short reads clear readiness: no EAGAIN syscalls per transaction.
+fn poll_event(
+    cx: &mut Context<'_>,
+    client: &mut ClientIo,
+    server: &mut Server,
+    want: Want,
+) -> Poll<Event> {
+    if want.read_server
+        && let Poll::Ready(r) = server.stream.poll_read_buf(cx, &mut server.buf, READ_CHUNK)
+    {
+        return Poll::Ready(Event::ServerRead(r));
+    }
+    if want.read_client
+        && let Poll::Ready(r) = client
+            .stream
+            .poll_read_buf(cx, &mut client.buf, CLIENT_CHUNK)
+    {
+        return Poll::Ready(Event::ClientRead(r));
+    }
+    if want.to_server_blocked
+        && let Poll::Ready(r) = server.stream.poll_write_ready(cx)
+    {
+        return Poll::Ready(Event::ServerWritable(r));
+    }
+    if want.to_client_blocked
+        && let Poll::Ready(r) = client.stream.poll_write_ready(cx)
+    {
+        return Poll::Ready(Event::ClientWritable(r));
+    }
+    Poll::Pending
 }
 
 #[cfg(test)]

@@ -226,7 +226,7 @@ impl Session {
             if io.stream.readable().await.is_err() {
                 return Next::Gone;
             }
-            match io.stream.try_read_buf(&mut io.buf, CLIENT_CHUNK) {
+            match io.stream.read_now(&mut io.buf, CLIENT_CHUNK) {
                 Ok(0) => return Next::Gone,
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
