@@ -73,7 +73,8 @@ pidfile = $WORK/pgbouncer.pid
 INI
 echo "\"bench\" \"$MD5\"" > "$WORK/userlist.txt"
 [ "$(id -u)" -eq 0 ] && chown postgres "$WORK"/pgbouncer.ini "$WORK"/userlist.txt
-as_pg "$PGBOUNCER" "$WORK/pgbouncer.ini" >/dev/null 2>&1 &
+# As root, -u drops privileges without runuser/PAM, so the raised fd limit (5,000 idle clients) stays.
+if [ "$(id -u)" -eq 0 ]; then "$PGBOUNCER" -u postgres "$WORK/pgbouncer.ini" >/dev/null 2>&1 & else "$PGBOUNCER" "$WORK/pgbouncer.ini" >/dev/null 2>&1 & fi
 sleep 1
 BOUNCER_PID=$(cat "$WORK/pgbouncer.pid"); PIDS+=("$BOUNCER_PID")
 

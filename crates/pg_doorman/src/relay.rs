@@ -52,6 +52,8 @@ pub struct Attachment {
     pub terminated: bool,
     /// Release point reached (transaction mode).
     released: bool,
+    /// The backend reported a ParameterStatus during this attachment.
+    pub params_changed: bool,
     server_scan: Scan,
 }
 
@@ -177,6 +179,7 @@ fn scan_server(
         } else {
             let (k, v) = parse_parameter_status(body)?;
             server_params.set(k, v);
+            at.params_changed = true;
             if let Some(t) = tracked_name(k)
                 && sink.wanted.set(t, v)
                 && sink.log

@@ -18,7 +18,6 @@ use doorman_wire::{ErrorFields, backend, sqlstate};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 
 /// Longest the post-session reset (DISCARD ALL) may take before the backend is dropped instead.
 const RESET_TIMEOUT: Duration = Duration::from_secs(5);
@@ -46,6 +45,16 @@ pub async fn sync_params(
     server: &mut Server,
     params: &mut ClientParams,
 ) -> Result<Option<ReceivedError>, ServerError> {
+    let extras_equal = server.extras.same_copy(&params.extras)
+        || (server.extras.is_empty() && params.extras.is_empty());
+    if extras_equal
+        && server
+            .synced
+            .as_ref()
+            .is_some_and(|s| s.same_copy(&params.wanted))
+    {
+        return Ok(None);
+    }
     let mut sql = String::new();
     for (k, v) in params.wanted.iter() {
         if server.params.get(k) != Some(v) {
@@ -63,6 +72,8 @@ pub async fn sync_params(
         }
     }
     if sql.is_empty() {
+        server.extras = params.extras.clone();
+        server.synced = Some(params.wanted.clone());
         return Ok(None);
     }
     let wanted = &mut params.wanted;
@@ -75,6 +86,7 @@ pub async fn sync_params(
         .await?;
     if result.is_none() {
         server.extras = params.extras.clone();
+        server.synced = Some(params.wanted.clone());
     }
     Ok(result)
 }
@@ -97,16 +109,11 @@ impl Session {
         }
     }
 
-    /// Serves the client until it leaves or `shutdown` fires; returns its log label.
-    pub async fn run(mut self, shutdown: &CancellationToken) -> String {
-        tokio::select! {
-            _ = self.serve() => {}
-            _ = shutdown.cancelled() => {
-                let mut out = BytesMut::new();
-                ErrorFields::fatal(sqlstate::ADMIN_SHUTDOWN, "terminating connection due to administrator command").write(&mut out);
-                let _ = self.io.stream.try_write(&out);
-            }
-        }
+    /// Serves the client until it leaves; returns its log label. Shutdown (SIGTERM) ends the
+    /// process and with it every client socket, as PgDoorman documents, so sessions do not
+    /// watch a token on every wake-up.
+    pub async fn run(mut self) -> String {
+        self.serve().await;
         self.label
     }
 
@@ -155,6 +162,9 @@ impl Session {
         )
         .await;
         self.slot.store(0, Ordering::Release);
+        if at.params_changed {
+            server.synced = None;
+        }
         match outcome {
             Outcome::Released => {
                 self.pool.checkin(server);

@@ -153,7 +153,7 @@ pub async fn handle(ctx: Arc<AppContext>, stream: Stream, peer: String) {
         scan: Scan::default(),
     };
     let session = Session::new(io, pool, params, reg.slot.clone(), label);
-    let label = session.run(&ctx.shutdown).await;
+    let label = session.run().await;
     if log_disconnect {
         tracing::info!("{label} client disconnected");
     }

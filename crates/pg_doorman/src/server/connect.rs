@@ -81,6 +81,7 @@ async fn connect_inner(s: &PoolSettings, id: u64) -> Result<Server, ServerError>
                     buf,
                     params: server_params,
                     extras: ParamSet::default(),
+                    synced: None,
                     backend_pid: key.0,
                     backend_secret: key.1,
                     status: body.first().copied().unwrap_or(b'I'),

@@ -25,6 +25,9 @@ pub struct Server {
     pub params: ParamSet,
     /// Non-reported settings we SET for a client (from its startup packet).
     pub extras: ParamSet,
+    /// The client parameter set this connection was last aligned with; None once the backend
+    /// reported any change. Lets a checkout skip the comparison (shared sets compare by pointer).
+    pub synced: Option<ParamSet>,
     /// BackendKeyData process id.
     pub backend_pid: i32,
     /// BackendKeyData secret key.

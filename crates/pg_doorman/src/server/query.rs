@@ -60,6 +60,7 @@ impl Server {
                 tag::PARAMETER_STATUS => {
                     let (k, v) = parse_parameter_status(&body)?;
                     self.params.set(k, v);
+                    self.synced = None;
                     on_param(k, v);
                 }
                 tag::ERROR_RESPONSE => {
