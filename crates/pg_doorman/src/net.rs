@@ -172,7 +172,7 @@ pub struct TcpOptions {
 impl TcpOptions {
     /// Applies the options; failures are returned so the caller can log them (a socket option
     /// that does not apply is not a reason to drop a connection).
-    pub fn apply(&self, s: &TcpStream) -> io::Result<()> {
+    pub fn apply<S: std::os::fd::AsFd>(&self, s: &S) -> io::Result<()> {
         use std::time::Duration;
         let sock = socket2::SockRef::from(s);
         sock.set_tcp_nodelay(self.no_delay)?;

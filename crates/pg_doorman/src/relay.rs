@@ -30,6 +30,35 @@ pub struct Scan {
     pub skip: usize,
 }
 
+impl Scan {
+    /// Moves past bytes of a frame already being streamed, then reads the next header.
+    /// `Ok(None)` means the buffer holds no further complete header.
+    #[inline]
+    fn next_header(&mut self, buf: &[u8]) -> Result<Option<doorman_wire::FrameHeader>, WireError> {
+        if self.skip > 0 {
+            let n = self.skip.min(buf.len().saturating_sub(self.ready));
+            self.ready += n;
+            self.skip -= n;
+            if self.skip > 0 {
+                return Ok(None);
+            }
+        }
+        match buf.get(self.ready..) {
+            Some(rest) => peek_header(rest, MAX_MESSAGE_LEN),
+            None => Ok(None),
+        }
+    }
+
+    /// Marks a frame of `len` bytes at the scan position for forwarding; what is not buffered
+    /// yet will stream through as it arrives.
+    #[inline]
+    fn pass(&mut self, buf: &[u8], len: usize) {
+        let avail = buf.len() - self.ready;
+        self.ready += len.min(avail);
+        self.skip = len.saturating_sub(avail);
+    }
+}
+
 /// A client's socket and input buffer.
 #[derive(Debug)]
 pub struct ClientIo {
@@ -89,17 +118,10 @@ pub struct ParamSink<'a> {
 
 fn scan_client(buf: &[u8], sc: &mut Scan, at: &mut Attachment) -> Result<(), WireError> {
     loop {
-        let pos = sc.ready;
-        if pos >= buf.len() || at.terminated {
+        if at.terminated {
             return Ok(());
         }
-        if sc.skip > 0 {
-            let n = sc.skip.min(buf.len() - pos);
-            sc.ready += n;
-            sc.skip -= n;
-            continue;
-        }
-        let Some(h) = peek_header(&buf[pos..], MAX_MESSAGE_LEN)? else {
+        let Some(h) = sc.next_header(buf)? else {
             return Ok(());
         };
         if !is_session_tag(h.tag) {
@@ -124,10 +146,7 @@ fn scan_client(buf: &[u8], sc: &mut Scan, at: &mut Attachment) -> Result<(), Wir
             b'H' | b'd' | b'c' | b'f' => {}
             _ => at.unsynced = true,
         }
-        let avail = buf.len() - pos;
-        let len = h.frame_len();
-        sc.ready += len.min(avail);
-        sc.skip = len.saturating_sub(avail);
+        sc.pass(buf, h.frame_len());
     }
 }
 
@@ -141,28 +160,19 @@ fn scan_server(
 ) -> Result<(), WireError> {
     let sc = &mut at.server_scan;
     loop {
-        let pos = sc.ready;
-        if pos >= buf.len() || at.released {
+        if at.released {
             return Ok(());
         }
-        if sc.skip > 0 {
-            let n = sc.skip.min(buf.len() - pos);
-            sc.ready += n;
-            sc.skip -= n;
-            continue;
-        }
-        let Some(h) = peek_header(&buf[pos..], MAX_MESSAGE_LEN)? else {
+        let Some(h) = sc.next_header(buf)? else {
             return Ok(());
         };
         let len = h.frame_len();
-        let avail = buf.len() - pos;
-        let inspect = matches!(h.tag, tag::READY_FOR_QUERY | tag::PARAMETER_STATUS);
-        if !inspect {
-            sc.ready += len.min(avail);
-            sc.skip = len.saturating_sub(avail);
+        if !matches!(h.tag, tag::READY_FOR_QUERY | tag::PARAMETER_STATUS) {
+            sc.pass(buf, len);
             continue;
         }
-        if avail < len {
+        let pos = sc.ready;
+        if buf.len() - pos < len {
             return Ok(());
         }
         let body = &buf[pos + 5..pos + len];

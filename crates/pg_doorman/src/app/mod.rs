@@ -42,7 +42,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     } else {
         g.backlog
     };
-    let listener = crate::listener::bind(&g.host, g.port, backlog)
+    let tcp = settings::tcp_options(&config);
+    let listener = crate::listener::bind(&g.host, g.port, backlog, &tcp)
         .await
         .map_err(|source| StartError::Listen {
             addr: addr.clone(),
@@ -56,13 +57,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     );
     let tracker = TaskTracker::new();
     tracker.spawn(retain_cycle(ctx.clone()));
-    crate::listener::serve(
-        listener,
-        ctx.clone(),
-        settings::tcp_options(&config),
-        tracker.clone(),
-    )
-    .await;
+    crate::listener::serve(listener, ctx.clone(), tracker.clone()).await;
     let in_use = ctx.clients.load(Ordering::Relaxed);
     tracing::info!("shutting down: {in_use} clients connected");
     for p in ctx.pools.all() {
