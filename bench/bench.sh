@@ -7,7 +7,8 @@
 #   - idle memory: 5,000 idle clients, pooler RSS before/after
 # Prints a Markdown table (also written to bench/results/latest.md).
 # Env: BENCH_SECONDS (15), BENCH_CLIENTS ("1 40 120 500"), BENCH_WORKERS (pg_doorman worker_threads, 2),
-#      BENCH_IDLE (5000), BENCH_SKIP_BUILD=1 to reuse target/release/pg_doorman.
+#      BENCH_IDLE (5000), BENCH_SKIP_BUILD=1 to reuse target/release/pg_doorman,
+#      BENCH_SKIP_EXTRAS=1 to skip the churn and idle-memory parts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -140,7 +141,7 @@ for proto in simple extended; do
     run_one pg_doorman "$DOORMAN_PORT" "$DOORMAN_PID" "$proto" "$proto" "$c"
   done
 done
-for target in postgres pgbouncer pg_doorman; do
+[ "${BENCH_SKIP_EXTRAS:-0}" = 1 ] || for target in postgres pgbouncer pg_doorman; do
   case $target in postgres) p=$PG_PORT; pid=-;; pgbouncer) p=$BOUNCER_PORT; pid=$BOUNCER_PID;; pg_doorman) p=$DOORMAN_PORT; pid=$DOORMAN_PID;; esac
   run_one "$target" "$p" "$pid" churn simple 20 --connect
 done
@@ -168,8 +169,10 @@ idle_test() {
     printf 'idle\t%s\t%s\t-\t-\tfailed\n' "$target" "$IDLE" >> "$RESULTS"
   fi
 }
-idle_test pgbouncer "$BOUNCER_PORT" "$BOUNCER_PID"
-idle_test pg_doorman "$DOORMAN_PORT" "$DOORMAN_PID"
+if [ "${BENCH_SKIP_EXTRAS:-0}" != 1 ]; then
+  idle_test pgbouncer "$BOUNCER_PORT" "$BOUNCER_PID"
+  idle_test pg_doorman "$DOORMAN_PORT" "$DOORMAN_PID"
+fi
 
 mkdir -p "$ROOT/bench/results"
 python3 "$ROOT/bench/report.py" "$RESULTS" "$SECS" "$WORKERS" | tee "$ROOT/bench/results/latest.md"
