@@ -5,9 +5,6 @@ use clap::Parser;
 use std::path::PathBuf;
 use tokio_util::sync::CancellationToken;
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// PostgreSQL connection pooler (PgDoorman-compatible).
 #[derive(Debug, Parser)]
 #[command(name = "pg_doorman", version, about)]

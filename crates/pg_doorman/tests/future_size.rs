@@ -17,5 +17,5 @@ async fn client_task_future_is_small() {
         pg_doorman::client::startup::handle(ctx, pg_doorman::net::Stream::Tcp(sock), String::new());
     let size = std::mem::size_of_val(&fut);
     println!("client task future: {size} bytes");
-    assert!(size <= 1024, "client task future is {size} bytes");
+    assert!(size <= 512, "client task future is {size} bytes");
 }

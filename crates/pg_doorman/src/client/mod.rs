@@ -3,6 +3,6 @@
 
 pub mod auth;
 pub mod cancel;
-pub mod login_params;
+mod login_params;
 pub mod session;
 pub mod startup;

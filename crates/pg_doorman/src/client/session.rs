@@ -109,12 +109,16 @@ impl Session {
         }
     }
 
-    /// Serves the client until it leaves; returns its log label. Shutdown (SIGTERM) ends the
-    /// process and with it every client socket, as PgDoorman documents, so sessions do not
-    /// watch a token on every wake-up.
-    pub async fn run(mut self) -> String {
+    /// Serves the client until it leaves (borrowing, so the session is stored once in the
+    /// task). Shutdown (SIGTERM) ends the process and with it every client socket, as PgDoorman
+    /// documents, so sessions do not watch a token on every wake-up.
+    pub async fn run(&mut self) {
         self.serve().await;
-        self.label
+    }
+
+    /// The `[user@pool #cN]` tag of this client's log lines.
+    pub fn label(&self) -> &str {
+        &self.label
     }
 
     async fn serve(&mut self) {

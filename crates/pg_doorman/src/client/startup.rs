@@ -51,21 +51,16 @@ pub async fn send_fatal(stream: &Stream, mut e: ErrorFields) {
 
 /// A client that completed startup and authentication and was sent its welcome.
 struct LoggedIn<'a> {
-    buf: BytesMut,
-    pool: Arc<Pool>,
-    params: ClientParams,
+    session: Session,
     _slot: ClientSlot<'a>,
-    reg: Registration<'a>,
+    _reg: Registration<'a>,
 }
 
-/// Negotiation, cancel handling and login; None when the connection is done with.
-async fn startup_phase<'a>(
-    ctx: &'a AppContext,
-    stream: &Stream,
-    peer: &str,
-) -> Option<LoggedIn<'a>> {
+/// Negotiation, cancel handling, login and welcome; None when the connection is done with.
+/// Takes the socket by value so that only the session it returns stays in the client's task.
+async fn startup_phase(ctx: &AppContext, stream: Stream, peer: String) -> Option<LoggedIn<'_>> {
     let mut buf = BytesMut::new();
-    let msg = match tokio::time::timeout(LOGIN_TIMEOUT, negotiate(stream, &mut buf)).await {
+    let msg = match tokio::time::timeout(LOGIN_TIMEOUT, negotiate(&stream, &mut buf)).await {
         Ok(Ok(Some(Negotiated::Startup(m)))) => m,
         Ok(Ok(Some(Negotiated::Cancel(pid, secret)))) => {
             ctx.cancel.cancel(pid, secret).await;
@@ -75,7 +70,7 @@ async fn startup_phase<'a>(
         Ok(Err(e)) => {
             tracing::warn!("client {peer}: invalid startup packet: {e}");
             let e = format!("invalid startup packet: {e}");
-            send_fatal(stream, ErrorFields::fatal(sqlstate::PROTOCOL_VIOLATION, e)).await;
+            send_fatal(&stream, ErrorFields::fatal(sqlstate::PROTOCOL_VIOLATION, e)).await;
             return None;
         }
         Err(_) => {
@@ -83,32 +78,40 @@ async fn startup_phase<'a>(
             return None;
         }
     };
-    let login = tokio::time::timeout(LOGIN_TIMEOUT, login(ctx, stream, &mut buf, &msg, peer)).await;
+    let login =
+        tokio::time::timeout(LOGIN_TIMEOUT, login(ctx, &stream, &mut buf, &msg, &peer)).await;
     let e = match login {
-        Ok(Ok((pool, params))) => return welcome(ctx, stream, buf, pool, params).await,
+        Ok(Ok((pool, params))) => {
+            let io = ClientIo {
+                stream,
+                buf,
+                scan: Scan::default(),
+            };
+            return welcome(ctx, io, pool, params, &peer).await;
+        }
         Ok(Err(None)) => return None,
         Ok(Err(Some(e))) => e,
         Err(_) => ErrorFields::fatal(sqlstate::PROTOCOL_VIOLATION, "authentication timeout"),
     };
-    send_fatal(stream, e).await;
+    send_fatal(&stream, e).await;
     None
 }
 
-/// Counts the client against max_connections, registers its cancel key and sends
-/// AuthenticationOk, ParameterStatus, BackendKeyData and ReadyForQuery.
+/// Counts the client against max_connections, registers its cancel key, sends
+/// AuthenticationOk, ParameterStatus, BackendKeyData and ReadyForQuery, and builds the session.
 async fn welcome<'a>(
     ctx: &'a AppContext,
-    stream: &Stream,
-    buf: BytesMut,
+    io: ClientIo,
     pool: Arc<Pool>,
     params: ClientParams,
+    peer: &str,
 ) -> Option<LoggedIn<'a>> {
     let Some(_slot) = ctx.try_client_slot() else {
         let e = ErrorFields::fatal(
             sqlstate::TOO_MANY_CONNECTIONS,
             "sorry, too many clients already",
         );
-        send_fatal(stream, e).await;
+        send_fatal(&io.stream, e).await;
         return None;
     };
     let reg = ctx.cancel.register(pool.clone());
@@ -117,45 +120,29 @@ async fn welcome<'a>(
     write_parameter_statuses(&mut out, &pool, &params);
     backend::write_backend_key_data(&mut out, reg.pid, reg.secret);
     backend::write_ready_for_query(&mut out, b'I');
-    stream.write_all(&out).await.ok()?;
+    io.stream.write_all(&out).await.ok()?;
+    let id = ctx.next_client.fetch_add(1, Ordering::Relaxed);
+    let label = format!("[{}@{} #c{id}]", pool.settings.user, pool.settings.database);
+    if ctx.config.general.log_client_connections {
+        tracing::info!("{label} client connected from {peer}");
+    }
+    let session = Session::new(io, pool, params, reg.slot.clone(), label);
     Some(LoggedIn {
-        buf,
-        pool,
-        params,
+        session,
         _slot,
-        reg,
+        _reg: reg,
     })
 }
 
 /// Serves one accepted connection until it closes.
 pub async fn handle(ctx: Arc<AppContext>, stream: Stream, peer: String) {
     // Boxed: the login state machine is large and must not stay in every idle client's task.
-    let login = Box::pin(startup_phase(&ctx, &stream, &peer)).await;
-    let Some(LoggedIn {
-        buf,
-        pool,
-        params,
-        _slot,
-        reg,
-    }) = login
-    else {
+    let Some(mut client) = Box::pin(startup_phase(&ctx, stream, peer)).await else {
         return;
     };
-    let id = ctx.next_client.fetch_add(1, Ordering::Relaxed);
-    let label = format!("[{}@{} #c{id}]", pool.settings.user, pool.settings.database);
-    if ctx.config.general.log_client_connections {
-        tracing::info!("{label} client connected from {peer}");
-    }
-    let log_disconnect = ctx.config.general.log_client_disconnections;
-    let io = ClientIo {
-        stream,
-        buf,
-        scan: Scan::default(),
-    };
-    let session = Session::new(io, pool, params, reg.slot.clone(), label);
-    let label = session.run().await;
-    if log_disconnect {
-        tracing::info!("{label} client disconnected");
+    client.session.run().await;
+    if ctx.config.general.log_client_disconnections {
+        tracing::info!("{} client disconnected", client.session.label());
     }
 }
 
