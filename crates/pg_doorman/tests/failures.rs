@@ -311,3 +311,49 @@ fn too_many_clients_are_refused() {
     assert!(!ok);
     assert!(err.contains("too many clients"), "{err}");
 }
+
+#[tokio::test]
+async fn login_with_postgres_down_and_nothing_cached_gets_08001() {
+    let pg = cluster(PgAuth::Scram);
+    let d = doorman(&pg, &PoolSpec::default());
+    pg.stop();
+    let e = connect(&app_conn(&d))
+        .await
+        .err()
+        .expect("no backend to learn parameters from");
+    assert_eq!(sqlstate(&e), "08001", "{e:?}");
+    assert_eq!(e.as_db_error().unwrap().severity(), "FATAL");
+    pg.restart();
+    let c = connect(&app_conn(&d)).await.unwrap();
+    assert_eq!(one(&c, "SELECT 'up'").await, "up");
+}
+
+#[tokio::test]
+async fn session_mode_backend_killed_and_wait_timeout() {
+    let pg = cluster(PgAuth::Scram);
+    let d = doorman(
+        &pg,
+        &PoolSpec {
+            mode: "session",
+            pool_size: 1,
+            general_extra: "  query_wait_timeout: 400ms\n",
+            ..Default::default()
+        },
+    );
+    let a = connect(&app_conn(&d)).await.unwrap();
+    let pid = one(&a, "SELECT pg_backend_pid()").await;
+    // The only backend is held by `a` for its whole session: `b` times out and stays usable.
+    let b = connect(&app_conn(&d)).await.unwrap();
+    assert_eq!(
+        sqlstate(&b.simple_query("SELECT 1").await.unwrap_err()),
+        "53300"
+    );
+    pg.psql(&format!("SELECT pg_terminate_backend({pid})"));
+    assert!(
+        a.simple_query("SELECT 1").await.is_err(),
+        "a's backend is gone"
+    );
+    // The slot is free again: b gets a new backend.
+    let pid_b = one(&b, "SELECT pg_backend_pid()").await;
+    assert_ne!(pid, pid_b);
+}
