@@ -213,6 +213,11 @@ impl Pool {
             g.total += 1;
             return Step::Create(SlotGuard(Some(self)));
         }
+        // Waiters that timed out leave closed senders behind; drop those at the front so a long
+        // outage cannot grow the queue without bound.
+        while g.waiters.front().is_some_and(|t| t.is_closed()) {
+            g.waiters.pop_front();
+        }
         let (tx, rx) = oneshot::channel();
         g.waiters.push_back(tx);
         Step::Wait(WaiterGuard { pool: self, rx })
