@@ -2,6 +2,7 @@
 //! and waits for shutdown. Phases: starting (here) → running (accept loop) → stopped.
 
 pub mod context;
+pub mod limits;
 pub mod signals;
 
 use crate::config::Config;
@@ -36,6 +37,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
             .unwrap_or_default()
     };
     let g = &config.general;
+    let backends: usize = resolved.iter().map(|p| p.pool_size).sum();
+    limits::raise_nofile(g.max_connections, backends);
     let addr = format!("{}:{}", g.host, g.port);
     let backlog = if g.backlog == 0 {
         g.max_connections.min(u32::MAX as usize) as u32
