@@ -307,3 +307,83 @@ async fn cancel_request_reaches_the_right_backend() {
         assert_eq!(one(&other, "SELECT 2").await, "2");
     }
 }
+
+#[tokio::test]
+async fn pipelined_requests_stay_on_one_backend_until_all_answered() {
+    let pg = cluster(PgAuth::Scram);
+    let d = doorman(
+        &pg,
+        &PoolSpec {
+            pool_size: 2,
+            ..Default::default()
+        },
+    );
+    let a = connect(&app_conn(&d)).await.unwrap();
+    let b = connect(&app_conn(&d)).await.unwrap();
+    for round in 0..5 {
+        // tokio-postgres pipelines concurrent requests on one connection: many Syncs in flight.
+        let futs = (0..40).map(|i| {
+            let a = &a;
+            async move {
+                if i % 7 == 3 {
+                    // An error mid-pipeline must not desynchronise the rest.
+                    let e = a.query_typed("SELECT 1/0", &[]).await.unwrap_err();
+                    assert_eq!(sqlstate(&e), "22012");
+                    -1
+                } else {
+                    let rows = a
+                        .query_typed("SELECT $1::int * 2", &[(&i, Type::INT4)])
+                        .await
+                        .unwrap();
+                    rows[0].get::<_, i32>(0)
+                }
+            }
+        });
+        let other_sql = format!("SELECT {round}");
+        let (results, other) = tokio::join!(futures_join_all(futs), one(&b, &other_sql));
+        for (i, r) in results.into_iter().enumerate() {
+            let i = i as i32;
+            assert_eq!(r, if i % 7 == 3 { -1 } else { i * 2 });
+        }
+        assert_eq!(other, round.to_string());
+        // Simple-protocol pipeline: several statements in one Query message.
+        let msgs = a
+            .simple_query("SELECT 1; SELECT 2; SELECT 3")
+            .await
+            .unwrap();
+        let rows = msgs
+            .iter()
+            .filter(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_)))
+            .count();
+        assert_eq!(rows, 3);
+    }
+}
+
+/// Polls all futures concurrently (tiny join_all without a futures dependency).
+async fn futures_join_all<F: std::future::Future<Output = i32>>(
+    futs: impl Iterator<Item = F>,
+) -> Vec<i32> {
+    let mut set = Vec::new();
+    for f in futs {
+        set.push(Box::pin(f));
+    }
+    let mut out: Vec<Option<i32>> = vec![None; set.len()];
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in set.iter_mut().enumerate() {
+            if out[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => out[i] = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().map(|v| v.unwrap()).collect()
+}
