@@ -151,3 +151,54 @@ async fn trust_backend_with_md5_hash_only() {
     let c = connect(&app_conn(&d)).await.unwrap();
     assert_eq!(one(&c, "SELECT 7").await, "7");
 }
+
+#[tokio::test]
+async fn scram_passthrough_with_verifier_copied_from_pg_authid() {
+    let pg = cluster(PgAuth::Scram);
+    let verifier = pg
+        .psql("SELECT rolpassword FROM pg_authid WHERE rolname = 'app'")
+        .trim()
+        .to_string();
+    assert!(verifier.starts_with("SCRAM-SHA-256$"), "{verifier}");
+    let d = doorman(
+        &pg,
+        &PoolSpec {
+            password: &verifier,
+            pool_size: 2,
+            ..Default::default()
+        },
+    );
+    // No plaintext anywhere in the config: the backend login reuses the ClientKey of this login.
+    let c = connect(&app_conn(&d)).await.unwrap();
+    assert_eq!(one(&c, "SELECT current_user").await, "app");
+    let e = connect(&d.conn_str("app", "wrong", "appdb"))
+        .await
+        .err()
+        .expect("wrong password");
+    assert_eq!(sqlstate(&e), "28P01");
+    // A second backend connection is made with the remembered key too.
+    c.batch_execute("BEGIN").await.unwrap();
+    let c2 = connect(&app_conn(&d)).await.unwrap();
+    assert_eq!(one(&c2, "SELECT 2").await, "2");
+    c.batch_execute("COMMIT").await.unwrap();
+}
+
+#[tokio::test]
+async fn scram_passthrough_with_a_different_backend_verifier_is_refused_clearly() {
+    let pg = cluster(PgAuth::Scram);
+    // Same password, but another salt than PostgreSQL stores: the ClientKey cannot answer.
+    let v = scram::Verifier::from_password("app_pw", b"not the pg salt!", 4096).to_text();
+    let d = doorman(
+        &pg,
+        &PoolSpec {
+            password: &v,
+            ..Default::default()
+        },
+    );
+    let e = connect(&app_conn(&d))
+        .await
+        .err()
+        .expect("backend login must fail");
+    assert_eq!(sqlstate(&e), "08001", "{e:?}");
+    assert!(d.log_text().contains("SCRAM"), "{}", d.log_text());
+}

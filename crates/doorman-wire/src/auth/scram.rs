@@ -254,6 +254,98 @@ impl Exchange {
     }
 }
 
+/// Client side of SCRAM-SHA-256 that proves knowledge of a ClientKey instead of a password:
+/// lets the pooler log in to PostgreSQL as a user whose secret it only holds as a verifier,
+/// using the ClientKey recovered from that user's own successful login (PgDoorman's SCRAM
+/// passthrough). The backend's verifier must be the configured one (same salt and iterations).
+#[derive(Debug, Clone)]
+pub struct KeyClient {
+    client_key: [u8; 32],
+    verifier: Verifier,
+    nonce: String,
+    auth_message: String,
+}
+
+impl KeyClient {
+    /// Starts an exchange; returns the client and client-first-message.
+    pub fn new(client_key: [u8; 32], verifier: Verifier) -> (Self, String) {
+        let nonce = random_nonce();
+        let first = format!("n,,n=,r={nonce}");
+        (
+            KeyClient {
+                client_key,
+                verifier,
+                nonce,
+                auth_message: String::new(),
+            },
+            first,
+        )
+    }
+
+    /// Reads server-first-message and returns client-final-message.
+    ///
+    /// Errors: [`ScramError::Malformed`] for bad syntax or a nonce that does not extend ours;
+    /// [`ScramError::BadVerifier`] when the server's salt or iteration count differ from the
+    /// configured verifier (the ClientKey would not match).
+    pub fn respond(&mut self, server_first: &[u8]) -> Result<String, ScramError> {
+        let msg = std::str::from_utf8(server_first)
+            .map_err(|_| ScramError::Malformed("server-first-message is not UTF-8"))?;
+        let mut parts = msg.split(',');
+        let nonce = parts
+            .next()
+            .and_then(|p| attr(p, 'r'))
+            .ok_or(ScramError::Malformed("server nonce"))?;
+        let salt = parts
+            .next()
+            .and_then(|p| attr(p, 's'))
+            .ok_or(ScramError::Malformed("salt"))?;
+        let iter = parts
+            .next()
+            .and_then(|p| attr(p, 'i'))
+            .ok_or(ScramError::Malformed("iterations"))?;
+        if !nonce.starts_with(&self.nonce) || nonce.len() == self.nonce.len() {
+            return Err(ScramError::Malformed(
+                "server nonce does not extend the client nonce",
+            ));
+        }
+        let salt = B64
+            .decode(salt)
+            .map_err(|_| ScramError::Malformed("salt encoding"))?;
+        if salt != self.verifier.salt || iter.parse::<u32>().ok() != Some(self.verifier.iterations)
+        {
+            return Err(ScramError::BadVerifier);
+        }
+        let without_proof = format!("c=biws,r={nonce}");
+        self.auth_message = format!("n=,r={},{msg},{without_proof}", self.nonce);
+        let signature = hmac(&self.verifier.stored_key, &[self.auth_message.as_bytes()]);
+        let mut proof = [0u8; 32];
+        for (i, p) in proof.iter_mut().enumerate() {
+            *p = self.client_key[i] ^ signature[i];
+        }
+        Ok(format!("{without_proof},p={}", B64.encode(proof)))
+    }
+
+    /// Checks server-final-message (`v=...`) against the configured ServerKey.
+    pub fn verify(&self, server_final: &[u8]) -> Result<(), ScramError> {
+        let msg = std::str::from_utf8(server_final)
+            .map_err(|_| ScramError::Malformed("server-final-message is not UTF-8"))?;
+        let v = msg
+            .split(',')
+            .next()
+            .and_then(|p| attr(p, 'v'))
+            .ok_or(ScramError::Malformed("server signature"))?;
+        let expected = hmac(&self.verifier.server_key, &[self.auth_message.as_bytes()]);
+        let got = B64
+            .decode(v)
+            .map_err(|_| ScramError::Malformed("server signature encoding"))?;
+        if super::ct_eq(&got, &expected) {
+            Ok(())
+        } else {
+            Err(ScramError::InvalidProof)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -318,5 +410,29 @@ mod tests {
             .is_err()
         );
         assert!(ex.finish(&v, b"c=eSws,r=x").is_err());
+    }
+
+    #[test]
+    fn key_client_logs_in_with_recovered_client_key() {
+        let v = Verifier::from_password("secret", b"sixteen byte slt", 4096);
+        // What a first login of the user recovers (see Success::client_key).
+        let salted = salted_password("secret", b"sixteen byte slt", 4096);
+        let client_key = hmac(&salted, &[b"Client Key"]);
+        // The pooler then logs in elsewhere with it.
+        let (mut kc, first) = KeyClient::new(client_key, v.clone());
+        let (server, server_first) = Exchange::start(&v, first.as_bytes()).unwrap();
+        let client_final = kc.respond(server_first.as_bytes()).unwrap();
+        let ok = server.finish(&v, client_final.as_bytes()).unwrap();
+        assert_eq!(ok.client_key, client_key);
+        kc.verify(ok.server_final.as_bytes()).unwrap();
+        assert!(kc.verify(b"v=AAAA").is_err());
+        // A server with another salt cannot be answered.
+        let other = Verifier::from_password("secret", b"another salt....", 4096);
+        let (mut kc, first) = KeyClient::new(client_key, v.clone());
+        let (_, server_first) = Exchange::start(&other, first.as_bytes()).unwrap();
+        assert_eq!(
+            kc.respond(server_first.as_bytes()).unwrap_err(),
+            ScramError::BadVerifier
+        );
     }
 }

@@ -64,13 +64,14 @@ async fn send(stream: &Stream, out: &mut BytesMut) -> Result<(), AuthFailure> {
     r
 }
 
-/// Runs the exchange for `user` against `secret`. On success the caller sends AuthenticationOk.
+/// Runs the exchange for `user` against `secret`. On success the caller sends AuthenticationOk;
+/// a SCRAM login also yields the ClientKey recovered from the proof (for SCRAM passthrough).
 pub async fn authenticate(
     stream: &Stream,
     buf: &mut BytesMut,
     user: &str,
     secret: &ClientSecret,
-) -> Result<(), AuthFailure> {
+) -> Result<Option<[u8; 32]>, AuthFailure> {
     let mut out = BytesMut::with_capacity(256);
     match secret {
         ClientSecret::Md5(stored) => {
@@ -81,7 +82,7 @@ pub async fn authenticate(
             let msg = read_password_message(stream, buf).await?;
             let reply = frontend::parse_password(&msg).map_err(|e| protocol(e.to_string()))?;
             if md5::verify(stored, salt, reply) {
-                Ok(())
+                Ok(None)
             } else {
                 Err(password_failed(user))
             }
@@ -105,7 +106,8 @@ pub async fn authenticate(
             match exchange.finish(verifier, &msg) {
                 Ok(ok) => {
                     backend::write_auth_sasl_final(&mut out, ok.server_final.as_bytes());
-                    send(stream, &mut out).await
+                    send(stream, &mut out).await?;
+                    Ok(Some(ok.client_key))
                 }
                 Err(scram::ScramError::InvalidProof) => Err(password_failed(user)),
                 Err(e) => Err(protocol(e.to_string())),

@@ -227,7 +227,11 @@ async fn login(
         }
     };
     match authenticate(stream, buf, user, &pool.settings.client_secret).await {
-        Ok(()) => {}
+        Ok(client_key) => {
+            if let Some(key) = client_key {
+                pool.remember_client_key(key);
+            }
+        }
         Err(AuthFailure::Gone) => return Err(None),
         Err(AuthFailure::Reject(e)) => {
             tracing::warn!(

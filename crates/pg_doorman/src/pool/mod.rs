@@ -10,7 +10,7 @@ use crate::error::PoolError;
 use crate::params::ParamSet;
 use crate::server::{self, Server};
 use parking_lot::{Mutex, RwLock};
-use settings::PoolSettings;
+use settings::{PoolSettings, ServerSecret};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -67,6 +67,8 @@ pub struct Pool {
     default_params: RwLock<Option<Arc<ParamSet>>>,
     /// Distinct client parameter sets, shared by the clients that have them.
     interned: Mutex<Vec<ParamSet>>,
+    /// ClientKey recovered from this user's last SCRAM login (SCRAM passthrough to the backend).
+    client_key: RwLock<Option<[u8; 32]>>,
     next_id: AtomicU64,
 }
 
@@ -122,6 +124,7 @@ impl Pool {
             inner: Mutex::new(Inner::default()),
             default_params: RwLock::new(None),
             interned: Mutex::new(Vec::new()),
+            client_key: RwLock::new(None),
             next_id: AtomicU64::new(1),
         })
     }
@@ -143,6 +146,13 @@ impl Pool {
             g.push(p.clone());
         }
         p
+    }
+
+    /// Keeps the ClientKey of a successful SCRAM login for backend logins (login path only).
+    pub fn remember_client_key(&self, key: [u8; 32]) {
+        if let ServerSecret::ScramPassthrough(_) = self.settings.server_secret {
+            *self.client_key.write() = Some(key);
+        }
     }
 
     /// Current occupancy.
@@ -242,7 +252,8 @@ impl Pool {
 
     async fn create(&self, mut guard: SlotGuard<'_>) -> Result<Server, PoolError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        match server::connect(&self.settings, id).await {
+        let client_key = *self.client_key.read();
+        match server::connect(&self.settings, id, client_key).await {
             Ok(s) => {
                 guard.0 = None;
                 if self.default_params.read().is_none() {

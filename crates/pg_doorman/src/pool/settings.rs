@@ -36,7 +36,10 @@ pub enum ServerSecret {
     Plain(String),
     /// An MD5 secret for the backend login name: answers MD5 only.
     Md5(String),
-    /// Nothing usable (the config holds only a SCRAM verifier): trust auth only.
+    /// Only a SCRAM verifier is configured: answer SCRAM with the ClientKey recovered from a
+    /// client's own login (PgDoorman's passthrough); the backend must store the same verifier.
+    ScramPassthrough(scram::Verifier),
+    /// Nothing usable: trust auth only.
     None,
 }
 
@@ -120,7 +123,10 @@ fn server_secret(u: &User, server_user: &str) -> ServerSecret {
         return ServerSecret::Plain(p.clone());
     }
     if u.password.starts_with("SCRAM-SHA-256$") {
-        ServerSecret::None
+        match scram::Verifier::parse(&u.password) {
+            Ok(v) if server_user == u.username => ServerSecret::ScramPassthrough(v),
+            _ => ServerSecret::None,
+        }
     } else if md5::is_secret(&u.password) {
         // An md5 secret is md5(password || username): it only answers for that login name.
         if server_user == u.username {

@@ -9,7 +9,7 @@ use crate::net::Stream;
 use crate::params::ParamSet;
 use crate::pool::settings::{PoolSettings, ServerAddress, ServerSecret};
 use bytes::BytesMut;
-use doorman_wire::auth::md5;
+use doorman_wire::auth::{md5, scram};
 use doorman_wire::backend::{
     AuthRequest, parse_auth, parse_backend_key_data, parse_parameter_status, tag,
 };
@@ -32,19 +32,28 @@ pub async fn open_socket(address: &ServerAddress, s: &PoolSettings) -> Result<St
     }
 }
 
-/// Connects and logs in a new backend connection for pool `s`, numbered `id`.
+/// Connects and logs in a new backend connection for pool `s`, numbered `id`. `client_key` is
+/// the ClientKey of the user's last SCRAM login, used when only a verifier is configured.
 ///
 /// Errors: [`ServerError::Timeout`] after connect_timeout, [`ServerError::Io`] when the server
 /// is unreachable, [`ServerError::Refused`] when it rejects the login, [`ServerError::Auth`]
 /// when it asks for a method or secret we lack.
-pub async fn connect(s: &PoolSettings, id: u64) -> Result<Server, ServerError> {
-    match tokio::time::timeout(s.connect_timeout, connect_inner(s, id)).await {
+pub async fn connect(
+    s: &PoolSettings,
+    id: u64,
+    client_key: Option<[u8; 32]>,
+) -> Result<Server, ServerError> {
+    match tokio::time::timeout(s.connect_timeout, connect_inner(s, id, client_key)).await {
         Ok(r) => r,
         Err(_) => Err(ServerError::Timeout),
     }
 }
 
-async fn connect_inner(s: &PoolSettings, id: u64) -> Result<Server, ServerError> {
+async fn connect_inner(
+    s: &PoolSettings,
+    id: u64,
+    client_key: Option<[u8; 32]>,
+) -> Result<Server, ServerError> {
     let stream = open_socket(&s.address, s).await?;
     let mut out = BytesMut::with_capacity(256);
     let mut params: Vec<(&str, &str)> =
@@ -55,7 +64,7 @@ async fn connect_inner(s: &PoolSettings, id: u64) -> Result<Server, ServerError>
     doorman_wire::startup::write_startup(&mut out, &params);
     stream.write_all(&out).await?;
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
-    let mut scram: Option<ScramSha256> = None;
+    let mut scram: Option<Scram> = None;
     let mut server_params = ParamSet::default();
     let mut key = (0, 0);
     loop {
@@ -63,7 +72,7 @@ async fn connect_inner(s: &PoolSettings, id: u64) -> Result<Server, ServerError>
         match t {
             tag::AUTHENTICATION => {
                 out.clear();
-                authenticate(s, parse_auth(&body)?, &mut scram, &mut out)?;
+                authenticate(s, parse_auth(&body)?, client_key, &mut scram, &mut out)?;
                 if !out.is_empty() {
                     stream.write_all(&out).await?;
                 }
@@ -112,10 +121,42 @@ fn plaintext(s: &PoolSettings) -> Result<&str, ServerError> {
     }
 }
 
+/// SCRAM client state: from a plaintext password, or from a recovered ClientKey.
+enum Scram {
+    Password(ScramSha256),
+    Key(scram::KeyClient),
+}
+
+fn scram_error(e: impl std::fmt::Display) -> ServerError {
+    ServerError::Auth(format!("SCRAM: {e}"))
+}
+
+fn start_scram(
+    s: &PoolSettings,
+    client_key: Option<[u8; 32]>,
+    out: &mut BytesMut,
+) -> Result<Scram, ServerError> {
+    if let ServerSecret::ScramPassthrough(v) = &s.server_secret {
+        let key = client_key.ok_or_else(|| {
+            ServerError::Auth(format!(
+                "SCRAM passthrough for {}/{}: no client of this user has logged in yet",
+                s.database, s.user
+            ))
+        })?;
+        let (client, first) = scram::KeyClient::new(key, v.clone());
+        frontend::write_sasl_initial_response(out, "SCRAM-SHA-256", first.as_bytes());
+        return Ok(Scram::Key(client));
+    }
+    let client = ScramSha256::new(plaintext(s)?.as_bytes(), ChannelBinding::unsupported());
+    frontend::write_sasl_initial_response(out, "SCRAM-SHA-256", client.message());
+    Ok(Scram::Password(client))
+}
+
 fn authenticate(
     s: &PoolSettings,
     req: AuthRequest<'_>,
-    scram: &mut Option<ScramSha256>,
+    client_key: Option<[u8; 32]>,
+    scram: &mut Option<Scram>,
     out: &mut BytesMut,
 ) -> Result<(), ServerError> {
     match req {
@@ -125,9 +166,9 @@ fn authenticate(
             let secret = match &s.server_secret {
                 ServerSecret::Plain(p) => md5::secret(&s.server_user, p),
                 ServerSecret::Md5(h) => h.clone(),
-                ServerSecret::None => {
+                ServerSecret::ScramPassthrough(_) | ServerSecret::None => {
                     return Err(ServerError::Auth(
-                        "MD5 requested but no password is configured".into(),
+                        "MD5 requested but no password or md5 secret is configured".into(),
                     ));
                 }
             };
@@ -139,27 +180,24 @@ fn authenticate(
                     "unsupported SASL mechanisms {mechs:?}"
                 )));
             }
-            let client = ScramSha256::new(plaintext(s)?.as_bytes(), ChannelBinding::unsupported());
-            frontend::write_sasl_initial_response(out, "SCRAM-SHA-256", client.message());
-            *scram = Some(client);
+            *scram = Some(start_scram(s, client_key, out)?);
         }
-        AuthRequest::SaslContinue(data) => {
-            let client = scram
-                .as_mut()
-                .ok_or_else(|| ServerError::Protocol("SASLContinue before SASL".into()))?;
-            client
-                .update(data)
-                .map_err(|e| ServerError::Auth(format!("SCRAM: {e}")))?;
-            frontend::write_sasl_response(out, client.message());
-        }
-        AuthRequest::SaslFinal(data) => {
-            let mut client = scram
-                .take()
-                .ok_or_else(|| ServerError::Protocol("SASLFinal before SASL".into()))?;
-            client
-                .finish(data)
-                .map_err(|e| ServerError::Auth(format!("SCRAM server signature: {e}")))?;
-        }
+        AuthRequest::SaslContinue(data) => match scram.as_mut() {
+            Some(Scram::Password(c)) => {
+                c.update(data).map_err(scram_error)?;
+                frontend::write_sasl_response(out, c.message());
+            }
+            Some(Scram::Key(c)) => {
+                let reply = c.respond(data).map_err(scram_error)?;
+                frontend::write_sasl_response(out, reply.as_bytes());
+            }
+            None => return Err(ServerError::Protocol("SASLContinue before SASL".into())),
+        },
+        AuthRequest::SaslFinal(data) => match scram.take() {
+            Some(Scram::Password(mut c)) => c.finish(data).map_err(scram_error)?,
+            Some(Scram::Key(c)) => c.verify(data).map_err(scram_error)?,
+            None => return Err(ServerError::Protocol("SASLFinal before SASL".into())),
+        },
         AuthRequest::Unsupported(code) => {
             return Err(ServerError::Auth(format!(
                 "unsupported authentication method {code}"
