@@ -310,6 +310,19 @@ fn too_many_clients_are_refused() {
     let (ok, _, err) = psql(&d, "app", "app_pw", "appdb", &["-c", "SELECT 1"]);
     assert!(!ok);
     assert!(err.contains("too many clients"), "{err}");
+    drop((_a, _b));
+    // Connections that never log in count too, so they cannot exhaust the process.
+    let idle1 = raw(&d);
+    let idle2 = raw(&d);
+    std::thread::sleep(Duration::from_millis(100));
+    let (ok, _, err) = psql(&d, "app", "app_pw", "appdb", &["-c", "SELECT 1"]);
+    assert!(!ok);
+    assert!(err.contains("too many clients"), "{err}");
+    drop((idle1, idle2));
+    std::thread::sleep(Duration::from_millis(100));
+    let (ok, out, err) = psql(&d, "app", "app_pw", "appdb", &["-c", "SELECT 'room again'"]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "room again");
 }
 
 #[tokio::test]

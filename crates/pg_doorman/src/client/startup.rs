@@ -59,8 +59,21 @@ struct LoggedIn<'a> {
 /// Negotiation, cancel handling, login and welcome; None when the connection is done with.
 /// Takes the socket by value so that only the session it returns stays in the client's task.
 async fn startup_phase(ctx: &AppContext, stream: Stream, peer: String) -> Option<LoggedIn<'_>> {
+    // Every connection counts against max_connections from the start, authenticated or not,
+    // so a flood of half-open logins cannot exhaust file descriptors (as in PgBouncer).
+    let slot = ctx.try_client_slot();
     let mut buf = BytesMut::new();
     let msg = match tokio::time::timeout(LOGIN_TIMEOUT, negotiate(&stream, &mut buf)).await {
+        // Cancel requests are served even when full, as PostgreSQL does.
+        Ok(Ok(Some(Negotiated::Startup(_)))) if slot.is_none() => {
+            tracing::warn!("client {peer}: refused, max_connections reached");
+            let e = ErrorFields::fatal(
+                sqlstate::TOO_MANY_CONNECTIONS,
+                "sorry, too many clients already",
+            );
+            send_fatal(&stream, e).await;
+            return None;
+        }
         Ok(Ok(Some(Negotiated::Startup(m)))) => m,
         Ok(Ok(Some(Negotiated::Cancel(pid, secret)))) => {
             ctx.cancel.cancel(pid, secret).await;
@@ -87,7 +100,7 @@ async fn startup_phase(ctx: &AppContext, stream: Stream, peer: String) -> Option
                 buf,
                 scan: Scan::default(),
             };
-            return welcome(ctx, io, pool, params, &peer).await;
+            return welcome(ctx, io, pool, params, slot?, &peer).await;
         }
         Ok(Err(None)) => return None,
         Ok(Err(Some(e))) => e,
@@ -97,23 +110,16 @@ async fn startup_phase(ctx: &AppContext, stream: Stream, peer: String) -> Option
     None
 }
 
-/// Counts the client against max_connections, registers its cancel key, sends
-/// AuthenticationOk, ParameterStatus, BackendKeyData and ReadyForQuery, and builds the session.
+/// Registers the client's cancel key, sends AuthenticationOk, ParameterStatus, BackendKeyData
+/// and ReadyForQuery, and builds the session.
 async fn welcome<'a>(
     ctx: &'a AppContext,
     io: ClientIo,
     pool: Arc<Pool>,
     params: ClientParams,
+    _slot: ClientSlot<'a>,
     peer: &str,
 ) -> Option<LoggedIn<'a>> {
-    let Some(_slot) = ctx.try_client_slot() else {
-        let e = ErrorFields::fatal(
-            sqlstate::TOO_MANY_CONNECTIONS,
-            "sorry, too many clients already",
-        );
-        send_fatal(&io.stream, e).await;
-        return None;
-    };
     let reg = ctx.cancel.register(pool.clone());
     let mut out = BytesMut::with_capacity(512);
     backend::write_auth_ok(&mut out);
