@@ -44,13 +44,7 @@ async fn query_wait_timeout_gives_53300_and_client_stays_usable() {
 #[tokio::test]
 async fn waiters_get_returned_connections() {
     let pg = cluster(PgAuth::Scram);
-    let d = doorman(
-        &pg,
-        &PoolSpec {
-            pool_size: 2,
-            ..Default::default()
-        },
-    );
+    let d = doorman(&pg, &PoolSpec::sized("transaction", 2));
     let mut tasks = Vec::new();
     for i in 0..12 {
         let conn = app_conn(&d);
@@ -72,13 +66,7 @@ async fn waiters_get_returned_connections() {
 #[tokio::test]
 async fn postgres_down_then_back_without_restart() {
     let pg = cluster(PgAuth::Scram);
-    let d = doorman(
-        &pg,
-        &PoolSpec {
-            pool_size: 2,
-            ..Default::default()
-        },
-    );
+    let d = doorman(&pg, &PoolSpec::sized("transaction", 2));
     let c = connect(&app_conn(&d)).await.unwrap();
     assert_eq!(one(&c, "SELECT 1").await, "1");
     pg.stop();
@@ -103,13 +91,7 @@ async fn postgres_down_then_back_without_restart() {
 #[tokio::test]
 async fn idle_client_survives_postgres_restart_in_transaction_mode() {
     let pg = cluster(PgAuth::Scram);
-    let d = doorman(
-        &pg,
-        &PoolSpec {
-            pool_size: 2,
-            ..Default::default()
-        },
-    );
+    let d = doorman(&pg, &PoolSpec::sized("transaction", 2));
     let c = connect(&app_conn(&d)).await.unwrap();
     assert_eq!(one(&c, "SELECT 1").await, "1");
     pg.stop();
@@ -122,13 +104,7 @@ async fn idle_client_survives_postgres_restart_in_transaction_mode() {
 #[tokio::test]
 async fn backend_killed_mid_transaction() {
     let pg = cluster(PgAuth::Scram);
-    let d = doorman(
-        &pg,
-        &PoolSpec {
-            pool_size: 1,
-            ..Default::default()
-        },
-    );
+    let d = doorman(&pg, &PoolSpec::sized("transaction", 1));
     let c = connect(&app_conn(&d)).await.unwrap();
     c.batch_execute("BEGIN").await.unwrap();
     let pid = one(&c, "SELECT pg_backend_pid()").await;

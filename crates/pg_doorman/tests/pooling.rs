@@ -14,13 +14,7 @@ use tokio_postgres::types::Type;
 #[tokio::test]
 async fn transaction_mode_shares_few_backends_among_many_clients() {
     let pg = cluster(PgAuth::Scram);
-    let d = doorman(
-        &pg,
-        &PoolSpec {
-            pool_size: 2,
-            ..Default::default()
-        },
-    );
+    let d = doorman(&pg, &PoolSpec::sized("transaction", 2));
     let mut clients = Vec::new();
     for _ in 0..8 {
         clients.push(connect(&app_conn(&d)).await.unwrap());
@@ -52,13 +46,7 @@ async fn transaction_mode_shares_few_backends_among_many_clients() {
 #[tokio::test]
 async fn transaction_mode_keeps_backend_for_whole_transaction() {
     let pg = cluster(PgAuth::Scram);
-    let d = doorman(
-        &pg,
-        &PoolSpec {
-            pool_size: 2,
-            ..Default::default()
-        },
-    );
+    let d = doorman(&pg, &PoolSpec::sized("transaction", 2));
     let a = connect(&app_conn(&d)).await.unwrap();
     let b = connect(&app_conn(&d)).await.unwrap();
     a.batch_execute("CREATE TABLE t (v int)").await.unwrap();
@@ -77,13 +65,7 @@ async fn transaction_mode_keeps_backend_for_whole_transaction() {
 #[tokio::test]
 async fn transaction_mode_brings_session_parameters_in_line() {
     let pg = cluster(PgAuth::Scram);
-    let d = doorman(
-        &pg,
-        &PoolSpec {
-            pool_size: 1,
-            ..Default::default()
-        },
-    );
+    let d = doorman(&pg, &PoolSpec::sized("transaction", 1));
     let base = app_conn(&d);
     let a = connect(&format!(
         "{base} application_name=alpha options='-c TimeZone=Asia/Tokyo'"
@@ -125,14 +107,7 @@ async fn invalid_startup_parameter_fails_login() {
 #[tokio::test]
 async fn session_mode_holds_backend_and_resets_it() {
     let pg = cluster(PgAuth::Scram);
-    let d = doorman(
-        &pg,
-        &PoolSpec {
-            mode: "session",
-            pool_size: 1,
-            ..Default::default()
-        },
-    );
+    let d = doorman(&pg, &PoolSpec::sized("session", 1));
     let a = connect(&app_conn(&d)).await.unwrap();
     a.batch_execute("SET work_mem = '7MB'; CREATE TEMP TABLE tmp (x int); PREPARE p AS SELECT 1")
         .await
@@ -171,14 +146,7 @@ async fn session_mode_holds_backend_and_resets_it() {
 #[tokio::test]
 async fn session_mode_sql_error_keeps_session() {
     let pg = cluster(PgAuth::Scram);
-    let d = doorman(
-        &pg,
-        &PoolSpec {
-            mode: "session",
-            pool_size: 1,
-            ..Default::default()
-        },
-    );
+    let d = doorman(&pg, &PoolSpec::sized("session", 1));
     let a = connect(&app_conn(&d)).await.unwrap();
     let pid = one(&a, "SELECT pg_backend_pid()").await;
     let e = a.simple_query("SELECT 1/0").await.unwrap_err();
@@ -190,14 +158,7 @@ async fn session_mode_sql_error_keeps_session() {
 async fn large_rows_and_copy_stream_through() {
     let pg = cluster(PgAuth::Scram);
     for mode in ["transaction", "session"] {
-        let d = doorman(
-            &pg,
-            &PoolSpec {
-                mode,
-                pool_size: 2,
-                ..Default::default()
-            },
-        );
+        let d = doorman(&pg, &PoolSpec::sized(mode, 2));
         let c = connect(&app_conn(&d)).await.unwrap();
         let len = one(&c, "SELECT length(repeat('x', 5000000))").await;
         assert_eq!(len, "5000000");
@@ -284,14 +245,7 @@ async fn lifetime_and_idle_timeout_replace_backends() {
 async fn cancel_request_reaches_the_right_backend() {
     let pg = cluster(PgAuth::Scram);
     for mode in ["transaction", "session"] {
-        let d = doorman(
-            &pg,
-            &PoolSpec {
-                mode,
-                pool_size: 2,
-                ..Default::default()
-            },
-        );
+        let d = doorman(&pg, &PoolSpec::sized(mode, 2));
         let c = connect(&app_conn(&d)).await.unwrap();
         let other = connect(&app_conn(&d)).await.unwrap();
         let token = c.cancel_token();
@@ -311,13 +265,7 @@ async fn cancel_request_reaches_the_right_backend() {
 #[tokio::test]
 async fn pipelined_requests_stay_on_one_backend_until_all_answered() {
     let pg = cluster(PgAuth::Scram);
-    let d = doorman(
-        &pg,
-        &PoolSpec {
-            pool_size: 2,
-            ..Default::default()
-        },
-    );
+    let d = doorman(&pg, &PoolSpec::sized("transaction", 2));
     let a = connect(&app_conn(&d)).await.unwrap();
     let b = connect(&app_conn(&d)).await.unwrap();
     for round in 0..5 {

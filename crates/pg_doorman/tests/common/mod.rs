@@ -38,6 +38,17 @@ pub struct PoolSpec<'a> {
     pub general_extra: &'a str,
 }
 
+impl<'a> PoolSpec<'a> {
+    /// A spec with `mode` and `pool_size`, the rest default.
+    pub fn sized(mode: &'a str, pool_size: usize) -> Self {
+        PoolSpec {
+            mode,
+            pool_size,
+            ..Default::default()
+        }
+    }
+}
+
 impl Default for PoolSpec<'_> {
     fn default() -> Self {
         PoolSpec {
