@@ -85,8 +85,16 @@ fn real_main(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         );
     }
     init_logging(&cli)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.general.worker_threads)
+    // One worker: the single-threaded scheduler does the same work without work-stealing
+    // bookkeeping or cross-thread wake-ups.
+    let mut builder = if config.general.worker_threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(config.general.worker_threads);
+        b
+    };
+    let runtime = builder
         .enable_all()
         .build()
         .context("cannot start the runtime")?;

@@ -233,14 +233,11 @@ impl Pool {
         Step::Wait(WaiterGuard { pool: self, rx })
     }
 
-    /// Checks an idle connection before handing it out; closes it (freeing its slot) if stale.
+    /// Checks an idle connection before handing it out; closes it (freeing its slot) if the
+    /// peer has closed or spoken. Lifetimes are enforced at checkin and by the retain cycle, so
+    /// the checkout path reads no clock.
     fn usable(&self, mut s: Server) -> Option<Server> {
-        let s_ok = !s.expired(
-            Instant::now(),
-            self.settings.server_lifetime,
-            self.settings.idle_timeout,
-        ) && s.is_alive();
-        if s_ok {
+        if s.is_alive() {
             Some(s)
         } else {
             tracing::debug!(pool = %self.name(), server = s.id, "closing stale idle server connection");
