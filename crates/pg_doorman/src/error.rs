@@ -75,9 +75,6 @@ pub enum PoolError {
     /// A new backend connection failed.
     #[error(transparent)]
     Server(#[from] ServerError),
-    /// The process is shutting down.
-    #[error("pg_doorman is shutting down")]
-    Shutdown,
 }
 
 impl PoolError {
@@ -89,9 +86,6 @@ impl PoolError {
                 "query_wait_timeout: no server connection available",
             ),
             PoolError::Server(e) => e.to_client(),
-            PoolError::Shutdown => {
-                ErrorFields::fatal(sqlstate::ADMIN_SHUTDOWN, "pg_doorman is shutting down")
-            }
         }
     }
 }

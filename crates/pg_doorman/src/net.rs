@@ -130,11 +130,6 @@ impl Stream {
         }
         Ok(())
     }
-
-    /// True for unix sockets (no TCP options apply).
-    pub fn is_unix(&self) -> bool {
-        matches!(self, Stream::Unix(_))
-    }
 }
 
 impl AsyncRead for Stream {

@@ -1,7 +1,7 @@
 //! What a client's session parameters should be: the pool's defaults overlaid with what the
 //! client asked for in its startup packet (tracked ones) plus other GUCs it set there (extras).
 
-use crate::params::{ParamSet, TRACKED, parse_options, tracked_name};
+use crate::params::{CANONICALISED, ParamSet, TRACKED, parse_options, tracked_name};
 use doorman_wire::startup::StartupMessage;
 use doorman_wire::{ErrorFields, sqlstate};
 
@@ -32,7 +32,7 @@ pub fn from_startup(
         if let Some(t) = tracked_name(k) {
             if p.wanted.get(t) != Some(v) {
                 p.wanted.set(t, v);
-                p.needs_check |= t != "application_name";
+                p.needs_check |= CANONICALISED.contains(&t);
             }
         } else {
             p.extras.set(k, v);
