@@ -71,24 +71,22 @@ pub async fn sync_params(
             reset_statement(&mut sql, k);
         }
     }
-    if sql.is_empty() {
-        server.extras = params.extras.clone();
-        server.synced = Some(params.wanted.clone());
-        return Ok(None);
+    if !sql.is_empty() {
+        let wanted = &mut params.wanted;
+        let failed = server
+            .simple_query(&sql, |k, v| {
+                if let Some(t) = tracked_name(k) {
+                    wanted.set(t, v);
+                }
+            })
+            .await?;
+        if failed.is_some() {
+            return Ok(failed);
+        }
     }
-    let wanted = &mut params.wanted;
-    let result = server
-        .simple_query(&sql, |k, v| {
-            if let Some(t) = tracked_name(k) {
-                wanted.set(t, v);
-            }
-        })
-        .await?;
-    if result.is_none() {
-        server.extras = params.extras.clone();
-        server.synced = Some(params.wanted.clone());
-    }
-    Ok(result)
+    server.extras = params.extras.clone();
+    server.synced = Some(params.wanted.clone());
+    Ok(None)
 }
 
 impl Session {
@@ -109,19 +107,15 @@ impl Session {
         }
     }
 
-    /// Serves the client until it leaves (borrowing, so the session is stored once in the
-    /// task). Shutdown (SIGTERM) ends the process and with it every client socket, as PgDoorman
-    /// documents, so sessions do not watch a token on every wake-up.
-    pub async fn run(&mut self) {
-        self.serve().await;
-    }
-
     /// The `[user@pool #cN]` tag of this client's log lines.
     pub fn label(&self) -> &str {
         &self.label
     }
 
-    async fn serve(&mut self) {
+    /// Serves the client until it leaves (borrowing, so the session is stored once in the
+    /// task). Shutdown (SIGTERM) ends the process and with it every client socket, as PgDoorman
+    /// documents, so sessions do not watch a token on every wake-up.
+    pub async fn run(&mut self) {
         loop {
             match self.wait_for_request().await {
                 Next::Request => {}
