@@ -118,6 +118,29 @@ impl Stream {
         }
     }
 
+    /// Reads one complete typed message of at most `max` bytes, consuming it from `buf`, and
+    /// returns (tag, body). Used on login paths, where messages are read whole.
+    ///
+    /// Errors: [`ReadError::Io`] on I/O failure or end of stream (`UnexpectedEof`),
+    /// [`ReadError::Wire`] for a bad length word.
+    pub async fn read_message(
+        &self,
+        buf: &mut BytesMut,
+        max: u32,
+        chunk: usize,
+    ) -> Result<(u8, BytesMut), ReadError> {
+        loop {
+            if let Some((h, _)) = doorman_wire::frame::complete_frame(buf, max)? {
+                let mut body = buf.split_to(h.frame_len());
+                bytes::Buf::advance(&mut body, doorman_wire::HEADER_LEN);
+                return Ok((h.tag, body));
+            }
+            if self.read_some(buf, chunk).await? == 0 {
+                return Err(ReadError::Io(io::ErrorKind::UnexpectedEof.into()));
+            }
+        }
+    }
+
     /// Writes all of `data`, waiting as needed.
     pub async fn write_all(&self, mut data: &[u8]) -> io::Result<()> {
         while !data.is_empty() {
@@ -143,6 +166,17 @@ impl AsyncRead for Stream {
             Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
+}
+
+/// Why [`Stream::read_message`] returned no message.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The socket failed or the peer closed it.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    /// The peer sent a malformed header.
+    #[error(transparent)]
+    Wire(#[from] doorman_wire::WireError),
 }
 
 /// TCP options from `general.tcp_*` (COMPAT.md §1.1).

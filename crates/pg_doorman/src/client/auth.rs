@@ -1,11 +1,10 @@
 //! Client authentication against the configured secret: SCRAM-SHA-256 (for verifiers and
 //! plaintext passwords) and MD5 (for `md5...` secrets); protocol §55.3.
 
-use crate::net::Stream;
+use crate::net::{ReadError, Stream};
 use crate::pool::settings::ClientSecret;
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use doorman_wire::auth::{md5, scram};
-use doorman_wire::frame::complete_frame;
 use doorman_wire::{ErrorFields, backend, frontend, sqlstate};
 
 /// Largest password/SASL message accepted (bytes); PostgreSQL caps them at 10000 as well.
@@ -35,26 +34,14 @@ async fn read_password_message(
     stream: &Stream,
     buf: &mut BytesMut,
 ) -> Result<BytesMut, AuthFailure> {
-    loop {
-        match complete_frame(buf, MAX_AUTH_MESSAGE) {
-            Ok(Some((h, _))) => {
-                if h.tag != frontend::tag::PASSWORD {
-                    return Err(protocol(format!(
-                        "expected password response, got message type {:?}",
-                        h.tag as char
-                    )));
-                }
-                let mut m = buf.split_to(h.frame_len());
-                m.advance(5);
-                return Ok(m);
-            }
-            Ok(None) => {}
-            Err(e) => return Err(protocol(e.to_string())),
-        }
-        match stream.read_some(buf, 1024).await {
-            Ok(0) | Err(_) => return Err(AuthFailure::Gone),
-            Ok(_) => {}
-        }
+    match stream.read_message(buf, MAX_AUTH_MESSAGE, 1024).await {
+        Ok((frontend::tag::PASSWORD, body)) => Ok(body),
+        Ok((t, _)) => Err(protocol(format!(
+            "expected password response, got message type {:?}",
+            t as char
+        ))),
+        Err(ReadError::Wire(e)) => Err(protocol(e.to_string())),
+        Err(ReadError::Io(_)) => Err(AuthFailure::Gone),
     }
 }
 

@@ -3,26 +3,24 @@
 
 use super::{READ_CHUNK, Server};
 use crate::error::ServerError;
-use bytes::{Buf, BytesMut};
+use crate::net::ReadError;
+use bytes::BytesMut;
 use doorman_wire::backend::{parse_parameter_status, tag};
 use doorman_wire::fields::{ReceivedError, parse_error_body};
-use doorman_wire::frame::{MAX_MESSAGE_LEN, complete_frame};
+use doorman_wire::frame::MAX_MESSAGE_LEN;
 
 /// Reads one complete backend message into (tag, body) and consumes it from `buf`.
 pub(crate) async fn read_message(
     stream: &crate::net::Stream,
     buf: &mut BytesMut,
 ) -> Result<(u8, BytesMut), ServerError> {
-    loop {
-        if let Some((h, _)) = complete_frame(buf, MAX_MESSAGE_LEN)? {
-            let mut frame = buf.split_to(h.frame_len());
-            frame.advance(5);
-            return Ok((h.tag, frame));
-        }
-        if stream.read_some(buf, READ_CHUNK).await? == 0 {
-            return Err(ServerError::Io(std::io::ErrorKind::UnexpectedEof.into()));
-        }
-    }
+    stream
+        .read_message(buf, MAX_MESSAGE_LEN, READ_CHUNK)
+        .await
+        .map_err(|e| match e {
+            ReadError::Io(e) => ServerError::Io(e),
+            ReadError::Wire(e) => ServerError::from(e),
+        })
 }
 
 impl Server {
