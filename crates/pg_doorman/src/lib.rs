@@ -9,5 +9,6 @@ pub mod listener;
 pub mod net;
 pub mod params;
 pub mod pool;
+pub mod prepared;
 pub mod relay;
 pub mod server;

@@ -7,6 +7,7 @@
 
 use crate::net::Stream;
 use crate::params::{ParamSet, tracked_name};
+use crate::prepared::{self, Prep, Reply, ServerPrepared};
 use crate::server::{READ_CHUNK, Server};
 use bytes::{Buf, BytesMut};
 use doorman_wire::WireError;
@@ -36,14 +37,12 @@ impl Scan {
     /// Moves past bytes of a frame already being streamed, then reads the next header.
     /// `Ok(None)` means the buffer holds no further complete header.
     #[inline]
-    fn next_header(&mut self, buf: &[u8]) -> Result<Option<doorman_wire::FrameHeader>, WireError> {
-        if self.skip > 0 {
-            let n = self.skip.min(buf.len().saturating_sub(self.ready));
-            self.ready += n;
-            self.skip -= n;
-            if self.skip > 0 {
-                return Ok(None);
-            }
+    pub(crate) fn next_header(
+        &mut self,
+        buf: &[u8],
+    ) -> Result<Option<doorman_wire::FrameHeader>, WireError> {
+        if !self.finish_skip(buf) {
+            return Ok(None);
         }
         match buf.get(self.ready..) {
             Some(rest) => peek_header(rest, MAX_MESSAGE_LEN),
@@ -51,10 +50,21 @@ impl Scan {
         }
     }
 
+    /// Moves past buffered bytes of a frame being streamed; true when none remain to come.
+    #[inline]
+    pub(crate) fn finish_skip(&mut self, buf: &[u8]) -> bool {
+        if self.skip > 0 {
+            let n = self.skip.min(buf.len().saturating_sub(self.ready));
+            self.ready += n;
+            self.skip -= n;
+        }
+        self.skip == 0
+    }
+
     /// Marks a frame of `len` bytes at the scan position for forwarding; what is not buffered
     /// yet will stream through as it arrives.
     #[inline]
-    fn pass(&mut self, buf: &[u8], len: usize) {
+    pub(crate) fn pass(&mut self, buf: &[u8], len: usize) {
         let avail = buf.len() - self.ready;
         self.ready += len.min(avail);
         self.skip = len.saturating_sub(avail);
@@ -79,19 +89,44 @@ pub struct Attachment {
     pub pending: u32,
     /// Extended-protocol messages forwarded since the last Sync.
     pub unsynced: bool,
+    /// An Execute was forwarded since the last Sync (a Sync now could commit its work).
+    pub executed: bool,
     /// The client sent Terminate.
     pub terminated: bool,
     /// Release point reached (transaction mode).
     released: bool,
     /// The backend reported a ParameterStatus during this attachment.
     pub params_changed: bool,
+    /// The client ran DISCARD ALL / RESET ALL: settings the pooler applied are gone.
+    pub session_reset: bool,
+    /// A frame the scan must read whole is not all buffered: read past the high-water mark.
+    pub need_frame: bool,
+    /// The pooler answered an error itself: drop the client's messages until Sync.
+    pub drop_till_sync: bool,
     server_scan: Scan,
 }
 
 impl Attachment {
+    /// True when the client left in the middle of an extended-protocol batch that ran nothing
+    /// (no Execute) outside a transaction block, with every byte it sent written out whole
+    /// (`client` scan): a Sync makes the backend clean again.
+    pub fn only_unsynced(&self, server: &Server, client: &Scan) -> bool {
+        client.ready == 0
+            && client.skip == 0
+            && self.pending == 0
+            && self.unsynced
+            && !self.executed
+            && server.status == b'I'
+            && self.server_scan.skip == 0
+    }
+
     /// True when the backend is between transactions with nothing outstanding.
     pub fn is_clean(&self, server: &Server) -> bool {
-        self.pending == 0 && !self.unsynced && server.status == b'I' && self.server_scan.skip == 0
+        self.pending == 0
+            && !self.unsynced
+            && server.status == b'I'
+            && self.server_scan.skip == 0
+            && server.prepared.expect.is_empty()
     }
 }
 
@@ -118,6 +153,21 @@ pub struct ParamSink<'a> {
     pub log: bool,
 }
 
+/// Rejects message types a client may not send and lengths over the type's cap.
+pub(crate) fn check_client_frame(h: &doorman_wire::FrameHeader) -> Result<(), WireError> {
+    if !is_session_tag(h.tag) {
+        return Err(WireError::UnknownTag(h.tag));
+    }
+    if h.len > max_len(h.tag) {
+        return Err(WireError::BadLength {
+            tag: h.tag,
+            len: h.len,
+            max: max_len(h.tag),
+        });
+    }
+    Ok(())
+}
+
 fn scan_client(buf: &[u8], sc: &mut Scan, at: &mut Attachment) -> Result<(), WireError> {
     loop {
         if at.terminated {
@@ -126,20 +176,16 @@ fn scan_client(buf: &[u8], sc: &mut Scan, at: &mut Attachment) -> Result<(), Wir
         let Some(h) = sc.next_header(buf)? else {
             return Ok(());
         };
-        if !is_session_tag(h.tag) {
-            return Err(WireError::UnknownTag(h.tag));
-        }
-        if h.len > max_len(h.tag) {
-            return Err(WireError::BadLength {
-                tag: h.tag,
-                len: h.len,
-                max: max_len(h.tag),
-            });
-        }
+        check_client_frame(&h)?;
         match h.tag {
             b'Q' | b'S' | b'F' => {
                 at.pending += 1;
                 at.unsynced = false;
+                at.executed = false;
+            }
+            b'E' => {
+                at.unsynced = true;
+                at.executed = true;
             }
             b'X' => {
                 at.terminated = true;
@@ -153,30 +199,47 @@ fn scan_client(buf: &[u8], sc: &mut Scan, at: &mut Attachment) -> Result<(), Wir
 }
 
 fn scan_server(
-    buf: &[u8],
+    buf: &mut BytesMut,
     server_params: &mut ParamSet,
     status: &mut u8,
     at: &mut Attachment,
     release: bool,
     sink: &mut ParamSink<'_>,
+    mut prep: Option<&mut ServerPrepared>,
 ) -> Result<(), WireError> {
-    let sc = &mut at.server_scan;
     loop {
         if at.released {
             return Ok(());
         }
+        if let Some(p) = prep.as_deref_mut() {
+            // Made-up replies go after a streamed frame, before the next one.
+            if !at.server_scan.finish_skip(buf) {
+                return Ok(());
+            }
+            prepared::emit_front(buf, &mut at.server_scan, p);
+        }
+        let sc = &mut at.server_scan;
         let Some(h) = sc.next_header(buf)? else {
             return Ok(());
         };
         let len = h.frame_len();
-        if !matches!(h.tag, tag::READY_FOR_QUERY | tag::PARAMETER_STATUS) {
+        let read = matches!(h.tag, tag::READY_FOR_QUERY | tag::PARAMETER_STATUS);
+        // Frames that are read or may be dropped are taken whole (they are small), so each
+        // frame is matched against the reply queue exactly once.
+        if (read || matches!(h.tag, b'1' | b'3')) && buf.len() - sc.ready < len {
+            return Ok(());
+        }
+        if let Some(p) = prep.as_deref_mut()
+            && prepared::on_reply(h.tag, p, &mut at.pending) == Reply::Drop
+        {
+            prepared::splice(buf, sc.ready, len, &[]);
+            continue;
+        }
+        if !read {
             sc.pass(buf, len);
             continue;
         }
         let pos = sc.ready;
-        if buf.len() - pos < len {
-            return Ok(());
-        }
         let body = &buf[pos + 5..pos + len];
         sc.ready += len;
         if h.tag == tag::READY_FOR_QUERY {
@@ -231,13 +294,28 @@ pub async fn relay(
     at: &mut Attachment,
     release_on_idle: bool,
     sink: &mut ParamSink<'_>,
+    mut prep: Option<&mut Prep<'_>>,
 ) -> Outcome {
+    if prep.is_some() {
+        prepared::inject_closes(&mut client.buf, &mut client.scan, &mut server.prepared);
+    }
     loop {
         // Client → server.
-        if !at.released
-            && let Err(e) = scan_client(&client.buf, &mut client.scan, at)
-        {
-            return Outcome::ClientProtocol(e);
+        if !at.released {
+            at.need_frame = false;
+            let scanned = match prep.as_deref_mut() {
+                Some(pr) => prepared::scan_client(
+                    &mut client.buf,
+                    &mut client.scan,
+                    at,
+                    &mut server.prepared,
+                    pr,
+                ),
+                None => scan_client(&client.buf, &mut client.scan, at),
+            };
+            if let Err(e) = scanned {
+                return Outcome::ClientProtocol(e);
+            }
         }
         let to_server_blocked = match flush(&server.stream, &mut client.buf, &mut client.scan) {
             Ok(done) => !done,
@@ -247,13 +325,19 @@ pub async fn relay(
             return Outcome::Terminated;
         }
         // Server → client.
+        let server_prep = if prep.is_some() {
+            Some(&mut *server.prepared)
+        } else {
+            None
+        };
         if let Err(e) = scan_server(
-            &server.buf,
+            &mut server.buf,
             &mut server.params,
             &mut server.status,
             at,
             release_on_idle,
             sink,
+            server_prep,
         ) {
             return Outcome::ServerGone(io::Error::new(io::ErrorKind::InvalidData, e));
         }
@@ -264,7 +348,8 @@ pub async fn relay(
         if at.released && !to_client_blocked {
             return Outcome::Released;
         }
-        let read_client = !at.released && !at.terminated && client.buf.len() < HIGH_WATER;
+        let read_client =
+            !at.released && !at.terminated && (client.buf.len() < HIGH_WATER || at.need_frame);
         let read_server = !at.released && server.buf.len() < HIGH_WATER;
         let want = Want {
             read_server,
@@ -404,7 +489,17 @@ mod tests {
             wanted: &mut wanted,
             log: false,
         };
-        scan_server(&buf, &mut params, &mut status, &mut at, true, &mut sink).unwrap();
+        let mut buf = BytesMut::from(&buf[..]);
+        scan_server(
+            &mut buf,
+            &mut params,
+            &mut status,
+            &mut at,
+            true,
+            &mut sink,
+            None,
+        )
+        .unwrap();
         assert!(at.released);
         assert_eq!(at.pending, 0);
         assert_eq!(at.server_scan.ready, buf.len() - 6);
@@ -424,7 +519,8 @@ mod tests {
             wanted: &mut w,
             log: false,
         };
-        scan_server(&buf, &mut p, &mut st, &mut at, true, &mut sink).unwrap();
+        let mut buf = BytesMut::from(&buf[..]);
+        scan_server(&mut buf, &mut p, &mut st, &mut at, true, &mut sink, None).unwrap();
         assert!(!at.released);
         assert_eq!(st, b'T');
     }

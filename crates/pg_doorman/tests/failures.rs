@@ -287,6 +287,12 @@ fn too_many_clients_are_refused() {
     assert!(!ok);
     assert!(err.contains("too many clients"), "{err}");
     drop((_a, _b));
+    // Wait until the server has seen both leave (on a loaded machine that takes a moment).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !psql(&d, "app", "app_pw", "appdb", &["-c", "SELECT 1"]).0 {
+        assert!(std::time::Instant::now() < deadline, "slots never freed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     // Connections that never log in count too, so they cannot exhaust the process.
     let idle1 = raw(&d);
     let idle2 = raw(&d);

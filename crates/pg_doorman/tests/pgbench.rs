@@ -1,5 +1,6 @@
-//! pgbench through pg_doorman: select-only and tpcb-like, simple and extended protocol,
-//! 50 clients, both pool modes, with a pool smaller than the client count: no failures.
+//! pgbench through pg_doorman: select-only and tpcb-like, simple, extended and prepared
+//! protocol, with a pool smaller than the client count (transaction mode: 100 clients on 10
+//! backends, so prepared statements really move between backends): no failures.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -18,7 +19,11 @@ fn run_matrix(mode: &str) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let pg = cluster(PgAuth::Scram);
     // Session mode holds a backend per client: the pool must fit all 50.
-    let pool_size = if mode == "session" { 50 } else { 10 };
+    let (pool_size, clients) = if mode == "session" {
+        (50, "50")
+    } else {
+        (10, "100")
+    };
     let d = doorman(
         &pg,
         &PoolSpec {
@@ -29,10 +34,10 @@ fn run_matrix(mode: &str) {
         },
     );
     pgbench(&d, &["-i", "-s", "1", "-q"]);
-    for protocol in ["simple", "extended"] {
+    for protocol in ["simple", "extended", "prepared"] {
         for script in ["-S", "-b tpcb-like"] {
             let mut args: Vec<&str> = script.split(' ').collect();
-            args.extend(["-c", "50", "-j", "2", "-T", "3", "-M", protocol]);
+            args.extend(["-c", clients, "-j", "2", "-T", "3", "-M", protocol]);
             let (failed, tps, out) = pgbench(&d, &args);
             assert_eq!(failed, 0, "{mode} {protocol} {script}:\n{out}");
             assert!(tps > 50.0, "{mode} {protocol} {script}: tps {tps}\n{out}");

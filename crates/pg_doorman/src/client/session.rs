@@ -8,6 +8,7 @@ use crate::config::PoolMode;
 use crate::error::{PoolError, ServerError};
 use crate::params::{reset_statement, set_statement, tracked_name};
 use crate::pool::Pool;
+use crate::prepared::{self, ClientStatements, Expect, Prep};
 use crate::relay::{Attachment, CLIENT_CHUNK, ClientIo, Outcome, ParamSink, relay};
 use crate::server::Server;
 use bytes::{Buf, BytesMut};
@@ -37,6 +38,8 @@ pub struct Session {
     params: ClientParams,
     slot: Arc<CancelSlot>,
     label: String,
+    /// The client's prepared statements (transaction mode); allocated on first use.
+    statements: Option<Box<ClientStatements>>,
 }
 
 /// Brings `server` in line with the client's wishes with one simple query, only when something
@@ -104,6 +107,7 @@ impl Session {
             params,
             slot,
             label,
+            statements: None,
         }
     }
 
@@ -118,7 +122,15 @@ impl Session {
     pub async fn run(&mut self) {
         loop {
             match self.wait_for_request().await {
-                Next::Request => {}
+                Next::Request => {
+                    if let Some(out) = self.answer_locally() {
+                        if self.io.stream.write_all(&out).await.is_err() {
+                            return;
+                        }
+                        // Whatever follows in the buffer is the next request.
+                        continue;
+                    }
+                }
                 Next::Terminate | Next::Gone => return,
                 Next::Protocol(msg) => {
                     let e = ErrorFields::fatal(sqlstate::PROTOCOL_VIOLATION, msg);
@@ -131,6 +143,21 @@ impl Session {
                 return;
             }
         }
+    }
+
+    /// Answers a Parse/Close…Sync request without a backend when the pool can (transaction
+    /// mode with prepared statements).
+    fn answer_locally(&mut self) -> Option<BytesMut> {
+        let pool = self.pool.statements.as_ref()?;
+        if self.io.scan.ready > 0 || self.io.scan.skip > 0 {
+            return None;
+        }
+        prepared::answer_without_backend(
+            &mut self.io.buf,
+            pool,
+            &mut self.statements,
+            self.pool.settings.client_prepared_cache,
+        )
     }
 
     /// Runs one request (transaction mode) or the rest of the session (session mode) on a
@@ -151,12 +178,18 @@ impl Session {
             wanted: &mut self.params.wanted,
             log,
         };
+        let mut prep = self.pool.statements.as_ref().map(|pool| Prep {
+            pool,
+            client: &mut self.statements,
+            client_cap: self.pool.settings.client_prepared_cache,
+        });
         let outcome = relay(
             &mut self.io,
             &mut server,
             &mut at,
             release_on_idle,
             &mut sink,
+            prep.as_mut(),
         )
         .await;
         self.slot.store(0, Ordering::Release);
@@ -165,7 +198,11 @@ impl Session {
         }
         match outcome {
             Outcome::Released => {
-                self.pool.checkin(server);
+                if Box::pin(tidy(&mut server, &at)).await {
+                    self.pool.checkin(server);
+                } else {
+                    self.pool.discard(server);
+                }
                 return true;
             }
             Outcome::Terminated | Outcome::ClientGone => {}
@@ -266,8 +303,27 @@ impl Session {
     /// Returns the backend after the client left: clean ones go back (session mode resets them
     /// with DISCARD ALL first); anything mid-transaction or mid-message is closed.
     async fn release_after_exit(&mut self, mut server: Server, at: &Attachment) {
+        // Nobody is left to receive replies the pooler would have made up.
+        server
+            .prepared
+            .expect
+            .retain(|e| !matches!(e, Expect::Synth(_)));
         if !at.is_clean(&server) {
-            server.bad = true;
+            let resynced = at.only_unsynced(&server, &self.io.scan)
+                && matches!(
+                    tokio::time::timeout(
+                        RESET_TIMEOUT,
+                        server.resync(self.pool.statements.is_some())
+                    )
+                    .await,
+                    Ok(Ok(true))
+                );
+            if !resynced {
+                server.bad = true;
+                return self.pool.discard(server);
+            }
+        }
+        if !tidy(&mut server, at).await {
             return self.pool.discard(server);
         }
         if self.pool.settings.mode == PoolMode::Session {
@@ -281,6 +337,24 @@ impl Session {
         }
         self.pool.checkin(server);
     }
+}
+
+/// Undoes what a client changed behind the pooler's back before the backend is reused: settings
+/// the pooler applied are gone after DISCARD ALL / RESET ALL, and statements may be gone after a
+/// DEALLOCATE/DISCARD the pooler could not follow. False when the backend must be closed.
+async fn tidy(server: &mut Server, at: &Attachment) -> bool {
+    if at.session_reset {
+        server.clear_extras();
+        server.synced = None;
+    }
+    if server.prepared.must_reset {
+        let reset = tokio::time::timeout(RESET_TIMEOUT, server.reset_statements()).await;
+        if !matches!(reset, Ok(Ok(true))) {
+            server.bad = true;
+            return false;
+        }
+    }
+    true
 }
 
 /// Offset just past the first Query/Sync/FunctionCall frame in `buf`, if complete.

@@ -109,6 +109,16 @@ pub struct General {
     pub tls_mode: TlsMode,
     /// Backend TLS mode.
     pub server_tls_mode: ServerTlsMode,
+    /// Transparent prepared statements in transaction mode.
+    pub prepared_statements: bool,
+    /// Pool-level statement cache entries; must be > 0 when prepared_statements is on.
+    pub prepared_statements_cache_size: usize,
+    /// Statements each backend keeps prepared (LRU); unset = prepared_statements_cache_size.
+    pub server_prepared_statements_cache_size: Option<usize>,
+    /// Named statements per client; 0 = unlimited (PgDoorman's current name).
+    pub client_anonymous_prepared_cache_size: Option<usize>,
+    /// Deprecated alias of client_anonymous_prepared_cache_size (warns on load).
+    pub client_prepared_statements_cache_size: Option<usize>,
     /// Keys we recognise but do not implement yet, and unknown keys.
     #[serde(flatten)]
     pub unsupported: BTreeMap<String, IgnoredAny>,
@@ -142,8 +152,22 @@ impl Default for General {
             server_round_robin: false,
             tls_mode: TlsMode::Allow,
             server_tls_mode: ServerTlsMode::Allow,
+            prepared_statements: true,
+            prepared_statements_cache_size: 8192,
+            server_prepared_statements_cache_size: None,
+            client_anonymous_prepared_cache_size: None,
+            client_prepared_statements_cache_size: None,
             unsupported: BTreeMap::new(),
         }
+    }
+}
+
+impl General {
+    /// Per-client statement cap from either key name; 0 = unlimited.
+    pub fn client_prepared_statements_cache_size(&self) -> usize {
+        self.client_anonymous_prepared_cache_size
+            .or(self.client_prepared_statements_cache_size)
+            .unwrap_or(0)
     }
 }
 
@@ -192,6 +216,10 @@ pub struct Pool {
     pub log_client_parameter_status_changes: bool,
     /// Backend TLS mode for this pool.
     pub server_tls_mode: Option<ServerTlsMode>,
+    /// Overrides general.prepared_statements_cache_size.
+    pub prepared_statements_cache_size: Option<usize>,
+    /// Overrides general.server_prepared_statements_cache_size.
+    pub server_prepared_statements_cache_size: Option<usize>,
     /// Users of this pool.
     #[serde(deserialize_with = "super::users::deserialize")]
     pub users: Vec<User>,
@@ -213,6 +241,8 @@ impl Default for Pool {
             application_name: None,
             log_client_parameter_status_changes: false,
             server_tls_mode: None,
+            prepared_statements_cache_size: None,
+            server_prepared_statements_cache_size: None,
             users: Vec::new(),
             unsupported: BTreeMap::new(),
         }

@@ -26,11 +26,6 @@ const NOT_YET_GENERAL: &[&str] = &[
     "sync_server_parameters",
     "message_size_to_be_stream",
     "pooler_check_query",
-    "prepared_statements",
-    "prepared_statements_cache_size",
-    "server_prepared_statements_cache_size",
-    "client_anonymous_prepared_cache_size",
-    "client_prepared_statements_cache_size",
     "query_interner_gc_interval_seconds",
     "query_interner_anon_idle_ttl_seconds",
     "patroni_api_urls",
@@ -53,8 +48,6 @@ const NOT_YET_GENERAL: &[&str] = &[
 ];
 const NOT_YET_POOL: &[&str] = &[
     "cleanup_server_connections",
-    "prepared_statements_cache_size",
-    "server_prepared_statements_cache_size",
     "scaling_warm_pool_ratio",
     "scaling_fast_retries",
     "max_db_connections",
@@ -129,6 +122,17 @@ fn check_general(g: &General, out: &mut Vec<String>) {
         out.push("general.tls_mode: client TLS is not implemented by this version yet; use \"disable\" or \"allow\"".into());
     }
     check_server_tls("general.server_tls_mode", g.server_tls_mode, out);
+    if g.prepared_statements && g.prepared_statements_cache_size == 0 {
+        out.push("general.prepared_statements_cache_size: must be greater than 0 while prepared_statements is on".into());
+    }
+    if g.server_prepared_statements_cache_size == Some(0) {
+        out.push("general.server_prepared_statements_cache_size: must be greater than 0".into());
+    }
+    if g.client_anonymous_prepared_cache_size.is_some()
+        && g.client_prepared_statements_cache_size.is_some()
+    {
+        out.push("general.client_prepared_statements_cache_size: deprecated alias of client_anonymous_prepared_cache_size; set only one of them".into());
+    }
 }
 
 fn check_server_tls(path: &str, mode: ServerTlsMode, out: &mut Vec<String>) {
@@ -151,6 +155,16 @@ fn check_pool(name: &str, p: &Pool, out: &mut Vec<String>) {
     }
     if p.connect_timeout.is_some_and(|t| t.is_zero()) {
         out.push(format!("{path}connect_timeout: must be greater than 0"));
+    }
+    if p.prepared_statements_cache_size == Some(0) {
+        out.push(format!(
+            "{path}prepared_statements_cache_size: must be greater than 0"
+        ));
+    }
+    if p.server_prepared_statements_cache_size == Some(0) {
+        out.push(format!(
+            "{path}server_prepared_statements_cache_size: must be greater than 0"
+        ));
     }
     if let Some(mode) = p.server_tls_mode {
         check_server_tls(&format!("{path}server_tls_mode"), mode, out);

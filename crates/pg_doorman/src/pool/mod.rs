@@ -8,6 +8,7 @@ pub mod settings;
 
 use crate::error::PoolError;
 use crate::params::ParamSet;
+use crate::prepared::PoolCache;
 use crate::server::{self, Server};
 use parking_lot::{Mutex, RwLock};
 use settings::{PoolSettings, ServerSecret};
@@ -70,6 +71,8 @@ pub struct Pool {
     /// ClientKey recovered from this user's last SCRAM login (SCRAM passthrough to the backend).
     client_key: RwLock<Option<[u8; 32]>>,
     next_id: AtomicU64,
+    /// Statement cache when transparent prepared statements are on (transaction mode).
+    pub statements: Option<PoolCache>,
 }
 
 /// Most distinct parameter sets a pool shares among clients (more are kept per client).
@@ -120,12 +123,15 @@ impl Pool {
     /// A new, empty pool.
     pub fn new(settings: PoolSettings) -> Arc<Pool> {
         Arc::new(Pool {
-            settings,
             inner: Mutex::new(Inner::default()),
             default_params: RwLock::new(None),
             interned: Mutex::new(Vec::new()),
             client_key: RwLock::new(None),
             next_id: AtomicU64::new(1),
+            statements: std::num::NonZeroUsize::new(settings.pool_prepared_cache)
+                .filter(|_| settings.prepared)
+                .map(PoolCache::new),
+            settings,
         })
     }
 

@@ -80,6 +80,14 @@ pub struct PoolSettings {
     pub tcp: TcpOptions,
     /// Log ParameterStatus changes of clients.
     pub log_param_changes: bool,
+    /// Transparent prepared statements (transaction mode with `prepared_statements` on).
+    pub prepared: bool,
+    /// Pool-level statement cache entries (`prepared_statements_cache_size`).
+    pub pool_prepared_cache: usize,
+    /// Per-backend statements (`server_prepared_statements_cache_size`).
+    pub server_prepared_cache: usize,
+    /// Per-client named statements; 0 = unlimited (`client_prepared_statements_cache_size`).
+    pub client_prepared_cache: usize,
 }
 
 fn nonzero(d: Duration) -> Option<Duration> {
@@ -186,6 +194,17 @@ pub fn resolve(c: &Config) -> Vec<PoolSettings> {
                 application_name: p.application_name.clone(),
                 tcp,
                 log_param_changes: p.log_client_parameter_status_changes,
+                prepared: g.prepared_statements
+                    && u.pool_mode.unwrap_or(p.pool_mode) == PoolMode::Transaction,
+                pool_prepared_cache: p
+                    .prepared_statements_cache_size
+                    .unwrap_or(g.prepared_statements_cache_size),
+                server_prepared_cache: p
+                    .server_prepared_statements_cache_size
+                    .or(g.server_prepared_statements_cache_size)
+                    .or(p.prepared_statements_cache_size)
+                    .unwrap_or(g.prepared_statements_cache_size),
+                client_prepared_cache: g.client_prepared_statements_cache_size(),
             });
         }
     }

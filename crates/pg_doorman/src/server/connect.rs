@@ -98,6 +98,9 @@ async fn connect_inner(
                     created: now,
                     last_used: now,
                     id,
+                    prepared: Box::new(crate::prepared::ServerPrepared::new(
+                        s.server_prepared_cache,
+                    )),
                 });
             }
             tag::NOTICE_RESPONSE | tag::NEGOTIATE_PROTOCOL_VERSION => {}

@@ -42,6 +42,8 @@ pub struct Server {
     pub last_used: Instant,
     /// Pool-local sequence number (for logs).
     pub id: u64,
+    /// Statements prepared on this backend and replies expected from it (transaction mode).
+    pub prepared: Box<crate::prepared::ServerPrepared>,
 }
 
 impl Server {

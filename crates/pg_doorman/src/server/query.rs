@@ -41,6 +41,32 @@ impl Server {
         result
     }
 
+    /// Brings a backend whose client left in the middle of an extended-protocol batch (Parse,
+    /// Bind, Describe or Close sent, no Execute, no Sync) back to a clean state: a Sync ends the
+    /// batch, and when statements are tracked DEALLOCATE ALL makes the backend's set match the
+    /// pooler's view (empty). Returns true when the backend is idle and reusable.
+    pub async fn resync(&mut self, statements: bool) -> Result<bool, ServerError> {
+        let result = self.run(&[b'S', 0, 0, 0, 4], &mut |_, _| {}).await;
+        let ok = match result {
+            Ok(_) if self.status == b'I' && statements => self.reset_statements().await?,
+            Ok(_) => self.status == b'I',
+            Err(e) => {
+                self.bad = true;
+                return Err(e);
+            }
+        };
+        self.prepared.expect.clear();
+        self.prepared.skipping = false;
+        Ok(ok)
+    }
+
+    /// DEALLOCATE ALL, then forgets every tracked statement. True on success.
+    pub async fn reset_statements(&mut self) -> Result<bool, ServerError> {
+        let failed = self.simple_query("DEALLOCATE ALL", |_, _| {}).await?;
+        self.prepared.clear();
+        Ok(failed.is_none())
+    }
+
     async fn run(
         &mut self,
         msg: &[u8],

@@ -1,0 +1,305 @@
+//! What a backend has prepared and what a client has named, plus the reply queue.
+
+use super::Statement;
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+/// A reply the pooler expects from the backend, or must make up itself, in protocol order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// Parse of statement `id` (0: not tracked); `swallow` when the pooler injected it.
+    Parse {
+        /// Statement id registered on the backend by this Parse.
+        id: u64,
+        /// The client did not send this Parse: its ParseComplete is dropped.
+        swallow: bool,
+    },
+    /// BindComplete.
+    Bind,
+    /// Describe: (ParameterDescription +) RowDescription or NoData.
+    Describe,
+    /// Execute: ends with CommandComplete, EmptyQueryResponse or PortalSuspended.
+    Execute,
+    /// CloseComplete; `swallow` for the pooler's own Close of an evicted statement.
+    Close {
+        /// The client did not send this Close.
+        swallow: bool,
+    },
+    /// Sync, Query or FunctionCall: ends with ReadyForQuery.
+    Ready {
+        /// Query/FunctionCall (skipped after an extended-protocol error), not Sync.
+        skippable: bool,
+    },
+    /// A reply the pooler makes up, sent once everything before it was relayed.
+    Synth(Synth),
+}
+
+/// Replies the pooler makes up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Synth {
+    /// ParseComplete for a Parse the backend already had.
+    ParseComplete,
+    /// CloseComplete for a Close of a statement (backends keep it).
+    CloseComplete,
+    /// CommandComplete `DEALLOCATE` for a simple-query DEALLOCATE of a client's name.
+    Deallocate,
+    /// ErrorResponse 42P05 for a Parse of a name the client already has.
+    Duplicate,
+}
+
+impl Synth {
+    /// The message bytes.
+    pub fn bytes(self) -> &'static [u8] {
+        match self {
+            Synth::ParseComplete => &[b'1', 0, 0, 0, 4],
+            Synth::CloseComplete => &[b'3', 0, 0, 0, 4],
+            Synth::Deallocate => b"C\0\0\0\x0fDEALLOCATE\0",
+            Synth::Duplicate => DUPLICATE,
+        }
+    }
+}
+
+/// ErrorResponse 42P05 (duplicate_prepared_statement), the text PostgreSQL uses without the
+/// name, since the reply is static.
+const DUPLICATE: &[u8] =
+    b"E\0\0\0\x3dSERROR\0VERROR\0C42P05\0Mprepared statement already exists\0\0";
+
+/// A backend connection's prepared-statement state (`server_prepared_statements_cache_size`).
+#[derive(Debug)]
+pub struct ServerPrepared {
+    lru: lru::LruCache<u64, Arc<Statement>>,
+    capacity: usize,
+    /// Evicted ids still prepared on the backend; closed before the next client's batch, since
+    /// a Bind in the current batch may still use them.
+    pub closing: Vec<u64>,
+    /// Replies expected, in order.
+    pub expect: VecDeque<Expect>,
+    /// A client ran something that may have dropped statements behind the pooler's back
+    /// (DEALLOCATE/DISCARD through the extended protocol): reset with DEALLOCATE ALL at checkin.
+    pub must_reset: bool,
+    /// An extended-protocol error was relayed and no Sync has followed yet: the backend ignores
+    /// everything until Sync, so nothing is expected from it (protocol §55.2.3).
+    pub skipping: bool,
+    /// Scratch for building injected messages (kept to avoid allocating per message).
+    pub scratch: Vec<u8>,
+}
+
+impl ServerPrepared {
+    /// Empty state; allocates nothing until used.
+    pub fn new(capacity: usize) -> Self {
+        ServerPrepared {
+            lru: lru::LruCache::unbounded(),
+            capacity: capacity.max(1),
+            closing: Vec::new(),
+            expect: VecDeque::new(),
+            must_reset: false,
+            skipping: false,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Whether the backend has `id`; promotes it (an evicted one not yet closed comes back).
+    pub fn has(&mut self, st: &Arc<Statement>) -> bool {
+        if self.lru.get(&st.id).is_some() {
+            return true;
+        }
+        if let Some(i) = self.closing.iter().position(|&c| c == st.id) {
+            self.closing.swap_remove(i);
+            self.add(st);
+            return true;
+        }
+        false
+    }
+
+    /// Records that `id` is (being) prepared; the least recently used goes to `closing`.
+    pub fn add(&mut self, st: &Arc<Statement>) {
+        if self.lru.len() >= self.capacity
+            && let Some((old, _)) = self.lru.pop_lru()
+        {
+            self.closing.push(old);
+        }
+        self.lru.put(st.id, Arc::clone(st));
+    }
+
+    /// The backend accepted the Parse of `id`: later Parses of it may be answered locally.
+    pub fn confirm(&mut self, id: u64) {
+        if let Some(s) = self.lru.peek(&id) {
+            s.verified.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Forgets `id` (its Parse failed or was skipped).
+    pub fn forget(&mut self, id: u64) {
+        self.lru.pop(&id);
+    }
+
+    /// Forgets everything (after DEALLOCATE ALL / DISCARD ALL ran on the backend).
+    pub fn clear(&mut self) {
+        self.lru.clear();
+        self.closing.clear();
+        self.must_reset = false;
+    }
+
+    /// Statements the backend holds (for statistics).
+    pub fn len(&self) -> usize {
+        self.lru.len() + self.closing.len()
+    }
+
+    /// True when the backend holds none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A client's names for its statements. Allocated on the client's first Parse, so clients that
+/// never prepare pay nothing.
+#[derive(Debug)]
+pub struct ClientStatements {
+    named: lru::LruCache<Box<[u8]>, Arc<Statement>>,
+    /// `client_prepared_statements_cache_size`; 0 = unlimited.
+    named_cap: usize,
+    /// The unnamed statement (protocol: the last Parse with an empty name).
+    pub unnamed: Option<Arc<Statement>>,
+    /// Recently parsed statements by hash, so a repeated Parse takes no pool lock.
+    recent: lru::LruCache<u64, Arc<Statement>>,
+    recent_cap: usize,
+}
+
+/// Statements a client remembers by hash to skip the pool cache.
+const RECENT_DEFAULT: usize = 64;
+
+impl ClientStatements {
+    /// Empty maps; `named_cap` 0 = unlimited.
+    pub fn new(named_cap: usize) -> Self {
+        ClientStatements {
+            named: lru::LruCache::unbounded(),
+            named_cap,
+            unnamed: None,
+            recent: lru::LruCache::unbounded(),
+            recent_cap: RECENT_DEFAULT,
+        }
+    }
+
+    /// The statement the client calls `name` ("" is the unnamed one); promotes it.
+    pub fn get(&mut self, name: &[u8]) -> Option<&Arc<Statement>> {
+        if name.is_empty() {
+            return self.unnamed.as_ref();
+        }
+        self.named.get(name)
+    }
+
+    /// True when the client already has a statement called `name` (non-empty).
+    pub fn contains(&self, name: &[u8]) -> bool {
+        self.named.contains(name)
+    }
+
+    /// Names `s` as `name`; the oldest name is dropped past the cap.
+    pub fn insert(&mut self, name: &[u8], s: Arc<Statement>) {
+        if name.is_empty() {
+            self.unnamed = Some(s);
+            return;
+        }
+        if self.named_cap > 0 && self.named.len() >= self.named_cap {
+            self.named.pop_lru();
+        }
+        self.named.put(name.into(), s);
+    }
+
+    /// Drops the name (Close / DEALLOCATE); true if it existed.
+    pub fn remove(&mut self, name: &[u8]) -> bool {
+        if name.is_empty() {
+            return self.unnamed.take().is_some();
+        }
+        self.named.pop(name).is_some()
+    }
+
+    /// Drops every name (DEALLOCATE ALL / DISCARD ALL).
+    pub fn clear(&mut self) {
+        self.named.clear();
+        self.unnamed = None;
+    }
+
+    /// A statement parsed recently by this client with this exact body.
+    pub fn recent(&mut self, hash: u64, body: &[u8]) -> Option<Arc<Statement>> {
+        self.recent.get(&hash).filter(|s| *s.body == *body).cloned()
+    }
+
+    /// Remembers a statement by hash.
+    pub fn remember(&mut self, s: &Arc<Statement>) {
+        if self.recent.len() >= self.recent_cap {
+            self.recent.pop_lru();
+        }
+        self.recent.put(s.hash, s.clone());
+    }
+
+    /// Named statements held.
+    pub fn len(&self) -> usize {
+        self.named.len()
+    }
+
+    /// True when the client has no named statement.
+    pub fn is_empty(&self) -> bool {
+        self.named.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn st(id: u64) -> Arc<Statement> {
+        Arc::new(Statement {
+            id,
+            hash: id,
+            body: Box::new([]),
+            verified: Default::default(),
+        })
+    }
+
+    #[test]
+    fn synthetic_messages_are_well_formed() {
+        for s in [
+            Synth::ParseComplete,
+            Synth::CloseComplete,
+            Synth::Deallocate,
+            Synth::Duplicate,
+        ] {
+            let b = s.bytes();
+            let len = u32::from_be_bytes([b[1], b[2], b[3], b[4]]) as usize;
+            assert_eq!(len + 1, b.len(), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn server_lru_defers_closes_and_recovers_evicted() {
+        let mut s = ServerPrepared::new(2);
+        let (a, b, c) = (st(1), st(2), st(3));
+        s.add(&a);
+        s.add(&b);
+        s.add(&c);
+        assert_eq!(s.closing, vec![1]);
+        // Still prepared on the backend: using it brings it back and evicts the next oldest.
+        assert!(s.has(&a));
+        assert_eq!(s.closing, vec![2]);
+        s.forget(3);
+        assert!(!s.has(&c));
+        s.confirm(1);
+        assert!(a.verified.load(std::sync::atomic::Ordering::Relaxed));
+        s.clear();
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn client_names_are_capped() {
+        let mut c = ClientStatements::new(2);
+        c.insert(b"a", st(1));
+        c.insert(b"b", st(2));
+        c.insert(b"c", st(3));
+        assert!(c.get(b"a").is_none());
+        assert_eq!(c.get(b"c").map(|s| s.id), Some(3));
+        c.insert(b"", st(4));
+        assert_eq!(c.get(b"").map(|s| s.id), Some(4));
+        assert!(c.remove(b""));
+        assert!(!c.remove(b"zz"));
+    }
+}

@@ -1,0 +1,508 @@
+//! Client → backend: renames statements to `DOORMAN_<id>`, drops Parse/Close the backend does
+//! not need, injects Parse where the backend lacks a statement, and queues the replies.
+
+use super::caches::{ClientStatements, Expect, ServerPrepared, Synth};
+use super::splice::{rename, splice};
+use super::{PoolCache, ServerName, Statement, hash_body};
+use crate::relay::{Attachment, Scan, check_client_frame};
+use bytes::BytesMut;
+use doorman_wire::WireError;
+use std::sync::Arc;
+
+/// Simple queries longer than this (bytes) are not inspected for DEALLOCATE / DISCARD ALL.
+const SHORT_QUERY: usize = 256;
+
+/// The Sync that replaces a DEALLOCATE answered by the pooler (its ReadyForQuery carries the
+/// backend's real transaction status).
+const SYNC: &[u8] = &[b'S', 0, 0, 0, 4];
+
+/// Pool and client state the rewrite needs.
+pub struct Prep<'a> {
+    /// The pool's statement cache.
+    pub pool: &'a PoolCache,
+    /// The client's names, created on its first Parse/Bind/Describe/Close.
+    pub client: &'a mut Option<Box<ClientStatements>>,
+    /// `client_prepared_statements_cache_size` for a new client map; 0 = unlimited.
+    pub client_cap: usize,
+}
+
+impl Prep<'_> {
+    fn client(&mut self) -> &mut ClientStatements {
+        self.client
+            .get_or_insert_with(|| Box::new(ClientStatements::new(self.client_cap)))
+    }
+}
+
+fn push(p: &mut ServerPrepared, e: Expect) {
+    match e {
+        // A Sync ends the backend's skip-till-Sync (protocol §55.2.3).
+        Expect::Ready { skippable: false } => p.skipping = false,
+        _ if p.skipping => return,
+        _ => {}
+    }
+    p.expect.push_back(e);
+}
+
+fn cstr_len(b: &[u8], what: &'static str) -> Result<usize, WireError> {
+    b.iter()
+        .position(|&c| c == 0)
+        .ok_or(WireError::Truncated(what))
+}
+
+/// Closes statements evicted during the previous client's batch, ahead of this client's first
+/// message (nothing can still Bind them now).
+pub fn inject_closes(buf: &mut BytesMut, sc: &mut Scan, p: &mut ServerPrepared) {
+    if p.closing.is_empty() || sc.ready != 0 || sc.skip != 0 {
+        return;
+    }
+    let mut out = std::mem::take(&mut p.scratch);
+    out.clear();
+    for id in p.closing.drain(..) {
+        let name = ServerName::new(id);
+        let n = name.with_nul();
+        out.push(b'C');
+        out.extend_from_slice(&((4 + 1 + n.len()) as u32).to_be_bytes());
+        out.push(b'S');
+        out.extend_from_slice(n);
+        p.expect.push_back(Expect::Close { swallow: true });
+    }
+    splice(buf, 0, 0, &out);
+    sc.ready += out.len();
+    p.scratch = out;
+}
+
+/// [`crate::relay`]'s client scan with statement rewriting. Frames it must read are waited
+/// for whole (`at.need_frame`); others stream through as in the plain scan.
+pub fn scan_client(
+    buf: &mut BytesMut,
+    sc: &mut Scan,
+    at: &mut Attachment,
+    p: &mut ServerPrepared,
+    prep: &mut Prep<'_>,
+) -> Result<(), WireError> {
+    loop {
+        if at.terminated {
+            return Ok(());
+        }
+        let Some(h) = sc.next_header(buf)? else {
+            return Ok(());
+        };
+        check_client_frame(&h)?;
+        let len = h.frame_len();
+        let pos = sc.ready;
+        let whole = buf.len() - pos >= len;
+        if h.tag == b'X' {
+            at.terminated = true;
+            return Ok(());
+        }
+        if at.drop_till_sync && h.tag != b'S' {
+            // After a made-up error the rest of the batch is dropped, as the backend would.
+            if !whole {
+                at.need_frame = true;
+                return Ok(());
+            }
+            splice(buf, pos, len, &[]);
+            continue;
+        }
+        match h.tag {
+            b'P' | b'B' | b'D' | b'C' => {
+                if !whole {
+                    at.need_frame = true;
+                    return Ok(());
+                }
+                at.unsynced = true;
+                let body = pos + 5..pos + len;
+                match h.tag {
+                    b'P' => parse(buf, sc, at, p, prep, body)?,
+                    b'B' => bind(buf, sc, p, prep, body)?,
+                    b'D' => describe(buf, sc, p, prep, body)?,
+                    _ => close(buf, sc, p, prep, body)?,
+                }
+            }
+            b'Q' => {
+                if len <= SHORT_QUERY && !whole {
+                    at.need_frame = true;
+                    return Ok(());
+                }
+                at.unsynced = false;
+                at.executed = false;
+                if !p.skipping {
+                    at.pending += 1;
+                }
+                if len <= SHORT_QUERY
+                    && !p.skipping
+                    && query(buf, sc, at, p, prep, pos + 5..pos + len - 1)
+                {
+                    continue;
+                }
+                push(p, Expect::Ready { skippable: true });
+                sc.pass(buf, len);
+            }
+            b'S' => {
+                at.pending += 1;
+                at.unsynced = false;
+                at.executed = false;
+                at.drop_till_sync = false;
+                push(p, Expect::Ready { skippable: false });
+                sc.pass(buf, len);
+            }
+            b'F' => {
+                at.unsynced = false;
+                at.executed = false;
+                if !p.skipping {
+                    at.pending += 1;
+                }
+                push(p, Expect::Ready { skippable: true });
+                sc.pass(buf, len);
+            }
+            b'E' => {
+                at.unsynced = true;
+                at.executed = true;
+                push(p, Expect::Execute);
+                sc.pass(buf, len);
+            }
+            _ => sc.pass(buf, len),
+        }
+    }
+}
+
+/// Whether a statement may drop prepared statements on the backend behind the pooler's back.
+fn drops_statements(query: &[u8]) -> bool {
+    let q = query.trim_ascii_start();
+    let starts = |w: &[u8]| q.len() >= w.len() && q[..w.len()].eq_ignore_ascii_case(w);
+    starts(b"DEALLOCATE") || starts(b"DISCARD")
+}
+
+fn parse(
+    buf: &mut BytesMut,
+    sc: &mut Scan,
+    at: &mut Attachment,
+    p: &mut ServerPrepared,
+    prep: &mut Prep<'_>,
+    body: std::ops::Range<usize>,
+) -> Result<(), WireError> {
+    let pos = body.start - 5;
+    let len = body.end - pos;
+    let name_len = cstr_len(&buf[body.clone()], "Parse")?;
+    let rest = body.start + name_len + 1..body.end;
+    if drops_statements(&buf[rest.clone()]) {
+        // Sent as is; the backend's statements are reset at checkin.
+        p.must_reset = true;
+        push(
+            p,
+            Expect::Parse {
+                id: 0,
+                swallow: false,
+            },
+        );
+        sc.pass(buf, len);
+        return Ok(());
+    }
+    let pool = prep.pool;
+    let client = prep.client();
+    if name_len > 0 && client.contains(&buf[body.start..body.start + name_len]) {
+        splice(buf, pos, len, &[]);
+        push(p, Expect::Synth(Synth::Duplicate));
+        at.drop_till_sync = true;
+        return Ok(());
+    }
+    let hash = hash_body(&buf[rest.clone()]);
+    let st = match client.recent(hash, &buf[rest.clone()]) {
+        Some(s) => s,
+        None => {
+            let s = pool.intern(hash, &buf[rest]);
+            client.remember(&s);
+            s
+        }
+    };
+    let id = st.id;
+    client.insert(&buf[body.start..body.start + name_len], Arc::clone(&st));
+    if !p.skipping && p.has(&st) {
+        splice(buf, pos, len, &[]);
+        push(p, Expect::Synth(Synth::ParseComplete));
+        return Ok(());
+    }
+    if !p.skipping {
+        p.add(&st);
+    }
+    let name = ServerName::new(id);
+    let new_len = rename(buf, pos, len, body.start, name_len + 1, name.with_nul());
+    sc.ready += new_len;
+    push(p, Expect::Parse { id, swallow: false });
+    Ok(())
+}
+
+/// Rewrites the statement name at `name_at` (`name_len` bytes + NUL) of the frame at the scan
+/// position to the backend's name, injecting a Parse first if the backend lacks it. Returns
+/// false (frame untouched) when the client has no such statement: the backend then answers as
+/// PostgreSQL does (26000).
+fn use_statement(
+    buf: &mut BytesMut,
+    sc: &mut Scan,
+    p: &mut ServerPrepared,
+    prep: &mut Prep<'_>,
+    frame_len: usize,
+    name_at: usize,
+    name_len: usize,
+) -> bool {
+    let pos = sc.ready;
+    let name = &buf[name_at..name_at + name_len];
+    let Some(client) = prep.client.as_deref_mut() else {
+        return false;
+    };
+    let Some(st) = client.get(name) else {
+        return false;
+    };
+    let st = Arc::clone(st);
+    let id = st.id;
+    let mut shift = 0;
+    if !p.skipping && !p.has(&st) {
+        shift = inject_parse(buf, pos, &st, p);
+        p.add(&st);
+        push(p, Expect::Parse { id, swallow: true });
+    }
+    let new = ServerName::new(id);
+    let new_len = rename(
+        buf,
+        pos + shift,
+        frame_len,
+        name_at + shift,
+        name_len + 1,
+        new.with_nul(),
+    );
+    sc.ready += shift + new_len;
+    true
+}
+
+fn inject_parse(buf: &mut BytesMut, at: usize, st: &Statement, p: &mut ServerPrepared) -> usize {
+    let name = ServerName::new(st.id);
+    let n = name.with_nul();
+    let mut out = std::mem::take(&mut p.scratch);
+    out.clear();
+    out.push(b'P');
+    out.extend_from_slice(&((4 + n.len() + st.body.len()) as u32).to_be_bytes());
+    out.extend_from_slice(n);
+    out.extend_from_slice(&st.body);
+    splice(buf, at, 0, &out);
+    let len = out.len();
+    p.scratch = out;
+    len
+}
+
+fn bind(
+    buf: &mut BytesMut,
+    sc: &mut Scan,
+    p: &mut ServerPrepared,
+    prep: &mut Prep<'_>,
+    body: std::ops::Range<usize>,
+) -> Result<(), WireError> {
+    let len = body.end - body.start + 5;
+    let portal_len = cstr_len(&buf[body.clone()], "Bind")?;
+    let name_at = body.start + portal_len + 1;
+    let name_len = cstr_len(&buf[name_at..body.end], "Bind")?;
+    if !use_statement(buf, sc, p, prep, len, name_at, name_len) {
+        sc.pass(buf, len);
+    }
+    push(p, Expect::Bind);
+    Ok(())
+}
+
+fn describe(
+    buf: &mut BytesMut,
+    sc: &mut Scan,
+    p: &mut ServerPrepared,
+    prep: &mut Prep<'_>,
+    body: std::ops::Range<usize>,
+) -> Result<(), WireError> {
+    let len = body.end - body.start + 5;
+    let kind = buf
+        .get(body.start)
+        .copied()
+        .ok_or(WireError::Truncated("Describe"))?;
+    let name_len = cstr_len(&buf[body.start + 1..body.end], "Describe")?;
+    if kind != b'S' || !use_statement(buf, sc, p, prep, len, body.start + 1, name_len) {
+        sc.pass(buf, len);
+    }
+    push(p, Expect::Describe);
+    Ok(())
+}
+
+fn close(
+    buf: &mut BytesMut,
+    sc: &mut Scan,
+    p: &mut ServerPrepared,
+    prep: &mut Prep<'_>,
+    body: std::ops::Range<usize>,
+) -> Result<(), WireError> {
+    let pos = sc.ready;
+    let len = body.end - pos;
+    let kind = buf
+        .get(body.start)
+        .copied()
+        .ok_or(WireError::Truncated("Close"))?;
+    if kind != b'S' {
+        sc.pass(buf, len);
+        push(p, Expect::Close { swallow: false });
+        return Ok(());
+    }
+    let name_len = cstr_len(&buf[body.start + 1..body.end], "Close")?;
+    if let Some(c) = prep.client.as_deref_mut() {
+        c.remove(&buf[body.start + 1..body.start + 1 + name_len]);
+    }
+    // Backends keep the statement for other clients; closing an unknown name is not an error.
+    splice(buf, pos, len, &[]);
+    push(p, Expect::Synth(Synth::CloseComplete));
+    Ok(())
+}
+
+/// What a short simple query means for statements.
+#[derive(Debug, PartialEq, Eq)]
+enum Statements<'a> {
+    /// Nothing to do with them.
+    Other,
+    /// DISCARD ALL: drops everything, also session settings.
+    DiscardAll,
+    /// RESET ALL: session settings only.
+    ResetAll,
+    /// DEALLOCATE [PREPARE] ALL.
+    DeallocateAll,
+    /// DEALLOCATE [PREPARE] name (unquoted names folded to lower case by the caller).
+    Deallocate(&'a [u8], bool),
+}
+
+fn classify(sql: &[u8]) -> Statements<'_> {
+    let mut s = sql.trim_ascii();
+    while let Some(rest) = s.strip_suffix(b";") {
+        s = rest.trim_ascii_end();
+    }
+    let word = |s: &[u8]| -> usize {
+        s.iter()
+            .position(|c| c.is_ascii_whitespace())
+            .unwrap_or(s.len())
+    };
+    let w = word(s);
+    let (first, rest) = (&s[..w], s[w..].trim_ascii_start());
+    if first.eq_ignore_ascii_case(b"DISCARD") && rest.eq_ignore_ascii_case(b"ALL") {
+        return Statements::DiscardAll;
+    }
+    if first.eq_ignore_ascii_case(b"RESET") && rest.eq_ignore_ascii_case(b"ALL") {
+        return Statements::ResetAll;
+    }
+    if !first.eq_ignore_ascii_case(b"DEALLOCATE") || rest.is_empty() {
+        return Statements::Other;
+    }
+    let mut rest = rest;
+    let w = word(rest);
+    if rest[..w].eq_ignore_ascii_case(b"PREPARE") && w < rest.len() {
+        rest = rest[w..].trim_ascii_start();
+    }
+    if rest.eq_ignore_ascii_case(b"ALL") {
+        return Statements::DeallocateAll;
+    }
+    if rest.len() >= 2 && rest[0] == b'"' && rest[rest.len() - 1] == b'"' {
+        let inner = &rest[1..rest.len() - 1];
+        if !inner.contains(&b'"') {
+            return Statements::Deallocate(inner, true);
+        }
+        return Statements::Other;
+    }
+    if rest.iter().any(|c| c.is_ascii_whitespace() || *c == b'"') {
+        return Statements::Other;
+    }
+    Statements::Deallocate(rest, false)
+}
+
+/// The backend drops every statement it had (DISCARD ALL / DEALLOCATE ALL): forget them all,
+/// and the client's names with them.
+fn forget_all(p: &mut ServerPrepared, prep: &mut Prep<'_>) {
+    if let Some(c) = prep.client.as_deref_mut() {
+        c.clear();
+    }
+    p.clear();
+    // If the command failed (say, DISCARD ALL inside a transaction block) the backend still has
+    // them: make sure at checkin.
+    p.must_reset = true;
+}
+
+/// Handles DEALLOCATE / DISCARD ALL / RESET ALL; returns true when the frame was consumed here
+/// (scan position already moved).
+fn query(
+    buf: &mut BytesMut,
+    sc: &mut Scan,
+    at: &mut Attachment,
+    p: &mut ServerPrepared,
+    prep: &mut Prep<'_>,
+    sql: std::ops::Range<usize>,
+) -> bool {
+    let pos = sc.ready;
+    let len = sql.end + 1 - pos;
+    match classify(&buf[sql]) {
+        Statements::Other => false,
+        Statements::ResetAll => {
+            at.session_reset = true;
+            false
+        }
+        Statements::DiscardAll => {
+            at.session_reset = true;
+            forget_all(p, prep);
+            false
+        }
+        Statements::DeallocateAll => {
+            forget_all(p, prep);
+            false
+        }
+        Statements::Deallocate(name, quoted) => {
+            let mut key = [0u8; 64];
+            if name.len() > key.len() {
+                return false;
+            }
+            let key = &mut key[..name.len()];
+            key.copy_from_slice(name);
+            if !quoted {
+                key.make_ascii_lowercase();
+            }
+            let known = prep.client.as_deref_mut().is_some_and(|c| c.remove(key));
+            if !known {
+                return false;
+            }
+            // Answered here; the Sync keeps the backend's transaction status in the reply.
+            splice(buf, pos, len, SYNC);
+            sc.ready += SYNC.len();
+            push(p, Expect::Synth(Synth::Deallocate));
+            push(p, Expect::Ready { skippable: false });
+            true
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_statement_commands() {
+        assert_eq!(classify(b" discard all ;"), Statements::DiscardAll);
+        assert_eq!(classify(b"RESET ALL"), Statements::ResetAll);
+        assert_eq!(
+            classify(b"DEALLOCATE PREPARE ALL"),
+            Statements::DeallocateAll
+        );
+        assert_eq!(classify(b"deallocate all;;"), Statements::DeallocateAll);
+        assert_eq!(
+            classify(b"DEALLOCATE _pg3_0"),
+            Statements::Deallocate(b"_pg3_0", false)
+        );
+        assert_eq!(
+            classify(b"DEALLOCATE \"Mixed\""),
+            Statements::Deallocate(b"Mixed", true)
+        );
+        assert_eq!(
+            classify(b"DEALLOCATE PREPARE s1"),
+            Statements::Deallocate(b"s1", false)
+        );
+        assert_eq!(classify(b"DEALLOCATE"), Statements::Other);
+        assert_eq!(classify(b"SELECT 1"), Statements::Other);
+        assert!(drops_statements(b"  deallocate all"));
+        assert!(!drops_statements(b"SELECT 1"));
+    }
+}

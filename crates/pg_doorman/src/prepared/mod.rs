@@ -1,0 +1,171 @@
+//! Transparent prepared statements in transaction mode (PgDoorman's `DOORMAN_<n>` scheme).
+//!
+//! A client's Parse (named or unnamed) is identified by the xxh3 hash of its query text and
+//! parameter types, interned in a pool-level cache that gives each distinct statement one id,
+//! and sent to a backend as `DOORMAN_<id>`. Each backend remembers which ids it has prepared
+//! (an LRU, [`ServerPrepared`]); each client maps its own names to statements
+//! ([`ClientStatements`]). So a Parse the backend already has is answered with a synthetic
+//! ParseComplete, and a Bind/Describe of a statement the current backend lacks gets the Parse
+//! injected in front of it, whose ParseComplete the client never sees.
+//!
+//! Every message that gets a reply is queued in order ([`Expect`]) so that synthetic replies
+//! land exactly where PostgreSQL would have put them, including after an ErrorResponse that
+//! makes the backend skip the rest of the batch (protocol §55.2.3).
+
+mod caches;
+mod client_side;
+mod local;
+mod server_side;
+mod splice;
+
+pub use caches::{ClientStatements, Expect, ServerPrepared};
+pub use client_side::{Prep, inject_closes, scan_client};
+pub use local::answer_without_backend;
+pub use server_side::{Reply, emit_front, on_reply};
+pub use splice::splice;
+
+use parking_lot::Mutex;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// One distinct statement of a pool: query text and parameter types, and the id that names it
+/// on every backend of the pool.
+#[derive(Debug)]
+pub struct Statement {
+    /// Pool-unique id; the backend name is `DOORMAN_<id>`.
+    pub id: u64,
+    /// xxh3 of `body`.
+    pub hash: u64,
+    /// The Parse body after the statement name: query, NUL, Int16 count, Int32 type OIDs.
+    pub body: Box<[u8]>,
+    /// A backend accepted this Parse once: a client's Parse of it may be answered without a
+    /// backend.
+    pub verified: AtomicBool,
+}
+
+/// Longest `DOORMAN_<u64>` name plus its NUL, bytes.
+const NAME_CAP: usize = 8 + 20 + 1;
+
+/// A backend statement name, NUL-terminated, built on the stack.
+pub struct ServerName {
+    buf: [u8; NAME_CAP],
+    len: usize,
+}
+
+impl ServerName {
+    /// `DOORMAN_<id>\0`.
+    pub fn new(id: u64) -> Self {
+        let mut buf = [0u8; NAME_CAP];
+        buf[..8].copy_from_slice(b"DOORMAN_");
+        let mut digits = [0u8; 20];
+        let mut n = id;
+        let mut i = digits.len();
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        let d = &digits[i..];
+        buf[8..8 + d.len()].copy_from_slice(d);
+        ServerName {
+            buf,
+            len: 8 + d.len() + 1,
+        }
+    }
+
+    /// The name with its trailing NUL.
+    pub fn with_nul(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+/// Hash of a Parse body (query + parameter types), as PgDoorman keys its caches.
+pub fn hash_body(body: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(body)
+}
+
+/// The pool-level statement cache (`prepared_statements_cache_size` entries, LRU). Locked only
+/// when a client parses a statement it has not parsed before; Bind and repeated Parse are
+/// served from the client's own map.
+#[derive(Debug)]
+pub struct PoolCache {
+    map: Mutex<lru::LruCache<u64, Arc<Statement>>>,
+    next_id: AtomicU64,
+}
+
+impl PoolCache {
+    /// A cache holding at most `capacity` statements.
+    pub fn new(capacity: NonZeroUsize) -> Self {
+        PoolCache {
+            map: Mutex::new(lru::LruCache::new(capacity)),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    /// The statement for `body`, created with a fresh id if the pool has not seen it (or a
+    /// different text collided on the hash). Evicting an entry does not affect clients or
+    /// backends that still use it: they hold their own references and names.
+    pub fn intern(&self, hash: u64, body: &[u8]) -> Arc<Statement> {
+        let mut map = self.map.lock();
+        if let Some(s) = map.get(&hash)
+            && *s.body == *body
+        {
+            return s.clone();
+        }
+        let s = Arc::new(Statement {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            hash,
+            body: body.into(),
+            verified: AtomicBool::new(false),
+        });
+        map.put(hash, s.clone());
+        s
+    }
+
+    /// The statement for `body` if the pool has it, without creating one.
+    pub fn get(&self, hash: u64, body: &[u8]) -> Option<Arc<Statement>> {
+        let mut map = self.map.lock();
+        map.get(&hash).filter(|s| *s.body == *body).cloned()
+    }
+
+    /// Number of statements cached.
+    pub fn len(&self) -> usize {
+        self.map.lock().len()
+    }
+
+    /// True when nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_names() {
+        assert_eq!(ServerName::new(0).with_nul(), b"DOORMAN_0\0");
+        assert_eq!(ServerName::new(1234).with_nul(), b"DOORMAN_1234\0");
+        let max = ServerName::new(u64::MAX);
+        assert_eq!(max.with_nul(), b"DOORMAN_18446744073709551615\0");
+    }
+
+    #[test]
+    fn pool_cache_shares_ids_and_survives_collisions() {
+        let c = PoolCache::new(NonZeroUsize::new(2).unwrap());
+        let a = c.intern(hash_body(b"SELECT 1\0\0\0"), b"SELECT 1\0\0\0");
+        let a2 = c.intern(hash_body(b"SELECT 1\0\0\0"), b"SELECT 1\0\0\0");
+        assert_eq!(a.id, a2.id);
+        // Same hash, different text (forced): a new id, never the other's plan.
+        let b = c.intern(a.hash, b"SELECT 2\0\0\0");
+        assert_ne!(a.id, b.id);
+        let _ = c.intern(1, b"x\0\0\0");
+        let _ = c.intern(2, b"y\0\0\0");
+        assert_eq!(c.len(), 2);
+    }
+}
