@@ -10,7 +10,6 @@
 mod common;
 use common::*;
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 #[tokio::test]
@@ -122,41 +121,6 @@ async fn backend_killed_mid_transaction() {
     assert!(d.log_text().contains("server connection lost"));
 }
 
-fn raw(d: &Doorman) -> TcpStream {
-    let s = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s
-}
-
-fn read_all(s: &mut TcpStream) -> Vec<u8> {
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    out
-}
-
-fn startup(user: &str, db: &str) -> Vec<u8> {
-    let mut body = Vec::new();
-    body.extend_from_slice(&196608i32.to_be_bytes());
-    for (k, v) in [("user", user), ("database", db)] {
-        body.extend_from_slice(k.as_bytes());
-        body.push(0);
-        body.extend_from_slice(v.as_bytes());
-        body.push(0);
-    }
-    body.push(0);
-    let mut m = ((body.len() + 4) as u32).to_be_bytes().to_vec();
-    m.extend(body);
-    m
-}
-
-fn sqlstate_in(bytes: &[u8]) -> String {
-    let pos = bytes
-        .windows(2)
-        .position(|w| w[0] == 0 && w[1] == b'C')
-        .expect("no SQLSTATE field");
-    String::from_utf8_lossy(&bytes[pos + 2..pos + 7]).into_owned()
-}
-
 #[test]
 fn ssl_and_gssenc_requests_are_refused_then_startup_continues() {
     let pg = cluster(PgAuth::Trust);
@@ -216,37 +180,6 @@ fn malformed_startup_packets_get_fatal_and_close() {
 
 /// Logs in over a raw socket with SCRAM (postgres-protocol client) and returns the socket
 /// positioned after the first ReadyForQuery.
-fn raw_login(d: &Doorman) -> TcpStream {
-    use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
-    let mut s = raw(d);
-    s.write_all(&startup("app", "appdb")).unwrap();
-    let mut scram = ScramSha256::new(b"app_pw", ChannelBinding::unsupported());
-    loop {
-        let mut hdr = [0u8; 5];
-        s.read_exact(&mut hdr).unwrap();
-        let len = u32::from_be_bytes([hdr[1], hdr[2], hdr[3], hdr[4]]) as usize - 4;
-        let mut body = vec![0u8; len];
-        s.read_exact(&mut body).unwrap();
-        let mut out = bytes::BytesMut::new();
-        match (hdr[0], body.get(3).copied()) {
-            (b'R', Some(10)) => doorman_wire::frontend::write_sasl_initial_response(
-                &mut out,
-                "SCRAM-SHA-256",
-                scram.message(),
-            ),
-            (b'R', Some(11)) => {
-                scram.update(&body[4..]).unwrap();
-                doorman_wire::frontend::write_sasl_response(&mut out, scram.message());
-            }
-            (b'Z', _) => return s,
-            _ => {}
-        }
-        if !out.is_empty() {
-            s.write_all(&out).unwrap();
-        }
-    }
-}
-
 #[test]
 fn malformed_messages_after_login_get_08p01() {
     let pg = cluster(PgAuth::Trust);

@@ -7,7 +7,10 @@
     clippy::panic
 )]
 
+pub mod raw;
+
 pub use doorman_testkit::{Doorman, PgAuth, TempCluster, connect};
+pub use raw::{raw, raw_login, read_all, sqlstate_in, startup};
 use std::path::Path;
 use std::process::Command;
 
