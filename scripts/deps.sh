@@ -7,6 +7,14 @@ need=()
 [ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql postgresql-contrib)
 command -v psql >/dev/null 2>&1 || need+=(postgresql-client)
 command -v runuser >/dev/null 2>&1 || need+=(util-linux)
+# Driver suites (crates/pg_doorman/tests/drivers): Debian's Python with psycopg 3 and asyncpg,
+# a JDK with pgjdbc, and Node.js with node-postgres from the npm registry.
+[ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import psycopg, asyncpg' >/dev/null 2>&1 \
+  || need+=(python3 python3-psycopg python3-asyncpg)
+[ -f /usr/share/java/postgresql.jar ] || need+=(libpostgresql-jdbc-java)
+command -v javac >/dev/null 2>&1 || need+=(default-jdk-headless)
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v npm >/dev/null 2>&1 || need+=(npm)
 if [ "${1:-}" = "--bench" ]; then
   command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || need+=(pgbouncer)
 fi
@@ -16,6 +24,11 @@ if [ "${#need[@]}" -gt 0 ]; then
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+node_dir="$(dirname "$0")/../crates/pg_doorman/tests/drivers/node"
+if [ ! -d "$node_dir/node_modules/pg" ]; then
+  echo "installing node-postgres for the driver tests"
+  (cd "$node_dir" && npm install --no-audit --no-fund --silent)
 fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo is required (Rust 1.95 or newer): https://rustup.rs" >&2
