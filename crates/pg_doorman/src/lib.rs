@@ -12,3 +12,4 @@ pub mod pool;
 pub mod prepared;
 pub mod relay;
 pub mod server;
+pub mod sql_kind;

@@ -103,10 +103,38 @@ pub struct Attachment {
     pub need_frame: bool,
     /// The pooler answered an error itself: drop the client's messages until Sync.
     pub drop_till_sync: bool,
+    /// Read statements for session state they leave behind (`cleanup_server_connections`).
+    pub track_dirt: bool,
+    /// Session state left on the backend ([`crate::sql_kind::dirt`] bits).
+    pub dirty: u8,
     server_scan: Scan,
 }
 
 impl Attachment {
+    /// Notes the session state a simple Query at `pos` (frame length `len`) leaves behind,
+    /// from as much of its text as is buffered.
+    #[inline]
+    pub(crate) fn track_query(&mut self, buf: &[u8], pos: usize, len: usize) {
+        if self.track_dirt {
+            let end = (pos + len).min(buf.len());
+            if let Some(text) = buf.get(pos + 5..end) {
+                crate::sql_kind::track(text, &mut self.dirty);
+            }
+        }
+    }
+
+    /// True when the client holds a transaction open (or failed) and nothing is in flight: a
+    /// ROLLBACK makes the backend reusable after the client left.
+    pub fn only_in_transaction(&self, server: &Server, client: &Scan) -> bool {
+        client.ready == 0
+            && client.skip == 0
+            && self.pending == 0
+            && !self.unsynced
+            && matches!(server.status, b'T' | b'E')
+            && self.server_scan.skip == 0
+            && server.prepared.expect.is_empty()
+    }
+
     /// True when the client left in the middle of an extended-protocol batch that ran nothing
     /// (no Execute) outside a transaction block, with every byte it sent written out whole
     /// (`client` scan): a Sync makes the backend clean again.
@@ -168,36 +196,6 @@ pub(crate) fn check_client_frame(h: &doorman_wire::FrameHeader) -> Result<(), Wi
     Ok(())
 }
 
-fn scan_client(buf: &[u8], sc: &mut Scan, at: &mut Attachment) -> Result<(), WireError> {
-    loop {
-        if at.terminated {
-            return Ok(());
-        }
-        let Some(h) = sc.next_header(buf)? else {
-            return Ok(());
-        };
-        check_client_frame(&h)?;
-        match h.tag {
-            b'Q' | b'S' | b'F' => {
-                at.pending += 1;
-                at.unsynced = false;
-                at.executed = false;
-            }
-            b'E' => {
-                at.unsynced = true;
-                at.executed = true;
-            }
-            b'X' => {
-                at.terminated = true;
-                return Ok(());
-            }
-            b'H' | b'd' | b'c' | b'f' => {}
-            _ => at.unsynced = true,
-        }
-        sc.pass(buf, h.frame_len());
-    }
-}
-
 fn scan_server(
     buf: &mut BytesMut,
     server_params: &mut ParamSet,
@@ -205,19 +203,17 @@ fn scan_server(
     at: &mut Attachment,
     release: bool,
     sink: &mut ParamSink<'_>,
-    mut prep: Option<&mut ServerPrepared>,
+    p: &mut ServerPrepared,
 ) -> Result<(), WireError> {
     loop {
         if at.released {
             return Ok(());
         }
-        if let Some(p) = prep.as_deref_mut() {
-            // Made-up replies go after a streamed frame, before the next one.
-            if !at.server_scan.finish_skip(buf) {
-                return Ok(());
-            }
-            prepared::emit_front(buf, &mut at.server_scan, p);
+        // Made-up replies go after a streamed frame, before the next one.
+        if !at.server_scan.finish_skip(buf) {
+            return Ok(());
         }
+        prepared::emit_front(buf, &mut at.server_scan, p);
         let sc = &mut at.server_scan;
         let Some(h) = sc.next_header(buf)? else {
             return Ok(());
@@ -229,9 +225,7 @@ fn scan_server(
         if (read || matches!(h.tag, b'1' | b'3')) && buf.len() - sc.ready < len {
             return Ok(());
         }
-        if let Some(p) = prep.as_deref_mut()
-            && prepared::on_reply(h.tag, p, &mut at.pending) == Reply::Drop
-        {
+        if prepared::on_reply(h.tag, p, &mut at.pending) == Reply::Drop {
             prepared::splice(buf, sc.ready, len, &[]);
             continue;
         }
@@ -303,16 +297,13 @@ pub async fn relay(
         // Client → server.
         if !at.released {
             at.need_frame = false;
-            let scanned = match prep.as_deref_mut() {
-                Some(pr) => prepared::scan_client(
-                    &mut client.buf,
-                    &mut client.scan,
-                    at,
-                    &mut server.prepared,
-                    pr,
-                ),
-                None => scan_client(&client.buf, &mut client.scan, at),
-            };
+            let scanned = prepared::scan_client(
+                &mut client.buf,
+                &mut client.scan,
+                at,
+                &mut server.prepared,
+                prep.as_deref_mut(),
+            );
             if let Err(e) = scanned {
                 return Outcome::ClientProtocol(e);
             }
@@ -325,11 +316,6 @@ pub async fn relay(
             return Outcome::Terminated;
         }
         // Server → client.
-        let server_prep = if prep.is_some() {
-            Some(&mut *server.prepared)
-        } else {
-            None
-        };
         if let Err(e) = scan_server(
             &mut server.buf,
             &mut server.params,
@@ -337,7 +323,7 @@ pub async fn relay(
             at,
             release_on_idle,
             sink,
-            server_prep,
+            &mut server.prepared,
         ) {
             return Outcome::ServerGone(io::Error::new(io::ErrorKind::InvalidData, e));
         }
@@ -426,6 +412,13 @@ fn poll_event(
 mod tests {
     use super::*;
 
+    /// The client scan without statement rewriting.
+    fn scan_client(buf: &[u8], sc: &mut Scan, at: &mut Attachment) -> Result<(), WireError> {
+        let mut b = BytesMut::from(buf);
+        let mut p = ServerPrepared::new(8);
+        prepared::scan_client(&mut b, sc, at, &mut p, None)
+    }
+
     fn frames(parts: &[(u8, &[u8])]) -> Vec<u8> {
         let mut v = Vec::new();
         for (t, body) in parts {
@@ -497,7 +490,7 @@ mod tests {
             &mut at,
             true,
             &mut sink,
-            None,
+            &mut ServerPrepared::new(8),
         )
         .unwrap();
         assert!(at.released);
@@ -520,7 +513,16 @@ mod tests {
             log: false,
         };
         let mut buf = BytesMut::from(&buf[..]);
-        scan_server(&mut buf, &mut p, &mut st, &mut at, true, &mut sink, None).unwrap();
+        scan_server(
+            &mut buf,
+            &mut p,
+            &mut st,
+            &mut at,
+            true,
+            &mut sink,
+            &mut ServerPrepared::new(8),
+        )
+        .unwrap();
         assert!(!at.released);
         assert_eq!(st, b'T');
     }

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod cancel;
+mod local_reply;
 mod login_params;
 pub mod session;
 pub mod startup;

@@ -11,6 +11,7 @@ use crate::pool::Pool;
 use crate::prepared::{self, ClientStatements, Expect, Prep};
 use crate::relay::{Attachment, CLIENT_CHUNK, ClientIo, Outcome, ParamSink, relay};
 use crate::server::Server;
+use crate::sql_kind::{self, TxControl, dirt};
 use bytes::{Buf, BytesMut};
 use doorman_wire::fields::ReceivedError;
 use doorman_wire::frame::{MAX_MESSAGE_LEN, peek_header};
@@ -40,6 +41,9 @@ pub struct Session {
     label: String,
     /// The client's prepared statements (transaction mode); allocated on first use.
     statements: Option<Box<ClientStatements>>,
+    /// A BEGIN answered without a backend (transaction mode), run on the backend the next
+    /// statement gets.
+    deferred_begin: Option<Box<str>>,
 }
 
 /// Brings `server` in line with the client's wishes with one simple query, only when something
@@ -108,6 +112,7 @@ impl Session {
             slot,
             label,
             statements: None,
+            deferred_begin: None,
         }
     }
 
@@ -124,7 +129,12 @@ impl Session {
             match self.wait_for_request().await {
                 Next::Request => {
                     if let Some(out) = self.answer_locally() {
-                        if self.io.stream.write_all(&out).await.is_err() {
+                        // Boxed: its write state must not enlarge every idle client's task.
+                        let stream = &self.io.stream;
+                        if Box::pin(async move { stream.write_all(&out).await })
+                            .await
+                            .is_err()
+                        {
                             return;
                         }
                         // Whatever follows in the buffer is the next request.
@@ -145,19 +155,48 @@ impl Session {
         }
     }
 
-    /// Answers a Parse/Close…Sync request without a backend when the pool can (transaction
-    /// mode with prepared statements).
+    /// Answers without a backend what needs none (transaction mode): Parse/Close…Sync of
+    /// statements the pool knows, and a standalone BEGIN, deferred until the next statement
+    /// (with COMMIT/ROLLBACK right after it answered too).
     fn answer_locally(&mut self) -> Option<BytesMut> {
-        let pool = self.pool.statements.as_ref()?;
-        if self.io.scan.ready > 0 || self.io.scan.skip > 0 {
+        if self.pool.settings.mode != PoolMode::Transaction
+            || self.io.scan.ready > 0
+            || self.io.scan.skip > 0
+        {
             return None;
         }
-        prepared::answer_without_backend(
-            &mut self.io.buf,
-            pool,
-            &mut self.statements,
-            self.pool.settings.client_prepared_cache,
-        )
+        let status = if self.deferred_begin.is_some() {
+            b'T'
+        } else {
+            b'I'
+        };
+        if let Some(pool) = self.pool.statements.as_ref()
+            && let Some(out) = prepared::answer_without_backend(
+                &mut self.io.buf,
+                pool,
+                &mut self.statements,
+                self.pool.settings.client_prepared_cache,
+                status,
+            )
+        {
+            return Some(out);
+        }
+        let (sql, len) = super::local_reply::simple_query(&self.io.buf)?;
+        let (tag, status) = match (sql_kind::tx_control(sql), &self.deferred_begin) {
+            (TxControl::Begin, None) => {
+                let tag = super::local_reply::begin_tag(sql);
+                self.deferred_begin = Some(std::str::from_utf8(sql).ok()?.into());
+                (tag, b'T')
+            }
+            (TxControl::Commit, Some(_)) => ("COMMIT", b'I'),
+            (TxControl::Rollback, Some(_)) => ("ROLLBACK", b'I'),
+            _ => return None,
+        };
+        if status == b'I' {
+            self.deferred_begin = None;
+        }
+        self.io.buf.advance(len);
+        Some(super::local_reply::command_complete(tag, status))
     }
 
     /// Runs one request (transaction mode) or the rest of the session (session mode) on a
@@ -171,8 +210,16 @@ impl Session {
                 return self.reject_request(e.to_client()).await;
             }
         };
+        if let Some(begin) = self.deferred_begin.take()
+            && let Err(e) = server.simple_query(&begin, |_, _| {}).await
+        {
+            tracing::warn!("{} {e}", self.label);
+            self.pool.discard(server);
+            return self.reject_request(PoolError::Server(e).to_client()).await;
+        }
         self.slot.store(server.cancel_key(), Ordering::Release);
         let mut at = Attachment::default();
+        at.track_dirt = self.pool.settings.cleanup;
         let log = self.pool.settings.log_param_changes;
         let mut sink = ParamSink {
             wanted: &mut self.params.wanted,
@@ -284,6 +331,8 @@ impl Session {
     /// (ends in Query/Sync/FunctionCall), its messages are dropped and ReadyForQuery follows, so
     /// the client stays usable; returns false when the session must end.
     async fn reject_request(&mut self, mut e: ErrorFields) -> bool {
+        // The transaction the client believed open (deferred BEGIN) ends with the error.
+        self.deferred_begin = None;
         let end = request_end(&self.io.buf);
         let mut out = BytesMut::with_capacity(128);
         if end.is_none() || e.severity == doorman_wire::fields::Severity::Fatal {
@@ -309,16 +358,20 @@ impl Session {
             .expect
             .retain(|e| !matches!(e, Expect::Synth(_)));
         if !at.is_clean(&server) {
-            let resynced = at.only_unsynced(&server, &self.io.scan)
-                && matches!(
-                    tokio::time::timeout(
-                        RESET_TIMEOUT,
-                        server.resync(self.pool.statements.is_some())
-                    )
-                    .await,
-                    Ok(Ok(true))
-                );
-            if !resynced {
+            let recovered = if at.only_unsynced(&server, &self.io.scan) {
+                let tracked = self.pool.statements.is_some();
+                let r = tokio::time::timeout(RESET_TIMEOUT, server.resync(tracked)).await;
+                matches!(r, Ok(Ok(true)))
+            } else if at.only_in_transaction(&server, &self.io.scan) {
+                // A client that leaves inside a transaction: PostgreSQL would roll it back.
+                let r =
+                    tokio::time::timeout(RESET_TIMEOUT, server.simple_query("ROLLBACK", |_, _| {}))
+                        .await;
+                matches!(r, Ok(Ok(None))) && server.status == b'I'
+            } else {
+                false
+            };
+            if !recovered {
                 server.bad = true;
                 return self.pool.discard(server);
             }
@@ -343,7 +396,19 @@ impl Session {
 /// the pooler applied are gone after DISCARD ALL / RESET ALL, and statements may be gone after a
 /// DEALLOCATE/DISCARD the pooler could not follow. False when the backend must be closed.
 async fn tidy(server: &mut Server, at: &Attachment) -> bool {
-    if at.session_reset {
+    if at.dirty != 0 {
+        let sql = sql_kind::reset_sql(at.dirty);
+        let reset = tokio::time::timeout(RESET_TIMEOUT, server.simple_query(&sql, |_, _| {})).await;
+        if !matches!(reset, Ok(Ok(None))) {
+            server.bad = true;
+            return false;
+        }
+        if at.dirty & dirt::PREPARE != 0 {
+            // DEALLOCATE ALL took the pooler's statements with it.
+            server.prepared.clear();
+        }
+    }
+    if at.session_reset || at.dirty & dirt::SET != 0 {
         server.clear_extras();
         server.synced = None;
     }

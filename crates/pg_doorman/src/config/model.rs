@@ -216,6 +216,9 @@ pub struct Pool {
     pub log_client_parameter_status_changes: bool,
     /// Backend TLS mode for this pool.
     pub server_tls_mode: Option<ServerTlsMode>,
+    /// Reset the session state a client left (SET, PREPARE, DECLARE, LISTEN, temp tables) when
+    /// its backend returns to the pool in transaction mode.
+    pub cleanup_server_connections: bool,
     /// Overrides general.prepared_statements_cache_size.
     pub prepared_statements_cache_size: Option<usize>,
     /// Overrides general.server_prepared_statements_cache_size.
@@ -241,6 +244,7 @@ impl Default for Pool {
             application_name: None,
             log_client_parameter_status_changes: false,
             server_tls_mode: None,
+            cleanup_server_connections: true,
             prepared_statements_cache_size: None,
             server_prepared_statements_cache_size: None,
             users: Vec::new(),

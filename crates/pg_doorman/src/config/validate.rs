@@ -47,7 +47,6 @@ const NOT_YET_GENERAL: &[&str] = &[
     "unix_socket_buffer_size",
 ];
 const NOT_YET_POOL: &[&str] = &[
-    "cleanup_server_connections",
     "scaling_warm_pool_ratio",
     "scaling_fast_retries",
     "max_db_connections",

@@ -82,6 +82,8 @@ pub struct PoolSettings {
     pub log_param_changes: bool,
     /// Transparent prepared statements (transaction mode with `prepared_statements` on).
     pub prepared: bool,
+    /// Mutation-tracked reset at checkin (transaction mode, `cleanup_server_connections`).
+    pub cleanup: bool,
     /// Pool-level statement cache entries (`prepared_statements_cache_size`).
     pub pool_prepared_cache: usize,
     /// Per-backend statements (`server_prepared_statements_cache_size`).
@@ -194,6 +196,8 @@ pub fn resolve(c: &Config) -> Vec<PoolSettings> {
                 application_name: p.application_name.clone(),
                 tcp,
                 log_param_changes: p.log_client_parameter_status_changes,
+                cleanup: p.cleanup_server_connections
+                    && u.pool_mode.unwrap_or(p.pool_mode) == PoolMode::Transaction,
                 prepared: g.prepared_statements
                     && u.pool_mode.unwrap_or(p.pool_mode) == PoolMode::Transaction,
                 pool_prepared_cache: p

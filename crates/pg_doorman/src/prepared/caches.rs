@@ -32,6 +32,9 @@ pub enum Expect {
     },
     /// A reply the pooler makes up, sent once everything before it was relayed.
     Synth(Synth),
+    /// Not a reply: where the client ended a COPY (CopyDone/CopyFail). The backend ignores
+    /// Syncs between CopyInResponse and this point.
+    CopyEnd,
 }
 
 /// Replies the pooler makes up.
@@ -80,6 +83,8 @@ pub struct ServerPrepared {
     /// An extended-protocol error was relayed and no Sync has followed yet: the backend ignores
     /// everything until Sync, so nothing is expected from it (protocol §55.2.3).
     pub skipping: bool,
+    /// The backend is in copy-in mode and the client has not ended the copy yet.
+    pub copy_in: bool,
     /// Scratch for building injected messages (kept to avoid allocating per message).
     pub scratch: Vec<u8>,
 }
@@ -94,6 +99,7 @@ impl ServerPrepared {
             expect: VecDeque::new(),
             must_reset: false,
             skipping: false,
+            copy_in: false,
             scratch: Vec::new(),
         }
     }

@@ -78,7 +78,7 @@ pub fn scan_client(
     sc: &mut Scan,
     at: &mut Attachment,
     p: &mut ServerPrepared,
-    prep: &mut Prep<'_>,
+    mut prep: Option<&mut Prep<'_>>,
 ) -> Result<(), WireError> {
     loop {
         if at.terminated {
@@ -106,6 +106,16 @@ pub fn scan_client(
         }
         match h.tag {
             b'P' | b'B' | b'D' | b'C' => {
+                let Some(prep) = prep.as_deref_mut() else {
+                    // No rewriting: note the reply to expect and let the frame stream.
+                    at.unsynced = true;
+                    if h.tag == b'P' {
+                        track_parse(at, buf, pos, len);
+                    }
+                    push(p, plain_expect(h.tag));
+                    sc.pass(buf, len);
+                    continue;
+                };
                 if !whole {
                     at.need_frame = true;
                     return Ok(());
@@ -126,16 +136,29 @@ pub fn scan_client(
                 }
                 at.unsynced = false;
                 at.executed = false;
+                at.track_query(buf, pos, len);
                 if !p.skipping {
                     at.pending += 1;
                 }
                 if len <= SHORT_QUERY
                     && !p.skipping
-                    && query(buf, sc, at, p, prep, pos + 5..pos + len - 1)
+                    && query(buf, sc, at, p, prep.as_deref_mut(), pos + 5..pos + len - 1)
                 {
                     continue;
                 }
                 push(p, Expect::Ready { skippable: true });
+                sc.pass(buf, len);
+            }
+            b'S' | b'H' if p.copy_in => {
+                // The backend ignores Sync and Flush in copy-in mode (protocol §55.2.6).
+                sc.pass(buf, len);
+            }
+            b'c' | b'f' => {
+                if p.copy_in {
+                    p.copy_in = false;
+                } else {
+                    p.expect.push_back(Expect::CopyEnd);
+                }
                 sc.pass(buf, len);
             }
             b'S' => {
@@ -166,6 +189,30 @@ pub fn scan_client(
     }
 }
 
+/// The reply a frame gets when statements are not rewritten.
+fn plain_expect(tag: u8) -> Expect {
+    match tag {
+        b'P' => Expect::Parse {
+            id: 0,
+            swallow: false,
+        },
+        b'B' => Expect::Bind,
+        b'D' => Expect::Describe,
+        _ => Expect::Close { swallow: false },
+    }
+}
+
+/// Notes session state from the query text of a Parse at `pos`, as far as it is buffered.
+fn track_parse(at: &mut Attachment, buf: &[u8], pos: usize, len: usize) {
+    if !at.track_dirt {
+        return;
+    }
+    let body = &buf[pos + 5..(pos + len).min(buf.len())];
+    if let Some(n) = body.iter().position(|&c| c == 0) {
+        crate::sql_kind::track(&body[n + 1..], &mut at.dirty);
+    }
+}
+
 /// Whether a statement may drop prepared statements on the backend behind the pooler's back.
 fn drops_statements(query: &[u8]) -> bool {
     let q = query.trim_ascii_start();
@@ -185,6 +232,7 @@ fn parse(
     let len = body.end - pos;
     let name_len = cstr_len(&buf[body.clone()], "Parse")?;
     let rest = body.start + name_len + 1..body.end;
+    track_parse(at, buf, pos, len);
     if drops_statements(&buf[rest.clone()]) {
         // Sent as is; the backend's statements are reset at checkin.
         p.must_reset = true;
@@ -414,8 +462,8 @@ fn classify(sql: &[u8]) -> Statements<'_> {
 
 /// The backend drops every statement it had (DISCARD ALL / DEALLOCATE ALL): forget them all,
 /// and the client's names with them.
-fn forget_all(p: &mut ServerPrepared, prep: &mut Prep<'_>) {
-    if let Some(c) = prep.client.as_deref_mut() {
+fn forget_all(p: &mut ServerPrepared, prep: Option<&mut Prep<'_>>) {
+    if let Some(c) = prep.and_then(|pr| pr.client.as_deref_mut()) {
         c.clear();
     }
     p.clear();
@@ -431,7 +479,7 @@ fn query(
     sc: &mut Scan,
     at: &mut Attachment,
     p: &mut ServerPrepared,
-    prep: &mut Prep<'_>,
+    prep: Option<&mut Prep<'_>>,
     sql: std::ops::Range<usize>,
 ) -> bool {
     let pos = sc.ready;
@@ -461,7 +509,9 @@ fn query(
             if !quoted {
                 key.make_ascii_lowercase();
             }
-            let known = prep.client.as_deref_mut().is_some_and(|c| c.remove(key));
+            let known = prep
+                .and_then(|pr| pr.client.as_deref_mut())
+                .is_some_and(|c| c.remove(key));
             if !known {
                 return false;
             }

@@ -72,13 +72,14 @@ fn plan<'a>(
 
 /// If the buffered request is only Parse (of verified statements) and Close-statement messages
 /// ending in Sync, applies it to the client's names, consumes it from `buf` and returns the
-/// reply (ParseComplete/CloseComplete each, then ReadyForQuery 'I': a client without a backend
-/// is outside any transaction in transaction mode).
+/// reply (ParseComplete/CloseComplete each, then ReadyForQuery with `status`: 'I' for a client
+/// without a backend, 'T' inside a deferred BEGIN).
 pub fn answer_without_backend(
     buf: &mut BytesMut,
     pool: &PoolCache,
     client: &mut Option<Box<ClientStatements>>,
     client_cap: usize,
+    status: u8,
 ) -> Option<BytesMut> {
     if !matches!(buf.first(), Some(b'P' | b'C')) {
         return None;
@@ -99,7 +100,7 @@ pub fn answer_without_backend(
             }
         }
     }
-    out.extend_from_slice(&[b'Z', 0, 0, 0, 5, b'I']);
+    out.extend_from_slice(&[b'Z', 0, 0, 0, 5, status]);
     buf.advance(len);
     Some(out)
 }
@@ -125,22 +126,22 @@ mod tests {
         req.extend(frame(b'S', b""));
         // Unknown to the pool: needs a backend.
         let mut buf = BytesMut::from(&req[..]);
-        assert!(answer_without_backend(&mut buf, &pool, &mut client, 0).is_none());
+        assert!(answer_without_backend(&mut buf, &pool, &mut client, 0, b'I').is_none());
         let st = pool.intern(hash_body(body), body);
-        assert!(answer_without_backend(&mut buf, &pool, &mut client, 0).is_none());
+        assert!(answer_without_backend(&mut buf, &pool, &mut client, 0, b'I').is_none());
         st.verified.store(true, Ordering::Relaxed);
-        let out = answer_without_backend(&mut buf, &pool, &mut client, 0).unwrap();
+        let out = answer_without_backend(&mut buf, &pool, &mut client, 0, b'I').unwrap();
         assert_eq!(&out[..], b"1\0\0\0\x04Z\0\0\0\x05I");
         assert!(buf.is_empty());
         assert_eq!(client.as_deref_mut().unwrap().get(b"s1").unwrap().id, st.id);
         // A second Parse of the same name is an error only a backend path reports.
         let mut buf = BytesMut::from(&req[..]);
-        assert!(answer_without_backend(&mut buf, &pool, &mut client, 0).is_none());
+        assert!(answer_without_backend(&mut buf, &pool, &mut client, 0, b'I').is_none());
         let mut close = frame(b'C', b"Ss1\0");
         close.extend(frame(b'S', b""));
         close.extend(frame(b'Q', b"SELECT 1\0"));
         let mut buf = BytesMut::from(&close[..]);
-        let out = answer_without_backend(&mut buf, &pool, &mut client, 0).unwrap();
+        let out = answer_without_backend(&mut buf, &pool, &mut client, 0, b'I').unwrap();
         assert_eq!(&out[..], b"3\0\0\0\x04Z\0\0\0\x05I");
         assert_eq!(buf[0], b'Q', "only the request itself is consumed");
         assert!(client.as_deref().unwrap().is_empty());

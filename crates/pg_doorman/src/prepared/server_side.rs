@@ -21,12 +21,39 @@ pub fn emit_front(buf: &mut BytesMut, sc: &mut Scan, p: &mut ServerPrepared) {
     if sc.skip != 0 {
         return;
     }
-    while let Some(Expect::Synth(s)) = p.expect.front().copied() {
-        let bytes = s.bytes();
-        splice(buf, sc.ready, 0, bytes);
-        sc.ready += bytes.len();
+    loop {
+        match p.expect.front().copied() {
+            Some(Expect::Synth(s)) => {
+                let bytes = s.bytes();
+                splice(buf, sc.ready, 0, bytes);
+                sc.ready += bytes.len();
+            }
+            // The end of a COPY whose command already finished (or failed): nothing to do.
+            Some(Expect::CopyEnd) => {}
+            _ => return,
+        }
         p.expect.pop_front();
     }
+}
+
+/// CopyInResponse: the backend now ignores Sync/Flush until the client's CopyDone/CopyFail,
+/// so Syncs the client sent in between get no ReadyForQuery.
+fn on_copy_in(p: &mut ServerPrepared, pending: &mut u32) {
+    let mut i = 1;
+    while i < p.expect.len() {
+        match p.expect[i] {
+            Expect::CopyEnd => {
+                p.expect.remove(i);
+                return;
+            }
+            Expect::Ready { skippable: false } => {
+                p.expect.remove(i);
+                *pending = pending.saturating_sub(1);
+            }
+            _ => i += 1,
+        }
+    }
+    p.copy_in = true;
 }
 
 /// Matches a backend message of type `tag` against the queue. `pending` is the relay's count of
@@ -63,6 +90,10 @@ pub fn on_reply(tag: u8, p: &mut ServerPrepared, pending: &mut u32) -> Reply {
             on_error(p, pending);
             return Reply::Pass;
         }
+        (b'G', _) => {
+            on_copy_in(p, pending);
+            return Reply::Pass;
+        }
         _ => false,
     };
     if done {
@@ -75,6 +106,8 @@ pub fn on_reply(tag: u8, p: &mut ServerPrepared, pending: &mut u32) -> Reply {
 /// a ReadyForQuery follows; otherwise the backend skips everything until the next Sync, so
 /// nothing else before it is answered (made-up replies included, as PostgreSQL sends none).
 fn on_error(p: &mut ServerPrepared, pending: &mut u32) {
+    // An error ends copy-in mode; later Syncs count again (protocol §55.2.6).
+    p.copy_in = false;
     if matches!(p.expect.front(), Some(Expect::Ready { .. })) {
         return;
     }

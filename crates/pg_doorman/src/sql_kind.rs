@@ -1,0 +1,245 @@
+//! The little SQL the pooler reads: which session state a statement leaves on a backend (for
+//! mutation-tracked cleanup at checkin, PgDoorman's `cleanup_server_connections`) and which
+//! statements are transaction control (deferred BEGIN). Only statement-leading keywords are
+//! read; text inside literals may mislead it into one extra reset, never into a missed one for
+//! the first statement of a query.
+
+/// Session-state bits a client left on a backend.
+pub mod dirt {
+    /// A session-level SET of a parameter the pooler does not track.
+    pub const SET: u8 = 1;
+    /// SQL-level PREPARE.
+    pub const PREPARE: u8 = 2;
+    /// DECLARE CURSOR (WITH HOLD ones outlive the transaction).
+    pub const CURSOR: u8 = 4;
+    /// LISTEN.
+    pub const LISTEN: u8 = 8;
+    /// Temporary tables.
+    pub const TEMP: u8 = 16;
+    /// Everything (DISCARD ALL cleans it all).
+    pub const ALL: u8 = 31;
+}
+
+/// Longest query text inspected beyond its first statement, bytes.
+const SCAN_LIMIT: usize = 4096;
+
+fn words(seg: &[u8]) -> impl Iterator<Item = &[u8]> {
+    seg.split(|c| c.is_ascii_whitespace() || matches!(c, b'=' | b',' | b'(' | b')'))
+        .filter(|w| !w.is_empty())
+}
+
+fn is(w: Option<&[u8]>, kw: &str) -> bool {
+    w.is_some_and(|w| w.eq_ignore_ascii_case(kw.as_bytes()))
+}
+
+/// Updates `dirty` with the effect of each statement in `sql` (split at `;`).
+pub fn track(sql: &[u8], dirty: &mut u8) {
+    let sql = if sql.len() > SCAN_LIMIT {
+        sql.split(|&c| c == b';').next().unwrap_or_default()
+    } else {
+        sql
+    };
+    for seg in sql.split(|&c| c == b';') {
+        track_one(seg, dirty);
+    }
+}
+
+fn track_one(seg: &[u8], dirty: &mut u8) {
+    let mut w = words(seg);
+    let Some(first) = w.next() else { return };
+    let first = Some(first);
+    let second = w.next();
+    if is(first, "SET") {
+        let name = if is(second, "SESSION") {
+            w.next()
+        } else {
+            second
+        };
+        let transactional = is(name, "LOCAL") || is(name, "TRANSACTION");
+        let tracked = name.is_some_and(|n| {
+            let n = n.strip_prefix(b"\"").unwrap_or(n);
+            let n = n.strip_suffix(b"\"").unwrap_or(n);
+            is(Some(n), "TIME")
+                || std::str::from_utf8(n)
+                    .ok()
+                    .and_then(crate::params::tracked_name)
+                    .is_some()
+        });
+        if !transactional && !tracked {
+            *dirty |= dirt::SET;
+        }
+    } else if is(first, "RESET") && is(second, "ALL") {
+        *dirty &= !dirt::SET;
+    } else if is(first, "PREPARE") {
+        *dirty |= dirt::PREPARE;
+    } else if is(first, "DEALLOCATE") {
+        let all = if is(second, "PREPARE") {
+            w.next()
+        } else {
+            second
+        };
+        if is(all, "ALL") {
+            *dirty &= !dirt::PREPARE;
+        }
+    } else if is(first, "DECLARE") {
+        *dirty |= dirt::CURSOR;
+    } else if is(first, "CLOSE") && is(second, "ALL") {
+        *dirty &= !dirt::CURSOR;
+    } else if is(first, "LISTEN") {
+        *dirty |= dirt::LISTEN;
+    } else if is(first, "UNLISTEN") && second == Some(b"*") {
+        *dirty &= !dirt::LISTEN;
+    } else if is(first, "CREATE") {
+        let temp_word = |x: Option<&[u8]>| is(x, "TEMP") || is(x, "TEMPORARY");
+        let temp = temp_word(second)
+            || ((is(second, "GLOBAL") || is(second, "LOCAL")) && temp_word(w.next()));
+        if temp {
+            *dirty |= dirt::TEMP;
+        }
+    } else if is(first, "DISCARD") {
+        if is(second, "ALL") {
+            *dirty = 0;
+        } else if is(second, "TEMP") || is(second, "TEMPORARY") {
+            *dirty &= !dirt::TEMP;
+        }
+    }
+}
+
+/// The statements that undo `dirty` (empty when clean).
+pub fn reset_sql(dirty: u8) -> String {
+    let mut out = String::new();
+    for (bit, sql) in [
+        (dirt::SET, "RESET ALL;"),
+        (dirt::PREPARE, "DEALLOCATE ALL;"),
+        (dirt::CURSOR, "CLOSE ALL;"),
+        (dirt::LISTEN, "UNLISTEN *;"),
+        (dirt::TEMP, "DISCARD TEMP;"),
+    ] {
+        if dirty & bit != 0 {
+            out.push_str(sql);
+        }
+    }
+    out
+}
+
+/// Transaction control recognised for deferred BEGIN.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TxControl {
+    /// BEGIN / START TRANSACTION with only transaction-mode options.
+    Begin,
+    /// COMMIT / END.
+    Commit,
+    /// ROLLBACK / ABORT.
+    Rollback,
+    /// Anything else.
+    Other,
+}
+
+/// Classifies a whole simple query (one statement, optional trailing `;`).
+pub fn tx_control(sql: &[u8]) -> TxControl {
+    let mut s = sql.trim_ascii();
+    while let Some(rest) = s.strip_suffix(b";") {
+        s = rest.trim_ascii_end();
+    }
+    if s.is_empty() || s.len() > 128 || s.contains(&b';') {
+        return TxControl::Other;
+    }
+    const MODES: &[&str] = &[
+        "TRANSACTION",
+        "WORK",
+        "ISOLATION",
+        "LEVEL",
+        "SERIALIZABLE",
+        "REPEATABLE",
+        "READ",
+        "COMMITTED",
+        "UNCOMMITTED",
+        "ONLY",
+        "WRITE",
+        "NOT",
+        "DEFERRABLE",
+    ];
+    const END: &[&str] = &["TRANSACTION", "WORK"];
+    let mut w = words(s);
+    let first = w.next();
+    let rest = || words(s).skip(1);
+    let only = |allowed: &[&str]| rest().all(|x| allowed.iter().any(|a| is(Some(x), a)));
+    let begin = is(first, "BEGIN") || (is(first, "START") && is(w.next(), "TRANSACTION"));
+    if begin && only(MODES) {
+        TxControl::Begin
+    } else if (is(first, "COMMIT") || is(first, "END")) && only(END) {
+        TxControl::Commit
+    } else if (is(first, "ROLLBACK") || is(first, "ABORT")) && only(END) {
+        TxControl::Rollback
+    } else {
+        TxControl::Other
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dirt_of(sql: &str) -> u8 {
+        let mut d = 0;
+        track(sql.as_bytes(), &mut d);
+        d
+    }
+
+    #[test]
+    fn tracks_session_state() {
+        assert_eq!(dirt_of("SET work_mem = '64MB'"), dirt::SET);
+        assert_eq!(dirt_of("set session statement_timeout to 5"), dirt::SET);
+        assert_eq!(dirt_of("SET LOCAL work_mem = 1"), 0);
+        assert_eq!(dirt_of("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE"), 0);
+        assert_eq!(
+            dirt_of("SET TimeZone = 'UTC'"),
+            0,
+            "tracked: synced per client"
+        );
+        assert_eq!(dirt_of("SET TIME ZONE 'UTC'"), 0);
+        assert_eq!(dirt_of("SET \"application_name\" = x"), 0);
+        assert_eq!(dirt_of("SET work_mem=1; RESET ALL"), 0);
+        assert_eq!(dirt_of("RESET ALL; SET work_mem=1"), dirt::SET);
+        assert_eq!(dirt_of("PREPARE p AS SELECT 1"), dirt::PREPARE);
+        assert_eq!(dirt_of("PREPARE p AS SELECT 1; DEALLOCATE PREPARE ALL"), 0);
+        assert_eq!(
+            dirt_of("DECLARE c CURSOR WITH HOLD FOR SELECT 1"),
+            dirt::CURSOR
+        );
+        assert_eq!(dirt_of("LISTEN ch"), dirt::LISTEN);
+        assert_eq!(dirt_of("LISTEN ch; UNLISTEN *"), 0);
+        assert_eq!(dirt_of("create temp table t(a int)"), dirt::TEMP);
+        assert_eq!(
+            dirt_of("CREATE GLOBAL TEMPORARY TABLE t(a int)"),
+            dirt::TEMP
+        );
+        assert_eq!(dirt_of("CREATE TABLE t(a int)"), 0);
+        assert_eq!(dirt_of("SET a.b=1; LISTEN x; DISCARD ALL"), 0);
+        assert_eq!(dirt_of("SELECT 1"), 0);
+        assert_eq!(reset_sql(dirt::SET | dirt::LISTEN), "RESET ALL;UNLISTEN *;");
+        assert_eq!(reset_sql(0), "");
+    }
+
+    #[test]
+    fn recognises_transaction_control() {
+        assert_eq!(tx_control(b"BEGIN"), TxControl::Begin);
+        assert_eq!(tx_control(b"begin;"), TxControl::Begin);
+        assert_eq!(
+            tx_control(b"START TRANSACTION ISOLATION LEVEL REPEATABLE READ"),
+            TxControl::Begin
+        );
+        assert_eq!(
+            tx_control(b"BEGIN READ ONLY, NOT DEFERRABLE"),
+            TxControl::Begin
+        );
+        assert_eq!(tx_control(b"BEGIN; SELECT 1"), TxControl::Other);
+        assert_eq!(tx_control(b"BEGIN ISOLATION LEVEL bogus"), TxControl::Other);
+        assert_eq!(tx_control(b"COMMIT"), TxControl::Commit);
+        assert_eq!(tx_control(b"end work"), TxControl::Commit);
+        assert_eq!(tx_control(b"ROLLBACK"), TxControl::Rollback);
+        assert_eq!(tx_control(b"abort;"), TxControl::Rollback);
+        assert_eq!(tx_control(b"ROLLBACK TO SAVEPOINT a"), TxControl::Other);
+        assert_eq!(tx_control(b"SELECT 1"), TxControl::Other);
+    }
+}
