@@ -20,7 +20,7 @@ def num(x):
 print(f"### pg_doorman vs PgBouncer vs PostgreSQL ({secs} s per run, pool 40, transaction mode, pg_doorman worker_threads={workers})\n")
 print("| protocol | clients | PG tps | PgBouncer tps | pg_doorman tps | doorman/bouncer | doorman/PG | failed (B/D) | p50 ms B / D | p99 ms B / D | p99/p50 B / D | CPU s/100k tx B / D |")
 print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-keys = sorted({(k[1], int(k[2])) for k in runs}, key=lambda k: (["simple", "extended", "churn"].index(k[0]), k[1]))
+keys = sorted({(k[1], int(k[2])) for k in runs}, key=lambda k: (["simple", "extended", "prepared", "churn"].index(k[0]), k[1]))
 for proto, c in keys:
     g = lambda t: runs.get((t, proto, str(c)), ["0", "?", "nan", "nan", "-"])
     pg, b, d = g("postgres"), g("pgbouncer"), g("pg_doorman")
@@ -28,6 +28,15 @@ for proto, c in keys:
     ratio = lambda a, z: f"{a / z:.2f}" if a and z else "-"
     spread = lambda r: ratio(num(r[3]), num(r[2]))
     print(f"| {proto} | {c} | {pg[0]} | {b[0]} | {d[0]} | {ratio(td, tb)} | {ratio(td, tp)} | {b[1]} / {d[1]} | {b[2]} / {d[2]} | {b[3]} / {d[3]} | {spread(b)} / {spread(d)} | {b[4]} / {d[4]} |")
+prep = [(c, runs.get(("pg_doorman", "prepared", str(c))), runs.get(("pg_doorman", "extended", str(c))),
+         runs.get(("postgres", "prepared", str(c)))) for p, c in keys if p == "prepared"]
+if prep:
+    print("\n| clients | pg_doorman prepared tps | / its extended tps | / PostgreSQL prepared tps |")
+    print("|---|---|---|---|")
+    for c, d, e, pg in prep:
+        dt, et, pt = (num(x[0]) if x else None for x in (d, e, pg))
+        r = lambda a, z: f"{a / z:.2f}" if a and z else "-"
+        print(f"| {c} | {dt} | {r(dt, et)} | {r(dt, pt)} |")
 if idle:
     print("\n| idle clients | pooler | RSS before KiB | RSS after KiB | bytes per idle client |")
     print("|---|---|---|---|---|")

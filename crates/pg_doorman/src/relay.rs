@@ -107,6 +107,8 @@ pub struct Attachment {
     pub track_dirt: bool,
     /// Session state left on the backend ([`crate::sql_kind::dirt`] bits).
     pub dirty: u8,
+    /// What is ready for the client was all made up by the pooler (no backend bytes yet).
+    synth_only: bool,
     server_scan: Scan,
 }
 
@@ -213,6 +215,9 @@ fn scan_server(
         if !at.server_scan.finish_skip(buf) {
             return Ok(());
         }
+        if at.server_scan.ready == 0 {
+            at.synth_only = true;
+        }
         prepared::emit_front(buf, &mut at.server_scan, p);
         let sc = &mut at.server_scan;
         let Some(h) = sc.next_header(buf)? else {
@@ -225,6 +230,7 @@ fn scan_server(
         if (read || matches!(h.tag, b'1' | b'3')) && buf.len() - sc.ready < len {
             return Ok(());
         }
+        at.synth_only = false;
         if prepared::on_reply(h.tag, p, &mut at.pending) == Reply::Drop {
             prepared::splice(buf, sc.ready, len, &[]);
             continue;
@@ -327,9 +333,16 @@ pub async fn relay(
         ) {
             return Outcome::ServerGone(io::Error::new(io::ErrorKind::InvalidData, e));
         }
-        let to_client_blocked = match flush(&client.stream, &mut server.buf, &mut at.server_scan) {
-            Ok(done) => !done,
-            Err(_) => return Outcome::ClientGone,
+        // Made-up replies alone wait for the backend's next bytes while more are expected, so
+        // a cached Parse costs no extra write to the client.
+        let hold = at.synth_only && !server.prepared.expect.is_empty();
+        let to_client_blocked = if hold {
+            false
+        } else {
+            match flush(&client.stream, &mut server.buf, &mut at.server_scan) {
+                Ok(done) => !done,
+                Err(_) => return Outcome::ClientGone,
+            }
         };
         if at.released && !to_client_blocked {
             return Outcome::Released;
