@@ -6,6 +6,7 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod listener;
+pub mod memory;
 pub mod net;
 pub mod params;
 pub mod pool;

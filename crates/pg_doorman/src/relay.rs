@@ -109,6 +109,10 @@ pub struct Attachment {
     pub dirty: u8,
     /// What is ready for the client was all made up by the pooler (no backend bytes yet).
     synth_only: bool,
+    /// Bytes reserved under `max_memory_usage` for the frame being waited for.
+    pub reserved: usize,
+    /// A frame that must be read whole does not fit under `max_memory_usage`.
+    pub over_memory: bool,
     server_scan: Scan,
 }
 
@@ -171,6 +175,8 @@ pub enum Outcome {
     ClientGone,
     /// The client broke the protocol.
     ClientProtocol(WireError),
+    /// A client message that must be read whole would pass `max_memory_usage`.
+    OverMemory,
     /// The backend closed, failed, or broke the protocol.
     ServerGone(io::Error),
 }
@@ -312,6 +318,9 @@ pub async fn relay(
             );
             if let Err(e) = scanned {
                 return Outcome::ClientProtocol(e);
+            }
+            if at.over_memory {
+                return Outcome::OverMemory;
             }
         }
         let to_server_blocked = match flush(&server.stream, &mut client.buf, &mut client.scan) {

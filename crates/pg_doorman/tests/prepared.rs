@@ -311,3 +311,40 @@ async fn tokio_postgres_statements_and_pipelines_across_a_small_pool() {
     }
     assert!(!d.log_text().contains("DOORMAN_"), "{}", d.log_text());
 }
+
+#[test]
+fn large_bind_streams_and_oversized_parse_is_refused() {
+    let pg = cluster(PgAuth::Scram);
+    let d = doorman(
+        &pg,
+        &PoolSpec {
+            pool_size: 2,
+            general_extra: "  max_memory_usage: 1MB\n",
+            ..Default::default()
+        },
+    );
+    let mut a = Wire::login(&d);
+    a.send(&[parse("len", "SELECT length($1::text)"), sync()]);
+    assert_eq!(tags(&a.until_ready()), "1Z");
+    // A 3 MB parameter: far over max_memory_usage, but a Bind is streamed, never held whole.
+    let big = "y".repeat(3 << 20);
+    for _ in 0..3 {
+        a.send(&[bind("", "len", &[Some(&big)]), execute(""), sync()]);
+        let r = a.until_ready();
+        assert_eq!(tags(&r), "2DCZ");
+        assert_eq!(r[1].text(), (3 << 20).to_string());
+    }
+    // A Parse must be read whole: 2 MB of query text passes the cap and ends that client.
+    let mut b = Wire::login(&d);
+    let huge = format!("SELECT '{}'", "z".repeat(2 << 20));
+    b.send(&[parse("huge", &huge), sync()]);
+    let out = read_all(&mut b.0);
+    assert_eq!(sqlstate_in(&out), "53200");
+    // Nothing is left reserved: others go on, including large Parses under the cap.
+    let mut c = Wire::login(&d);
+    let ok = format!("SELECT length('{}')", "w".repeat(200_000));
+    c.send(&[parse("ok", &ok), bind("", "ok", &[]), execute(""), sync()]);
+    let r = c.until_ready();
+    assert_eq!(tags(&r), "12DCZ");
+    assert_eq!(r[2].text(), "200000");
+}

@@ -229,6 +229,7 @@ impl Session {
             pool,
             client: &mut self.statements,
             client_cap: self.pool.settings.client_prepared_cache,
+            max_memory: self.pool.settings.max_memory,
         });
         let outcome = relay(
             &mut self.io,
@@ -240,6 +241,10 @@ impl Session {
         )
         .await;
         self.slot.store(0, Ordering::Release);
+        if at.reserved > 0 {
+            crate::memory::release(at.reserved);
+            at.reserved = 0;
+        }
         if at.params_changed {
             server.synced = None;
         }
@@ -253,6 +258,14 @@ impl Session {
                 return true;
             }
             Outcome::Terminated | Outcome::ClientGone => {}
+            Outcome::OverMemory => {
+                tracing::warn!("{} message would pass max_memory_usage", self.label);
+                let e = ErrorFields::fatal(
+                    sqlstate::OUT_OF_MEMORY,
+                    "out of memory: the message would pass max_memory_usage of the pooler",
+                );
+                self.fatal(e).await;
+            }
             Outcome::ClientProtocol(e) => {
                 let e = ErrorFields::fatal(sqlstate::PROTOCOL_VIOLATION, e.to_string());
                 self.fatal(e).await;

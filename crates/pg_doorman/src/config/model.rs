@@ -109,6 +109,13 @@ pub struct General {
     pub tls_mode: TlsMode,
     /// Backend TLS mode.
     pub server_tls_mode: ServerTlsMode,
+    /// Cap on bytes held for client messages that must be read whole (Parse), process-wide;
+    /// a message that would pass it ends its client with 53200.
+    pub max_memory_usage: ByteSize,
+    /// DataRow/CopyData/FunctionCallResponse larger than this are streamed, never held whole.
+    /// pg_doorman streams every message larger than its read buffer (16 KiB for backends), so
+    /// any value is honoured.
+    pub message_size_to_be_stream: ByteSize,
     /// Transparent prepared statements in transaction mode.
     pub prepared_statements: bool,
     /// Pool-level statement cache entries; must be > 0 when prepared_statements is on.
@@ -152,6 +159,8 @@ impl Default for General {
             server_round_robin: false,
             tls_mode: TlsMode::Allow,
             server_tls_mode: ServerTlsMode::Allow,
+            max_memory_usage: ByteSize(256 * 1024 * 1024),
+            message_size_to_be_stream: ByteSize(1024 * 1024),
             prepared_statements: true,
             prepared_statements_cache_size: 8192,
             server_prepared_statements_cache_size: None,

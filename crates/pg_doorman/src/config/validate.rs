@@ -16,7 +16,6 @@ const NOT_YET_GENERAL: &[&str] = &[
     "scaling_warm_pool_ratio",
     "scaling_fast_retries",
     "scaling_max_parallel_creates",
-    "max_memory_usage",
     "syslog_prog_name",
     "worker_cpu_affinity_pinning",
     "worker_stack_size",
@@ -24,7 +23,6 @@ const NOT_YET_GENERAL: &[&str] = &[
     "tokio_global_queue_interval",
     "tokio_event_interval",
     "sync_server_parameters",
-    "message_size_to_be_stream",
     "pooler_check_query",
     "query_interner_gc_interval_seconds",
     "query_interner_anon_idle_ttl_seconds",
@@ -123,6 +121,12 @@ fn check_general(g: &General, out: &mut Vec<String>) {
     check_server_tls("general.server_tls_mode", g.server_tls_mode, out);
     if g.prepared_statements && g.prepared_statements_cache_size == 0 {
         out.push("general.prepared_statements_cache_size: must be greater than 0 while prepared_statements is on".into());
+    }
+    if g.max_memory_usage.0 < 1024 * 1024 {
+        out.push("general.max_memory_usage: must be at least 1MB".into());
+    }
+    if g.message_size_to_be_stream.0 == 0 {
+        out.push("general.message_size_to_be_stream: must be greater than 0".into());
     }
     if g.server_prepared_statements_cache_size == Some(0) {
         out.push("general.server_prepared_statements_cache_size: must be greater than 0".into());

@@ -90,6 +90,8 @@ pub struct PoolSettings {
     pub server_prepared_cache: usize,
     /// Per-client named statements; 0 = unlimited (`client_prepared_statements_cache_size`).
     pub client_prepared_cache: usize,
+    /// `max_memory_usage` (bytes).
+    pub max_memory: usize,
 }
 
 fn nonzero(d: Duration) -> Option<Duration> {
@@ -209,6 +211,7 @@ pub fn resolve(c: &Config) -> Vec<PoolSettings> {
                     .or(p.prepared_statements_cache_size)
                     .unwrap_or(g.prepared_statements_cache_size),
                 client_prepared_cache: g.client_prepared_statements_cache_size(),
+                max_memory: usize::try_from(g.max_memory_usage.0).unwrap_or(usize::MAX),
             });
         }
     }

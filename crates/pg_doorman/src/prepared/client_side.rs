@@ -24,12 +24,35 @@ pub struct Prep<'a> {
     pub client: &'a mut Option<Box<ClientStatements>>,
     /// `client_prepared_statements_cache_size` for a new client map; 0 = unlimited.
     pub client_cap: usize,
+    /// `max_memory_usage`: cap on bytes held for messages read whole, process-wide.
+    pub max_memory: usize,
 }
 
 impl Prep<'_> {
     fn client(&mut self) -> &mut ClientStatements {
         self.client
             .get_or_insert_with(|| Box::new(ClientStatements::new(self.client_cap)))
+    }
+}
+
+/// Waits for the rest of a frame of `len` bytes that must be read whole, reserving its size
+/// under `max_memory_usage` (sets `at.over_memory` when it does not fit).
+fn wait_whole(at: &mut Attachment, len: usize, max: usize) {
+    if at.reserved == 0 {
+        if !crate::memory::try_reserve(len, max) {
+            at.over_memory = true;
+            return;
+        }
+        at.reserved = len;
+    }
+    at.need_frame = true;
+}
+
+/// A frame that was waited for is whole now: its reservation goes back.
+fn got_whole(at: &mut Attachment) {
+    if at.reserved > 0 {
+        crate::memory::release(at.reserved);
+        at.reserved = 0;
     }
 }
 
@@ -98,9 +121,14 @@ pub fn scan_client(
         if at.drop_till_sync && h.tag != b'S' {
             // After a made-up error the rest of the batch is dropped, as the backend would.
             if !whole {
-                at.need_frame = true;
+                wait_whole(
+                    at,
+                    len,
+                    prep.as_ref().map_or(usize::MAX, |pr| pr.max_memory),
+                );
                 return Ok(());
             }
+            got_whole(at);
             splice(buf, pos, len, &[]);
             continue;
         }
@@ -116,15 +144,24 @@ pub fn scan_client(
                     sc.pass(buf, len);
                     continue;
                 };
+                if h.tag == b'B'
+                    && let Some(names) = bind_names(buf, pos, len)
+                {
+                    // Only the names are rewritten: the parameters stream through.
+                    at.unsynced = true;
+                    bind(buf, sc, p, prep, names);
+                    continue;
+                }
                 if !whole {
-                    at.need_frame = true;
+                    wait_whole(at, len, prep.max_memory);
                     return Ok(());
                 }
+                got_whole(at);
                 at.unsynced = true;
                 let body = pos + 5..pos + len;
                 match h.tag {
                     b'P' => parse(buf, sc, at, p, prep, body)?,
-                    b'B' => bind(buf, sc, p, prep, body)?,
+                    b'B' => return Err(WireError::Truncated("Bind")),
                     b'D' => describe(buf, sc, p, prep, body)?,
                     _ => close(buf, sc, p, prep, body)?,
                 }
@@ -281,8 +318,9 @@ fn parse(
 }
 
 /// Rewrites the statement name at `name_at` (`name_len` bytes + NUL) of the frame at the scan
-/// position to the backend's name, injecting a Parse first if the backend lacks it. Returns
-/// false (frame untouched) when the client has no such statement: the backend then answers as
+/// position to the backend's name, injecting a Parse first if the backend lacks it, and moves
+/// the scan past both (the frame may be only partly buffered: the rest streams). Leaves the
+/// frame untouched when the client has no such statement: the backend then answers as
 /// PostgreSQL does (26000).
 fn use_statement(
     buf: &mut BytesMut,
@@ -292,14 +330,12 @@ fn use_statement(
     frame_len: usize,
     name_at: usize,
     name_len: usize,
-) -> bool {
+) {
     let pos = sc.ready;
     let name = &buf[name_at..name_at + name_len];
-    let Some(client) = prep.client.as_deref_mut() else {
-        return false;
-    };
-    let Some(st) = client.get(name) else {
-        return false;
+    let Some(st) = prep.client.as_deref_mut().and_then(|c| c.get(name)) else {
+        sc.pass(buf, frame_len);
+        return;
     };
     let st = Arc::clone(st);
     let id = st.id;
@@ -318,8 +354,8 @@ fn use_statement(
         name_len + 1,
         new.with_nul(),
     );
-    sc.ready += shift + new_len;
-    true
+    sc.ready += shift;
+    sc.pass(buf, new_len);
 }
 
 fn inject_parse(buf: &mut BytesMut, at: usize, st: &Statement, p: &mut ServerPrepared) -> usize {
@@ -337,22 +373,27 @@ fn inject_parse(buf: &mut BytesMut, at: usize, st: &Statement, p: &mut ServerPre
     len
 }
 
+/// Where a Bind's names are, if buffered: (start of body, portal length, statement-name
+/// offset, statement-name length).
+fn bind_names(buf: &[u8], pos: usize, len: usize) -> Option<(usize, usize, usize)> {
+    let end = (pos + len).min(buf.len());
+    let body = buf.get(pos + 5..end)?;
+    let portal = body.iter().position(|&c| c == 0)?;
+    let rest = &body[portal + 1..];
+    let name = rest.iter().position(|&c| c == 0)?;
+    Some((len, pos + 5 + portal + 1, name))
+}
+
+/// Bind: the statement name is rewritten (names come first, so only they need be buffered).
 fn bind(
     buf: &mut BytesMut,
     sc: &mut Scan,
     p: &mut ServerPrepared,
     prep: &mut Prep<'_>,
-    body: std::ops::Range<usize>,
-) -> Result<(), WireError> {
-    let len = body.end - body.start + 5;
-    let portal_len = cstr_len(&buf[body.clone()], "Bind")?;
-    let name_at = body.start + portal_len + 1;
-    let name_len = cstr_len(&buf[name_at..body.end], "Bind")?;
-    if !use_statement(buf, sc, p, prep, len, name_at, name_len) {
-        sc.pass(buf, len);
-    }
+    (len, name_at, name_len): (usize, usize, usize),
+) {
+    use_statement(buf, sc, p, prep, len, name_at, name_len);
     push(p, Expect::Bind);
-    Ok(())
 }
 
 fn describe(
@@ -368,7 +409,9 @@ fn describe(
         .copied()
         .ok_or(WireError::Truncated("Describe"))?;
     let name_len = cstr_len(&buf[body.start + 1..body.end], "Describe")?;
-    if kind != b'S' || !use_statement(buf, sc, p, prep, len, body.start + 1, name_len) {
+    if kind == b'S' {
+        use_statement(buf, sc, p, prep, len, body.start + 1, name_len);
+    } else {
         sc.pass(buf, len);
     }
     push(p, Expect::Describe);
