@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # README command 1: build pg_doorman, start a throwaway PostgreSQL, start pg_doorman in front of
 # it with examples/pg_doorman.yaml (server_port pointed at the throwaway server), and run real
-# traffic through it: psql and pgbench (select-only and tpcb-like, simple and extended protocol).
+# traffic through it: psql and pgbench (select-only and tpcb-like, simple, extended and prepared protocol).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
@@ -44,7 +44,7 @@ echo "== psql through pg_doorman"
 psql -X -h 127.0.0.1 -p "$DPORT" -U bench bench -c "SELECT version(), current_user, inet_server_port() AS postgres_port"
 echo "== pgbench through pg_doorman (transaction pooling, pool_size 20, 50 clients)"
 pgbench -q -i -s 10 -h 127.0.0.1 -p "$DPORT" -U bench bench
-for proto in simple extended; do
+for proto in simple extended prepared; do
   for script in "-S" "-b tpcb-like"; do
     echo "-- pgbench $script -M $proto"
     # shellcheck disable=SC2086

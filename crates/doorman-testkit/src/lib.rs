@@ -197,6 +197,40 @@ impl TempCluster {
         ));
     }
 
+    /// Turns on TLS with the given PEM certificate and key (and CA for client certificates),
+    /// replaces pg_hba.conf's TCP line with `hba_tcp` (e.g. `hostssl all all 127.0.0.1/32
+    /// scram-sha-256`), and restarts.
+    pub fn enable_ssl(&self, cert_pem: &str, key_pem: &str, ca_pem: Option<&str>, hba_tcp: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        let data = self.data();
+        std::fs::write(data.join("server.crt"), cert_pem).unwrap();
+        std::fs::write(data.join("server.key"), key_pem).unwrap();
+        let mut conf =
+            "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n".to_string();
+        if let Some(ca) = ca_pem {
+            std::fs::write(data.join("ca.crt"), ca).unwrap();
+            conf.push_str("ssl_ca_file = 'ca.crt'\n");
+        }
+        std::fs::set_permissions(
+            data.join("server.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+        if is_root() {
+            let mut c = Command::new("chown");
+            c.arg("-R").arg("postgres:postgres").arg(&data);
+            run(c, "chown");
+        }
+        append(&data.join("postgresql.conf"), &conf);
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            format!("local all all trust\n{hba_tcp}\n"),
+        )
+        .unwrap();
+        self.stop();
+        self.pg_ctl_start();
+    }
+
     /// Stops the server immediately (clients see their connections drop).
     pub fn stop(&self) {
         let mut ctl = pg_command("pg_ctl");
@@ -304,6 +338,27 @@ impl Doorman {
             std::thread::sleep(Duration::from_millis(20));
         }
         None
+    }
+
+    /// Sends `signal` (e.g. "HUP") and waits up to 10 s for one more log line containing
+    /// `needle`; panics if none comes.
+    pub fn signal_and_expect_log(&self, signal: &str, needle: &str) {
+        let before = self.log_text().matches(needle).count();
+        let _ = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.log_text().matches(needle).count() > before {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "no log line {needle:?} after SIG{signal}:\n{}",
+            self.log_text()
+        );
     }
 
     /// A libpq-style connection string for `user`/`password`/`db` through this pg_doorman.

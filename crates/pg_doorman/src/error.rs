@@ -22,6 +22,10 @@ pub enum ServerError {
     /// The backend violated the protocol.
     #[error("server protocol error: {0}")]
     Protocol(String),
+    /// TLS to the backend was required and could not be set up (no TLS on the server, a
+    /// certificate that does not verify, a failed handshake).
+    #[error("server TLS: {0}")]
+    Tls(String),
 }
 
 impl From<doorman_wire::WireError> for ServerError {

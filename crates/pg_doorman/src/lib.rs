@@ -14,3 +14,4 @@ pub mod prepared;
 pub mod relay;
 pub mod server;
 pub mod sql_kind;
+pub mod tls;

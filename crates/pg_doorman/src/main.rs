@@ -100,8 +100,12 @@ fn real_main(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         .context("cannot start the runtime")?;
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
-        let signals = tokio::spawn(pg_doorman::app::signals::watch(shutdown.clone()));
-        let result = pg_doorman::app::run(config, shutdown.clone()).await;
+        let hup = std::sync::Arc::new(tokio::sync::Notify::new());
+        let signals = tokio::spawn(pg_doorman::app::signals::watch(
+            shutdown.clone(),
+            hup.clone(),
+        ));
+        let result = pg_doorman::app::run(config, shutdown.clone(), hup).await;
         shutdown.cancel();
         if let Ok(Ok(name)) = signals.await {
             tracing::info!("stopped ({name})");

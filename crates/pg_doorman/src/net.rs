@@ -1,6 +1,6 @@
-//! Sockets: one [`Stream`] type over TCP and unix sockets with readiness-based, non-blocking
-//! I/O taking `&self`, so a relay can wait on both directions of two sockets at once without
-//! splitting or locking. Also applies the `tcp_*` socket options.
+//! Sockets: one [`Stream`] type over TCP, unix sockets and TLS sessions with readiness-based,
+//! non-blocking I/O taking `&self`, so a relay can wait on both directions of two sockets at once
+//! without splitting. Also applies the `tcp_*` socket options.
 
 use bytes::BytesMut;
 use std::io;
@@ -16,6 +16,8 @@ pub enum Stream {
     Tcp(TcpStream),
     /// Unix-domain socket.
     Unix(UnixStream),
+    /// TLS over TCP (either side).
+    Tls(Box<crate::tls::TlsConn>),
 }
 
 impl Stream {
@@ -24,6 +26,22 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s.poll_read_ready(cx),
             Stream::Unix(s) => s.poll_read_ready(cx),
+            Stream::Tls(s) => s.poll_read_ready(cx),
+        }
+    }
+
+    /// True for a TLS session.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Stream::Tls(_))
+    }
+
+    /// Sends TLS data accepted by [`Stream::try_write`] but still buffered; true when nothing is
+    /// left (always for plain sockets).
+    #[inline]
+    pub fn flush_pending(&self) -> io::Result<bool> {
+        match self {
+            Stream::Tls(s) => s.flush_pending(),
+            _ => Ok(true),
         }
     }
 
@@ -32,6 +50,7 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s.poll_write_ready(cx),
             Stream::Unix(s) => s.poll_write_ready(cx),
+            Stream::Tls(s) => s.poll_write_ready(cx),
         }
     }
 
@@ -45,6 +64,9 @@ impl Stream {
         buf: &mut BytesMut,
         chunk: usize,
     ) -> Poll<io::Result<usize>> {
+        if let Stream::Tls(s) = self {
+            return s.poll_read_plain(cx, buf, chunk);
+        }
         buf.reserve(chunk);
         tokio_util::io::poll_read_buf(Pin::new(self), cx, buf)
     }
@@ -63,20 +85,12 @@ impl Stream {
     /// WouldBlock). Uses the socket's own waker slot, so the future is a few bytes: this is the
     /// state every idle client sits in.
     pub async fn readable(&self) -> io::Result<()> {
-        std::future::poll_fn(|cx| match self {
-            Stream::Tcp(s) => s.poll_read_ready(cx),
-            Stream::Unix(s) => s.poll_read_ready(cx),
-        })
-        .await
+        std::future::poll_fn(|cx| self.poll_read_ready(cx)).await
     }
 
     /// Waits until the socket may be writable.
     pub async fn writable(&self) -> io::Result<()> {
-        std::future::poll_fn(|cx| match self {
-            Stream::Tcp(s) => s.poll_write_ready(cx),
-            Stream::Unix(s) => s.poll_write_ready(cx),
-        })
-        .await
+        std::future::poll_fn(|cx| self.poll_write_ready(cx)).await
     }
 
     /// Reads what is available into `buf`'s spare capacity (reserves `chunk` bytes first).
@@ -87,6 +101,7 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s.try_read_buf(buf),
             Stream::Unix(s) => s.try_read_buf(buf),
+            Stream::Tls(s) => s.read_plain(buf, chunk),
         }
     }
 
@@ -96,6 +111,12 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s.try_read(buf),
             Stream::Unix(s) => s.try_read(buf),
+            Stream::Tls(s) => {
+                let mut b = BytesMut::new();
+                let n = s.read_plain(&mut b, buf.len())?;
+                buf[..n].copy_from_slice(&b[..n]);
+                Ok(n)
+            }
         }
     }
 
@@ -105,6 +126,7 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s.try_write(data),
             Stream::Unix(s) => s.try_write(data),
+            Stream::Tls(s) => s.try_write(data),
         }
     }
 
@@ -151,6 +173,9 @@ impl Stream {
                 Err(e) => return Err(e),
             }
         }
+        while !self.flush_pending()? {
+            self.writable().await?;
+        }
         Ok(())
     }
 }
@@ -164,6 +189,12 @@ impl AsyncRead for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => {
+                let mut b = BytesMut::new();
+                let n = std::task::ready!(s.poll_read_plain(cx, &mut b, buf.remaining()))?;
+                buf.put_slice(&b[..n]);
+                Poll::Ready(Ok(()))
+            }
         }
     }
 }

@@ -289,7 +289,8 @@ fn flush(stream: &Stream, buf: &mut BytesMut, sc: &mut Scan) -> io::Result<bool>
             Err(e) => return Err(e),
         }
     }
-    Ok(true)
+    // TLS: ciphertext the socket did not take yet.
+    stream.flush_pending()
 }
 
 /// Relays between `client` and `server` until the release point (when `release_on_idle`),

@@ -8,10 +8,12 @@ async fn client_task_future_is_small() {
     let _peer = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (sock, _) = listener.accept().await.unwrap();
     let config = pg_doorman::config::Config::from_yaml("general:\n  port: 1\n").unwrap();
+    let tls = pg_doorman::tls::ClientTls::from_general(&config.general).unwrap();
     let ctx = std::sync::Arc::new(pg_doorman::app::context::AppContext::new(
         std::sync::Arc::new(config),
         Vec::new(),
         Default::default(),
+        tls,
     ));
     let fut =
         pg_doorman::client::startup::handle(ctx, pg_doorman::net::Stream::Tcp(sock), String::new());

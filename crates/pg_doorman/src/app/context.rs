@@ -22,6 +22,8 @@ pub struct AppContext {
     pub next_client: AtomicU64,
     /// Cancelled when the process stops.
     pub shutdown: CancellationToken,
+    /// Client-facing TLS.
+    pub tls: crate::tls::ClientTls,
 }
 
 /// Holds one unit of `clients` until dropped.
@@ -39,6 +41,7 @@ impl AppContext {
         config: Arc<Config>,
         settings: Vec<crate::pool::settings::PoolSettings>,
         shutdown: CancellationToken,
+        tls: crate::tls::ClientTls,
     ) -> Self {
         AppContext {
             config,
@@ -47,6 +50,7 @@ impl AppContext {
             clients: AtomicUsize::new(0),
             next_client: AtomicU64::new(1),
             shutdown,
+            tls,
         }
     }
 

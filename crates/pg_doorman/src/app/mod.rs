@@ -16,7 +16,10 @@ use tokio_util::task::TaskTracker;
 /// Why the process could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// The listening socket could not be bound.
+    /// A TLS certificate, key or CA file could not be loaded.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// The listening socket could not be opened.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         /// host:port.
@@ -27,15 +30,23 @@ pub enum StartError {
 }
 
 /// Runs pg_doorman with `config` until `shutdown` is cancelled.
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), StartError> {
+/// `hup` is notified on SIGHUP: TLS material is re-read then.
+pub async fn run(
+    config: Config,
+    shutdown: CancellationToken,
+    hup: Arc<tokio::sync::Notify>,
+) -> Result<(), StartError> {
     let config = Arc::new(config);
     let resolved = {
         let c = config.clone();
         // PBKDF2 for plaintext passwords: keep it off the async workers.
         tokio::task::spawn_blocking(move || settings::resolve(&c))
             .await
-            .unwrap_or_default()
+            .unwrap_or_else(|e| Err(e.to_string()))
+            .map_err(StartError::Tls)?
     };
+    let tls = crate::tls::ClientTls::from_general(&config.general)
+        .map_err(|e| StartError::Tls(format!("general: {e}")))?;
     let g = &config.general;
     let backends: usize = resolved.iter().map(|p| p.pool_size).sum();
     limits::raise_nofile(g.max_connections, backends);
@@ -52,7 +63,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
             addr: addr.clone(),
             source,
         })?;
-    let ctx = Arc::new(AppContext::new(config.clone(), resolved, shutdown.clone()));
+    let ctx = Arc::new(AppContext::new(
+        config.clone(),
+        resolved,
+        shutdown.clone(),
+        tls,
+    ));
     tracing::info!(
         "pg_doorman {} listening on {addr} ({} pools)",
         env!("CARGO_PKG_VERSION"),
@@ -60,6 +76,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     );
     let tracker = TaskTracker::new();
     tracker.spawn(retain_cycle(ctx.clone()));
+    tracker.spawn(reload_on_hup(ctx.clone(), hup));
     crate::listener::serve(listener, ctx.clone(), tracker.clone()).await;
     let in_use = ctx.clients.load(Ordering::Relaxed);
     tracing::info!("shutting down: {in_use} clients connected");
@@ -70,6 +87,41 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     // Sessions see the token and end; give them a moment to write their goodbye.
     let _ = tokio::time::timeout(std::time::Duration::from_millis(500), tracker.wait()).await;
     Ok(())
+}
+
+/// SIGHUP: re-reads TLS certificates, keys and CA bundles (client side and every pool's backend
+/// side). New handshakes use them; established sessions keep theirs. A file that fails to load
+/// leaves the previous material in use.
+async fn reload_on_hup(ctx: Arc<AppContext>, hup: Arc<tokio::sync::Notify>) {
+    loop {
+        tokio::select! {
+            _ = hup.notified() => {}
+            _ = ctx.shutdown.cancelled() => return,
+        }
+        tracing::info!(
+            "SIGHUP: reloading TLS certificates (other configuration changes need a restart in this version)"
+        );
+        match ctx.tls.reload() {
+            Ok(true) => tracing::info!("client TLS certificate reloaded"),
+            Ok(false) => {}
+            Err(e) => tracing::error!("client TLS reload failed, keeping the old certificate: {e}"),
+        }
+        let mut seen = std::collections::HashSet::new();
+        for p in ctx.pools.all() {
+            let tls = &p.settings.tls;
+            if !seen.insert(Arc::as_ptr(tls) as usize) {
+                continue;
+            }
+            match tls.reload() {
+                Ok(true) => tracing::info!("{}: server TLS material reloaded", p.settings.database),
+                Ok(false) => {}
+                Err(e) => tracing::error!(
+                    "{}: server TLS reload failed, keeping the old material: {e}",
+                    p.settings.database
+                ),
+            }
+        }
+    }
 }
 
 async fn retain_cycle(ctx: Arc<AppContext>) {

@@ -1,16 +1,19 @@
-//! A new client connection: SSLRequest/GSSENCRequest negotiation (answered 'N' until TLS
-//! lands), CancelRequest, StartupMessage, pool lookup, authentication and the login reply
-//! (AuthenticationOk, ParameterStatus, BackendKeyData, ReadyForQuery); protocol §55.2.1.
+//! A new client connection: TLS negotiation (SSLRequest, or a direct TLS ClientHello as in
+//! PostgreSQL 17), GSSENCRequest (refused), CancelRequest, StartupMessage, pool lookup,
+//! authentication and the login reply (AuthenticationOk, ParameterStatus, BackendKeyData,
+//! ReadyForQuery); protocol §55.2.1 and §55.2.10.
 
 use super::auth::{AuthFailure, authenticate};
 use super::cancel::Registration;
 use super::login_params::{ClientParams, from_startup};
 use super::session::Session;
 use crate::app::context::{AppContext, ClientSlot};
+use crate::config::TlsMode;
 use crate::net::Stream;
 use crate::pool::Pool;
 use crate::pool::registry::Lookup;
 use crate::relay::{ClientIo, Scan};
+use crate::tls::TlsConn;
 use bytes::{Buf, BytesMut};
 use doorman_wire::fields::Severity;
 use doorman_wire::startup::{self, StartupMessage, StartupPacket};
@@ -22,17 +25,32 @@ use std::time::Duration;
 /// Time a client has to finish startup and authentication (PostgreSQL's authentication_timeout).
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// First byte of a TLS handshake record: a client starting TLS without SSLRequest.
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// What the client opened with.
+enum Packet {
+    /// A startup-phase packet.
+    Startup(StartupPacket),
+    /// A TLS ClientHello (direct TLS); its bytes are in the buffer.
+    DirectTls,
+}
+
 async fn read_packet(
     stream: &Stream,
     buf: &mut BytesMut,
-) -> Result<Option<StartupPacket>, doorman_wire::WireError> {
+    tls_possible: bool,
+) -> Result<Option<Packet>, doorman_wire::WireError> {
     loop {
+        if tls_possible && buf.first() == Some(&TLS_HANDSHAKE) {
+            return Ok(Some(Packet::DirectTls));
+        }
         if let Some(len) = startup::packet_len(buf)?
             && buf.len() >= len
         {
             let packet = startup::decode(&buf[..len]);
             buf.advance(len);
-            return packet.map(Some);
+            return packet.map(|p| Some(Packet::Startup(p)));
         }
         match stream.read_some(buf, 1024).await {
             Ok(0) | Err(_) => return Ok(None),
@@ -63,13 +81,33 @@ async fn startup_phase(ctx: &AppContext, stream: Stream, peer: String) -> Option
     // so a flood of half-open logins cannot exhaust file descriptors (as in PgBouncer).
     let slot = ctx.try_client_slot();
     let mut buf = BytesMut::new();
-    let msg = match tokio::time::timeout(LOGIN_TIMEOUT, negotiate(&stream, &mut buf)).await {
+    let mut stream = Some(stream);
+    let negotiated =
+        tokio::time::timeout(LOGIN_TIMEOUT, negotiate(ctx, &mut stream, &mut buf, &peer)).await;
+    // None: the TLS handshake failed and took the socket with it.
+    let stream = stream?;
+    let msg = match negotiated {
         // Cancel requests are served even when full, as PostgreSQL does.
         Ok(Ok(Some(Negotiated::Startup(_)))) if slot.is_none() => {
             tracing::warn!("client {peer}: refused, max_connections reached");
             let e = ErrorFields::fatal(
                 sqlstate::TOO_MANY_CONNECTIONS,
                 "sorry, too many clients already",
+            );
+            send_fatal(&stream, e).await;
+            return None;
+        }
+        Ok(Ok(Some(Negotiated::Startup(m))))
+            if ctx.tls.mode >= TlsMode::Require && !stream.is_tls() =>
+        {
+            tracing::warn!("client {peer}: refused, plain connection while tls_mode requires TLS");
+            let user = m.get("user").unwrap_or_default().to_string();
+            let e = ErrorFields::fatal(
+                sqlstate::INVALID_AUTHORIZATION,
+                format!(
+                    "connection for user \"{user}\" requires TLS (pg_doorman tls_mode is {})",
+                    ctx.tls.mode.as_str()
+                ),
             );
             send_fatal(&stream, e).await;
             return None;
@@ -157,35 +195,101 @@ enum Negotiated {
     Cancel(i32, i32),
 }
 
+/// Reads packets until a StartupMessage or CancelRequest, answering SSLRequest (TLS per
+/// `tls_mode`) and GSSENCRequest ('N'). A TLS handshake replaces `*stream` with the session;
+/// when it fails, `*stream` becomes None.
 async fn negotiate(
-    stream: &Stream,
+    ctx: &AppContext,
+    stream: &mut Option<Stream>,
     buf: &mut BytesMut,
+    peer: &str,
 ) -> Result<Option<Negotiated>, doorman_wire::WireError> {
-    let mut refused_tls = false;
+    let mut asked_tls = false;
     let mut refused_gss = false;
     loop {
-        match read_packet(stream, buf).await? {
+        let Some(s) = stream.as_ref() else {
+            return Ok(None);
+        };
+        let tls = (!s.is_tls() && matches!(s, Stream::Tcp(_)))
+            .then(|| ctx.tls.acceptor())
+            .flatten();
+        let packet = read_packet(s, buf, tls.is_some() && !asked_tls).await?;
+        let answer = match packet {
             None => return Ok(None),
-            Some(StartupPacket::SslRequest) if !refused_tls => refused_tls = true,
-            Some(StartupPacket::GssEncRequest) if !refused_gss => refused_gss = true,
-            Some(StartupPacket::SslRequest | StartupPacket::GssEncRequest) => {
+            Some(Packet::DirectTls) => {
+                // PostgreSQL 17 direct TLS: the ClientHello is already in `buf`.
+                let early = buf.split();
+                if !start_tls(ctx, stream, tls, &early, peer, true).await {
+                    *stream = None;
+                    return Ok(None);
+                }
+                asked_tls = true;
+                continue;
+            }
+            Some(Packet::Startup(StartupPacket::SslRequest)) if !asked_tls => {
+                asked_tls = true;
+                if tls.is_some() { b"S" } else { b"N" }
+            }
+            Some(Packet::Startup(StartupPacket::GssEncRequest)) if !refused_gss => {
+                refused_gss = true;
+                b"N"
+            }
+            Some(Packet::Startup(StartupPacket::SslRequest | StartupPacket::GssEncRequest)) => {
                 return Err(doorman_wire::WireError::Invalid(
                     "repeated negotiation request",
                 ));
             }
-            Some(StartupPacket::Cancel { pid, secret }) => {
+            Some(Packet::Startup(StartupPacket::Cancel { pid, secret })) => {
                 return Ok(Some(Negotiated::Cancel(pid, secret)));
             }
-            Some(StartupPacket::Startup(m)) => return Ok(Some(Negotiated::Startup(m))),
-        }
+            Some(Packet::Startup(StartupPacket::Startup(m))) => {
+                return Ok(Some(Negotiated::Startup(m)));
+            }
+        };
         if !buf.is_empty() {
             // Bytes sent before our answer would be processed unprotected (CVE-2021-23222 class).
             return Err(doorman_wire::WireError::Invalid(
                 "data after negotiation request",
             ));
         }
-        if stream.write_all(b"N").await.is_err() {
+        if s.write_all(answer).await.is_err() {
             return Ok(None);
+        }
+        if answer == b"S" && !start_tls(ctx, stream, tls, &[], peer, false).await {
+            *stream = None;
+            return Ok(None);
+        }
+    }
+}
+
+/// Runs the TLS handshake on the client's socket and puts the session in `*stream`. False when
+/// it failed (logged; the socket is gone).
+async fn start_tls(
+    ctx: &AppContext,
+    stream: &mut Option<Stream>,
+    config: Option<Arc<rustls::ServerConfig>>,
+    early: &[u8],
+    peer: &str,
+    direct: bool,
+) -> bool {
+    let (Some(config), Some(Stream::Tcp(tcp))) = (config, stream.take()) else {
+        return false;
+    };
+    ctx.tls.throttle().await;
+    match TlsConn::accept(tcp, config, early).await {
+        Ok(conn) => {
+            // Direct TLS requires ALPN "postgresql" (PostgreSQL 17 refuses it otherwise).
+            if direct && conn.alpn().as_deref() != Some(crate::tls::config::ALPN_POSTGRESQL) {
+                tracing::warn!("client {peer}: direct TLS without ALPN \"postgresql\"; closing");
+                conn.close();
+                return false;
+            }
+            *stream = Some(Stream::Tls(Box::new(conn)));
+            true
+        }
+        Err(e) => {
+            tracing::warn!("client {peer}: TLS handshake failed: {e}");
+            false
         }
     }
 }

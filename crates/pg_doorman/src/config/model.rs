@@ -21,19 +21,31 @@ pub struct Config {
     pub unsupported: BTreeMap<String, IgnoredAny>,
 }
 
-/// Client-side TLS mode (`general.tls_mode`); only the plain-text modes exist until TLS lands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+/// Client-side TLS mode (`general.tls_mode`), ordered from least to most strict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum TlsMode {
     /// SSLRequest answered 'N'.
     Disable,
-    /// Default: TLS would be offered but plain is accepted; without a certificate, 'N'.
+    /// Default: TLS offered when a certificate is configured, plain accepted.
     #[default]
     Allow,
-    /// Rejected at load until TLS is implemented.
+    /// TLS only: a plain startup is refused with FATAL 28000 (cancel requests excepted).
     Require,
-    /// Rejected at load until TLS is implemented.
+    /// TLS with a client certificate that chains to `tls_ca_cert` (mTLS).
     VerifyFull,
+}
+
+impl TlsMode {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsMode::Disable => "disable",
+            TlsMode::Allow => "allow",
+            TlsMode::Require => "require",
+            TlsMode::VerifyFull => "verify-full",
+        }
+    }
 }
 
 /// Backend TLS mode (`server_tls_mode`).
@@ -42,16 +54,17 @@ pub enum TlsMode {
 pub enum ServerTlsMode {
     /// Plain TCP.
     Disable,
-    /// Default: plain first (TLS retry lands with the TLS issue).
+    /// Default: plain first; if the server rejects the login, retry on a new socket with TLS
+    /// (libpq sslmode=allow).
     #[default]
     Allow,
-    /// Rejected at load until TLS is implemented.
+    /// SSLRequest first; plain if the server answers 'N'.
     Prefer,
-    /// Rejected at load until TLS is implemented.
+    /// TLS or fail; the certificate is checked only if server_tls_ca_cert is set.
     Require,
-    /// Rejected at load until TLS is implemented.
+    /// TLS, certificate chain checked against server_tls_ca_cert.
     VerifyCa,
-    /// Rejected at load until TLS is implemented.
+    /// As verify-ca, and the host name (or IP) must match the certificate.
     VerifyFull,
 }
 
@@ -109,6 +122,32 @@ pub struct General {
     pub tls_mode: TlsMode,
     /// Backend TLS mode.
     pub server_tls_mode: ServerTlsMode,
+    /// PEM certificate (chain) presented to clients.
+    pub tls_certificate: Option<String>,
+    /// PEM private key of tls_certificate.
+    pub tls_private_key: Option<String>,
+    /// PEM CA bundle client certificates must chain to (tls_mode verify-full).
+    pub tls_ca_cert: Option<String>,
+    /// Most client TLS handshakes per second (excess ones wait); 0 = no limit.
+    pub tls_rate_limit_per_second: u32,
+    /// Client-side TLS versions: `tlsv1.2`, `tlsv1.3`, `secure` (both; default).
+    pub tls_protocols: String,
+    /// Client-side TLS 1.2 cipher suites (IANA names); empty = rustls defaults.
+    pub tls_ciphers: String,
+    /// Client-side TLS 1.3 cipher suites; empty = rustls defaults.
+    pub tls13_ciphers: String,
+    /// PEM CA bundle for backend certificates.
+    pub server_tls_ca_cert: Option<String>,
+    /// PEM client certificate for mTLS to PostgreSQL.
+    pub server_tls_certificate: Option<String>,
+    /// PEM private key of server_tls_certificate.
+    pub server_tls_private_key: Option<String>,
+    /// Backend-side TLS versions (as tls_protocols).
+    pub server_tls_protocols: String,
+    /// Backend-side TLS 1.2 cipher suites.
+    pub server_tls_ciphers: String,
+    /// Backend-side TLS 1.3 cipher suites.
+    pub server_tls13_ciphers: String,
     /// Cap on bytes held for client messages that must be read whole (Parse), process-wide;
     /// a message that would pass it ends its client with 53200.
     pub max_memory_usage: ByteSize,
@@ -159,6 +198,19 @@ impl Default for General {
             server_round_robin: false,
             tls_mode: TlsMode::Allow,
             server_tls_mode: ServerTlsMode::Allow,
+            tls_certificate: None,
+            tls_private_key: None,
+            tls_ca_cert: None,
+            tls_rate_limit_per_second: 0,
+            tls_protocols: String::new(),
+            tls_ciphers: String::new(),
+            tls13_ciphers: String::new(),
+            server_tls_ca_cert: None,
+            server_tls_certificate: None,
+            server_tls_private_key: None,
+            server_tls_protocols: String::new(),
+            server_tls_ciphers: String::new(),
+            server_tls13_ciphers: String::new(),
             max_memory_usage: ByteSize(256 * 1024 * 1024),
             message_size_to_be_stream: ByteSize(1024 * 1024),
             prepared_statements: true,
@@ -225,6 +277,12 @@ pub struct Pool {
     pub log_client_parameter_status_changes: bool,
     /// Backend TLS mode for this pool.
     pub server_tls_mode: Option<ServerTlsMode>,
+    /// Overrides general.server_tls_ca_cert.
+    pub server_tls_ca_cert: Option<String>,
+    /// Overrides general.server_tls_certificate.
+    pub server_tls_certificate: Option<String>,
+    /// Overrides general.server_tls_private_key.
+    pub server_tls_private_key: Option<String>,
     /// Reset the session state a client left (SET, PREPARE, DECLARE, LISTEN, temp tables) when
     /// its backend returns to the pool in transaction mode.
     pub cleanup_server_connections: bool,
@@ -253,6 +311,9 @@ impl Default for Pool {
             application_name: None,
             log_client_parameter_status_changes: false,
             server_tls_mode: None,
+            server_tls_ca_cert: None,
+            server_tls_certificate: None,
+            server_tls_private_key: None,
             cleanup_server_connections: true,
             prepared_statements_cache_size: None,
             server_prepared_statements_cache_size: None,

@@ -31,13 +31,6 @@ const NOT_YET_GENERAL: &[&str] = &[
     "patroni_api_timeout",
     "fallback_connect_timeout",
     "fallback_lifetime",
-    "tls_certificate",
-    "tls_private_key",
-    "tls_ca_cert",
-    "tls_rate_limit_per_second",
-    "server_tls_ca_cert",
-    "server_tls_certificate",
-    "server_tls_private_key",
     "daemon_pid_file",
     "hba",
     "pg_hba",
@@ -57,9 +50,6 @@ const NOT_YET_POOL: &[&str] = &[
     "patroni_api_timeout",
     "fallback_connect_timeout",
     "fallback_lifetime",
-    "server_tls_ca_cert",
-    "server_tls_certificate",
-    "server_tls_private_key",
     "startup_parameters",
     "auth_query",
 ];
@@ -87,7 +77,7 @@ pub fn check(c: &Config) -> Vec<String> {
     extra_keys("", &c.unsupported, NOT_YET_TOP, &mut out);
     check_general(&c.general, &mut out);
     for (name, pool) in &c.pools {
-        check_pool(name, pool, &mut out);
+        check_pool(name, pool, &c.general, &mut out);
     }
     out
 }
@@ -115,10 +105,7 @@ fn check_general(g: &General, out: &mut Vec<String>) {
     if g.admin_username.is_empty() {
         out.push("general.admin_username: must not be empty".into());
     }
-    if matches!(g.tls_mode, TlsMode::Require | TlsMode::VerifyFull) {
-        out.push("general.tls_mode: client TLS is not implemented by this version yet; use \"disable\" or \"allow\"".into());
-    }
-    check_server_tls("general.server_tls_mode", g.server_tls_mode, out);
+    check_client_tls(g, out);
     if g.prepared_statements && g.prepared_statements_cache_size == 0 {
         out.push("general.prepared_statements_cache_size: must be greater than 0 while prepared_statements is on".into());
     }
@@ -138,13 +125,60 @@ fn check_general(g: &General, out: &mut Vec<String>) {
     }
 }
 
-fn check_server_tls(path: &str, mode: ServerTlsMode, out: &mut Vec<String>) {
-    if !matches!(mode, ServerTlsMode::Disable | ServerTlsMode::Allow) {
-        out.push(format!("{path}: backend TLS is not implemented by this version yet; use \"disable\" or \"allow\""));
+fn check_client_tls(g: &General, out: &mut Vec<String>) {
+    let certs = g.tls_certificate.is_some() && g.tls_private_key.is_some();
+    if g.tls_certificate.is_some() != g.tls_private_key.is_some() {
+        out.push("general.tls_certificate / tls_private_key: set both or neither".into());
+    }
+    if matches!(g.tls_mode, TlsMode::Require | TlsMode::VerifyFull) && !certs {
+        out.push(format!(
+            "general.tls_mode: {:?} needs tls_certificate and tls_private_key",
+            g.tls_mode
+        ));
+    }
+    if g.tls_mode == TlsMode::VerifyFull && g.tls_ca_cert.is_none() {
+        out.push(
+            "general.tls_mode: verify-full needs tls_ca_cert (the CA of client certificates)"
+                .into(),
+        );
+    }
+    if certs && let Err(e) = crate::tls::ClientTls::from_general(g) {
+        out.push(format!("general.tls_*: {e}"));
     }
 }
 
-fn check_pool(name: &str, p: &Pool, out: &mut Vec<String>) {
+fn check_server_tls(path: &str, g: &General, p: Option<&Pool>, out: &mut Vec<String>) {
+    let mode = p
+        .and_then(|p| p.server_tls_mode)
+        .unwrap_or(g.server_tls_mode);
+    let ca = p
+        .and_then(|p| p.server_tls_ca_cert.as_ref())
+        .or(g.server_tls_ca_cert.as_ref());
+    if matches!(mode, ServerTlsMode::VerifyCa | ServerTlsMode::VerifyFull) && ca.is_none() {
+        out.push(format!(
+            "{path}server_tls_mode: {mode:?} needs server_tls_ca_cert"
+        ));
+        return;
+    }
+    let cert = p
+        .and_then(|p| p.server_tls_certificate.as_ref())
+        .or(g.server_tls_certificate.as_ref());
+    let key = p
+        .and_then(|p| p.server_tls_private_key.as_ref())
+        .or(g.server_tls_private_key.as_ref());
+    if cert.is_some() != key.is_some() {
+        out.push(format!(
+            "{path}server_tls_certificate / server_tls_private_key: set both or neither"
+        ));
+        return;
+    }
+    let default_pool = Pool::default();
+    if let Err(e) = crate::tls::BackendTls::from_config(g, p.unwrap_or(&default_pool)) {
+        out.push(format!("{path}server_tls_*: {e}"));
+    }
+}
+
+fn check_pool(name: &str, p: &Pool, g: &General, out: &mut Vec<String>) {
     let path = format!("pools.{name}.");
     extra_keys(&path, &p.unsupported, NOT_YET_POOL, out);
     if name.is_empty() || name.contains('\0') {
@@ -169,9 +203,7 @@ fn check_pool(name: &str, p: &Pool, out: &mut Vec<String>) {
             "{path}server_prepared_statements_cache_size: must be greater than 0"
         ));
     }
-    if let Some(mode) = p.server_tls_mode {
-        check_server_tls(&format!("{path}server_tls_mode"), mode, out);
-    }
+    check_server_tls(&path, g, Some(p), out);
     if p.users.is_empty() {
         out.push(format!("{path}users: a pool needs at least one user"));
     }

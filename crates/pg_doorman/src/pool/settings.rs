@@ -92,6 +92,9 @@ pub struct PoolSettings {
     pub client_prepared_cache: usize,
     /// `max_memory_usage` (bytes).
     pub max_memory: usize,
+    /// Backend TLS (mode, verification, reloadable configuration); shared by the pool's
+    /// connections.
+    pub tls: std::sync::Arc<crate::tls::BackendTls>,
 }
 
 fn nonzero(d: Duration) -> Option<Duration> {
@@ -153,7 +156,8 @@ fn server_secret(u: &User, server_user: &str) -> ServerSecret {
 
 /// Resolves every (pool, user) of a validated config. Derives SCRAM verifiers for plaintext
 /// passwords (PBKDF2, 4096 rounds each), so call it off the async workers for large configs.
-pub fn resolve(c: &Config) -> Vec<PoolSettings> {
+/// Errors when a pool's TLS files cannot be loaded (`pools.<name>: reason`).
+pub fn resolve(c: &Config) -> Result<Vec<PoolSettings>, String> {
     let g = &c.general;
     let tcp = tcp_options(c);
     let mut out = Vec::new();
@@ -170,6 +174,9 @@ pub fn resolve(c: &Config) -> Vec<PoolSettings> {
                 port: p.server_port,
             }
         };
+        let tls = std::sync::Arc::new(
+            crate::tls::BackendTls::from_config(g, p).map_err(|e| format!("pools.{name}: {e}"))?,
+        );
         for u in &p.users {
             let server_user = u
                 .server_username
@@ -212,8 +219,9 @@ pub fn resolve(c: &Config) -> Vec<PoolSettings> {
                     .unwrap_or(g.prepared_statements_cache_size),
                 client_prepared_cache: g.client_prepared_statements_cache_size(),
                 max_memory: usize::try_from(g.max_memory_usage.0).unwrap_or(usize::MAX),
+                tls: tls.clone(),
             });
         }
     }
-    out
+    Ok(out)
 }

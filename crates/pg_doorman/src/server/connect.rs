@@ -4,10 +4,12 @@
 
 use super::query::read_message;
 use super::{READ_CHUNK, Server};
+use crate::config::ServerTlsMode;
 use crate::error::ServerError;
 use crate::net::Stream;
 use crate::params::ParamSet;
 use crate::pool::settings::{PoolSettings, ServerAddress, ServerSecret};
+use crate::tls::TlsConn;
 use bytes::BytesMut;
 use doorman_wire::auth::{md5, scram};
 use doorman_wire::backend::{
@@ -49,12 +51,97 @@ pub async fn connect(
     }
 }
 
+/// SSLRequest (protocol §55.2.10).
+const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
+
 async fn connect_inner(
     s: &PoolSettings,
     id: u64,
     client_key: Option<[u8; 32]>,
 ) -> Result<Server, ServerError> {
     let stream = open_socket(&s.address, s).await?;
+    let tls = s.tls.connector();
+    match (s.tls.mode, tls) {
+        (ServerTlsMode::Disable, _) | (_, None) => login(s, id, client_key, stream).await,
+        // libpq sslmode=allow: plain first, TLS on a new socket if the server refuses.
+        // A pg_hba rejection (28000, e.g. a hostssl-only rule) is what TLS can fix; if TLS
+        // cannot be had either, the plain attempt's error is the one to report.
+        (ServerTlsMode::Allow, Some(config)) => match login(s, id, client_key, stream).await {
+            Err(ServerError::Refused(e))
+                if e.code == doorman_wire::sqlstate::INVALID_AUTHORIZATION
+                    && matches!(s.address, ServerAddress::Tcp { .. }) =>
+            {
+                tracing::debug!(
+                    "{}: plain login refused ({}); retrying with TLS",
+                    s.database,
+                    e.message
+                );
+                let stream = open_socket(&s.address, s).await?;
+                match start_tls(stream, s, config, true).await {
+                    Ok(stream) => login(s, id, client_key, stream).await,
+                    Err(_) => Err(ServerError::Refused(e)),
+                }
+            }
+            other => other,
+        },
+        (mode, Some(config)) => {
+            let required = mode != ServerTlsMode::Prefer;
+            let stream = start_tls(stream, s, config, required).await?;
+            login(s, id, client_key, stream).await
+        }
+    }
+}
+
+/// Asks the backend for TLS and runs the handshake. A unix socket stays plain (as in libpq);
+/// a server that answers 'N' is an error only when `required`.
+async fn start_tls(
+    stream: Stream,
+    s: &PoolSettings,
+    config: std::sync::Arc<rustls::ClientConfig>,
+    required: bool,
+) -> Result<Stream, ServerError> {
+    let (Stream::Tcp(tcp), ServerAddress::Tcp { host, .. }) = (stream, &s.address) else {
+        return Err(ServerError::Tls("TLS needs a TCP server address".into()));
+    };
+    let plain = Stream::Tcp(tcp);
+    plain.write_all(&SSL_REQUEST).await?;
+    let mut answer = [0u8; 1];
+    loop {
+        match plain.try_read(&mut answer) {
+            Ok(0) => return Err(ServerError::Io(std::io::ErrorKind::UnexpectedEof.into())),
+            Ok(_) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => plain.readable().await?,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    match answer[0] {
+        b'S' => {}
+        b'N' if !required => return Ok(plain),
+        b'N' => return Err(ServerError::Tls("the server does not support TLS".into())),
+        other => {
+            return Err(ServerError::Protocol(format!(
+                "unexpected answer {other:?} to SSLRequest"
+            )));
+        }
+    }
+    let Stream::Tcp(tcp) = plain else {
+        return Err(ServerError::Tls("socket changed".into()));
+    };
+    let name = rustls::pki_types::ServerName::try_from(host.clone())
+        .map_err(|e| ServerError::Tls(format!("server name {host:?}: {e}")))?;
+    let conn = TlsConn::connect(tcp, config, name)
+        .await
+        .map_err(|e| ServerError::Tls(e.to_string()))?;
+    Ok(Stream::Tls(Box::new(conn)))
+}
+
+/// StartupMessage, authentication and the login reply on an open stream.
+async fn login(
+    s: &PoolSettings,
+    id: u64,
+    client_key: Option<[u8; 32]>,
+    stream: Stream,
+) -> Result<Server, ServerError> {
     let mut out = BytesMut::with_capacity(256);
     let mut params: Vec<(&str, &str)> =
         vec![("user", &s.server_user), ("database", &s.server_database)];

@@ -7,6 +7,7 @@
     clippy::panic
 )]
 
+pub mod pki;
 pub mod raw;
 
 pub use doorman_testkit::{Doorman, PgAuth, TempCluster, connect};

@@ -42,10 +42,18 @@ pub fn sqlstate_in(bytes: &[u8]) -> String {
 }
 
 pub fn raw_login(d: &Doorman) -> TcpStream {
-    use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
     let mut s = raw(d);
+    login_on(&mut s);
+    s
+}
+
+/// Startup and SCRAM login as app/app_pw to appdb over any stream (plain or TLS), up to the
+/// first ReadyForQuery; returns the BackendKeyData (pid, secret).
+pub fn login_on<S: Read + Write>(s: &mut S) -> (i32, i32) {
+    use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
     s.write_all(&startup("app", "appdb")).unwrap();
     let mut scram = ScramSha256::new(b"app_pw", ChannelBinding::unsupported());
+    let mut key = (0, 0);
     loop {
         let mut hdr = [0u8; 5];
         s.read_exact(&mut hdr).unwrap();
@@ -63,7 +71,14 @@ pub fn raw_login(d: &Doorman) -> TcpStream {
                 scram.update(&body[4..]).unwrap();
                 doorman_wire::frontend::write_sasl_response(&mut out, scram.message());
             }
-            (b'Z', _) => return s,
+            (b'K', _) => {
+                key = (
+                    i32::from_be_bytes(body[0..4].try_into().unwrap()),
+                    i32::from_be_bytes(body[4..8].try_into().unwrap()),
+                );
+            }
+            (b'E', _) => panic!("login failed: {}", String::from_utf8_lossy(&body)),
+            (b'Z', _) => return key,
             _ => {}
         }
         if !out.is_empty() {

@@ -1,0 +1,253 @@
+//! TLS on both sides (rustls): the client-facing acceptor (`tls_mode`), the backend connector
+//! (`server_tls_mode`), handshake throttling, and SIGHUP reload of certificates on both sides
+//! (new handshakes use the new files; established sessions keep theirs).
+
+pub mod config;
+mod stream;
+
+pub use config::{Policy, TlsConfigError, Verify};
+pub use stream::TlsConn;
+
+use crate::config::{General, Pool, ServerTlsMode, TlsMode};
+use arc_swap::ArcSwapOption;
+use parking_lot::Mutex;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Client-facing TLS: mode, the current server configuration (swapped on reload) and the
+/// handshake throttle.
+pub struct ClientTls {
+    /// `tls_mode`.
+    pub mode: TlsMode,
+    files: Option<ClientFiles>,
+    current: ArcSwapOption<rustls::ServerConfig>,
+    limiter: Option<Mutex<Bucket>>,
+}
+
+#[derive(Clone)]
+struct ClientFiles {
+    cert: String,
+    key: String,
+    ca: Option<String>,
+    policy: Policy,
+}
+
+impl ClientFiles {
+    fn build(&self) -> Result<Arc<rustls::ServerConfig>, TlsConfigError> {
+        config::server_config(&self.cert, &self.key, self.ca.as_deref(), &self.policy)
+    }
+}
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTls")
+            .field("mode", &self.mode)
+            .finish()
+    }
+}
+
+impl ClientTls {
+    /// From `general`; loads the certificate files (errors name the file).
+    pub fn from_general(g: &General) -> Result<Self, TlsConfigError> {
+        let files = match (&g.tls_certificate, &g.tls_private_key) {
+            (Some(cert), Some(key)) if g.tls_mode != TlsMode::Disable => Some(ClientFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                ca: (g.tls_mode == TlsMode::VerifyFull)
+                    .then(|| g.tls_ca_cert.clone())
+                    .flatten(),
+                policy: Policy {
+                    protocols: g.tls_protocols.clone(),
+                    ciphers: g.tls_ciphers.clone(),
+                    tls13_ciphers: g.tls13_ciphers.clone(),
+                },
+            }),
+            _ => None,
+        };
+        let current = match &files {
+            Some(f) => Some(f.build()?),
+            None => None,
+        };
+        Ok(ClientTls {
+            mode: g.tls_mode,
+            files,
+            current: ArcSwapOption::new(current),
+            limiter: (g.tls_rate_limit_per_second > 0)
+                .then(|| Mutex::new(Bucket::new(g.tls_rate_limit_per_second))),
+        })
+    }
+
+    /// The configuration for a new handshake; None when TLS is not offered.
+    pub fn acceptor(&self) -> Option<Arc<rustls::ServerConfig>> {
+        self.current.load_full()
+    }
+
+    /// Re-reads the certificate files; on error the old configuration stays.
+    pub fn reload(&self) -> Result<bool, TlsConfigError> {
+        match &self.files {
+            Some(f) => {
+                self.current.store(Some(f.build()?));
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Waits for a handshake slot under `tls_rate_limit_per_second`.
+    pub async fn throttle(&self) {
+        let Some(l) = &self.limiter else { return };
+        let wait = l.lock().take();
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// A token bucket: `rate` handshakes per second, bursts up to `rate`.
+struct Bucket {
+    rate: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn new(rate: u32) -> Self {
+        Bucket {
+            rate: f64::from(rate),
+            tokens: f64::from(rate),
+            at: Instant::now(),
+        }
+    }
+
+    /// Takes a token; returns how long to wait before using it.
+    fn take(&mut self) -> Duration {
+        let now = Instant::now();
+        self.tokens =
+            (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(self.rate);
+        self.at = now;
+        self.tokens -= 1.0;
+        if self.tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-self.tokens / self.rate)
+        }
+    }
+}
+
+/// Backend TLS of one pool: mode, verification and the client configuration (swapped on reload).
+pub struct BackendTls {
+    /// `server_tls_mode`.
+    pub mode: ServerTlsMode,
+    files: Option<BackendFiles>,
+    current: ArcSwapOption<rustls::ClientConfig>,
+}
+
+#[derive(Clone)]
+struct BackendFiles {
+    verify: Verify,
+    ca: Option<String>,
+    cert_key: Option<(String, String)>,
+    policy: Policy,
+}
+
+impl BackendFiles {
+    fn build(&self) -> Result<Arc<rustls::ClientConfig>, TlsConfigError> {
+        let ck = self
+            .cert_key
+            .as_ref()
+            .map(|(c, k)| (c.as_str(), k.as_str()));
+        config::client_config(self.verify, self.ca.as_deref(), ck, &self.policy)
+    }
+}
+
+impl std::fmt::Debug for BackendTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackendTls")
+            .field("mode", &self.mode)
+            .finish()
+    }
+}
+
+impl BackendTls {
+    /// From `general` with the pool's overrides.
+    pub fn from_config(g: &General, p: &Pool) -> Result<Self, TlsConfigError> {
+        let mode = p.server_tls_mode.unwrap_or(g.server_tls_mode);
+        let ca = p
+            .server_tls_ca_cert
+            .clone()
+            .or_else(|| g.server_tls_ca_cert.clone());
+        let cert = p
+            .server_tls_certificate
+            .clone()
+            .or_else(|| g.server_tls_certificate.clone());
+        let key = p
+            .server_tls_private_key
+            .clone()
+            .or_else(|| g.server_tls_private_key.clone());
+        let verify = match mode {
+            ServerTlsMode::VerifyFull => Verify::Full,
+            // libpq: a root certificate turns require into verify-ca.
+            ServerTlsMode::VerifyCa => Verify::Ca,
+            ServerTlsMode::Require if ca.is_some() => Verify::Ca,
+            _ => Verify::None,
+        };
+        let files = (mode != ServerTlsMode::Disable).then(|| BackendFiles {
+            verify,
+            ca,
+            cert_key: cert.zip(key),
+            policy: Policy {
+                protocols: g.server_tls_protocols.clone(),
+                ciphers: g.server_tls_ciphers.clone(),
+                tls13_ciphers: g.server_tls13_ciphers.clone(),
+            },
+        });
+        let current = match &files {
+            Some(f) => Some(f.build()?),
+            None => None,
+        };
+        Ok(BackendTls {
+            mode,
+            files,
+            current: ArcSwapOption::new(current),
+        })
+    }
+
+    /// Plain connections only.
+    pub fn disabled() -> Self {
+        BackendTls {
+            mode: ServerTlsMode::Disable,
+            files: None,
+            current: ArcSwapOption::empty(),
+        }
+    }
+
+    /// The configuration for a new handshake; None when TLS is off.
+    pub fn connector(&self) -> Option<Arc<rustls::ClientConfig>> {
+        self.current.load_full()
+    }
+
+    /// Re-reads CA bundle and client certificate; on error the old configuration stays.
+    pub fn reload(&self) -> Result<bool, TlsConfigError> {
+        match &self.files {
+            Some(f) => {
+                self.current.store(Some(f.build()?));
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_throttles_past_the_rate() {
+        let mut b = Bucket::new(2);
+        assert!(b.take().is_zero());
+        assert!(b.take().is_zero());
+        let wait = b.take();
+        assert!(wait > Duration::from_millis(300) && wait <= Duration::from_millis(500));
+    }
+}
