@@ -4,12 +4,15 @@
 #   - pgbench script "\set aid random(1, 100000)" / "SELECT :aid;", simple, extended and prepared
 #     protocol (PgBouncer 1.18 cannot run prepared statements in transaction mode: its row fails),
 #     1, 40, 120 and 500 clients, BENCH_SECONDS each (default 15)
+#   - client TLS (PGSSLMODE=require, self-signed certificate) on PgBouncer and pg_doorman: 40 and
+#     500 clients, and --connect with 20 clients (a TLS handshake per transaction)
 #   - connection churn: pgbench --connect, 20 clients
 #   - idle memory: 5,000 idle clients, pooler RSS before/after
 # Prints a Markdown table (also written to bench/results/latest.md).
 # Env: BENCH_SECONDS (15), BENCH_CLIENTS ("1 40 120 500"), BENCH_WORKERS (pg_doorman worker_threads, 2),
 #      BENCH_IDLE (5000), BENCH_SKIP_BUILD=1 to reuse target/release/pg_doorman,
-#      BENCH_SKIP_EXTRAS=1 to skip the churn and idle-memory parts.
+#      BENCH_SKIP_EXTRAS=1 to skip the churn, TLS and idle-memory parts,
+#      BENCH_PROTOCOLS ("simple extended prepared").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -55,6 +58,11 @@ as_pg "$PGBIN/pg_ctl" -w -D "$WORK/data" -l "$WORK/postgres.log" start >/dev/nul
 psql -X -q -h "$WORK" -p "$PG_PORT" -U postgres -c "CREATE ROLE bench LOGIN PASSWORD 'bench'" -c "CREATE DATABASE bench OWNER bench"
 MD5=$(psql -X -At -h "$WORK" -p "$PG_PORT" -U postgres -c "SELECT rolpassword FROM pg_authid WHERE rolname = 'bench'")
 export PGPASSWORD=bench
+# Plain unless a row asks for TLS (both poolers offer it).
+export PGSSLMODE=disable
+openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=localhost -days 2 \
+  -keyout "$WORK/tls.key" -out "$WORK/tls.crt" >/dev/null 2>&1
+[ "$(id -u)" -eq 0 ] && chown postgres "$WORK/tls.key" "$WORK/tls.crt"
 
 echo "== PgBouncer $($PGBOUNCER --version | head -1) on $BOUNCER_PORT"
 cat > "$WORK/pgbouncer.ini" <<INI
@@ -70,6 +78,9 @@ pool_mode = transaction
 default_pool_size = 40
 max_client_conn = 10000
 max_db_connections = 40
+client_tls_sslmode = allow
+client_tls_key_file = $WORK/tls.key
+client_tls_cert_file = $WORK/tls.crt
 logfile = $WORK/pgbouncer.log
 pidfile = $WORK/pgbouncer.pid
 INI
@@ -89,6 +100,9 @@ general:
   log_client_connections: false
   log_client_disconnections: false
   query_wait_timeout: 60s
+  tls_mode: allow
+  tls_certificate: "$WORK/tls.crt"
+  tls_private_key: "$WORK/tls.key"
 pools:
   bench:
     server_host: 127.0.0.1
@@ -139,7 +153,7 @@ run_one() {
   rm -rf "$dir"
 }
 
-for proto in simple extended prepared; do
+for proto in ${BENCH_PROTOCOLS:-simple extended prepared}; do
   for c in $CLIENTS; do
     run_one postgres "$PG_PORT" - "$proto" "$proto" "$c"
     run_one pgbouncer "$BOUNCER_PORT" "$BOUNCER_PID" "$proto" "$proto" "$c"
@@ -150,6 +164,14 @@ done
   case $target in postgres) p=$PG_PORT; pid=-;; pgbouncer) p=$BOUNCER_PORT; pid=$BOUNCER_PID;; pg_doorman) p=$DOORMAN_PORT; pid=$DOORMAN_PID;; esac
   run_one "$target" "$p" "$pid" churn simple 20 --connect
 done
+if [ "${BENCH_SKIP_EXTRAS:-0}" != 1 ]; then
+  for c in 40 500; do
+    PGSSLMODE=require run_one pgbouncer "$BOUNCER_PORT" "$BOUNCER_PID" tls simple "$c"
+    PGSSLMODE=require run_one pg_doorman "$DOORMAN_PORT" "$DOORMAN_PID" tls simple "$c"
+  done
+  PGSSLMODE=require run_one pgbouncer "$BOUNCER_PORT" "$BOUNCER_PID" tls-churn simple 20 --connect
+  PGSSLMODE=require run_one pg_doorman "$DOORMAN_PORT" "$DOORMAN_PID" tls-churn simple 20 --connect
+fi
 
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 idle_test() {
