@@ -49,6 +49,23 @@ fn pg_command(bin: &str) -> Command {
     }
 }
 
+/// `pg_ctl start`; the error carries pg_ctl's output and the server log.
+fn try_pg_ctl_start(data: &Path, dir: &Path) -> Result<(), String> {
+    let mut ctl = pg_command("pg_ctl");
+    ctl.args(["-w", "-t", "30", "-D"])
+        .arg(data)
+        .arg("-l")
+        .arg(dir.join("postgres.log"))
+        .arg("start")
+        .stdout(Stdio::null());
+    let out = ctl.output().map_err(|e| e.to_string())?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let log = std::fs::read_to_string(dir.join("postgres.log")).unwrap_or_default();
+    Err(format!("{}\n{log}", String::from_utf8_lossy(&out.stderr)))
+}
+
 fn run(mut c: Command, what: &str) -> String {
     let out = c.output().unwrap_or_else(|e| panic!("{what}: {e}"));
     assert!(
@@ -124,9 +141,8 @@ impl TempCluster {
             .arg(&data)
             .stdout(Stdio::null());
         run(initdb, "initdb");
-        let port = free_port();
         let conf = format!(
-            "port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_connections = 300\npassword_encryption = '{}'\nlog_min_messages = warning\n",
+            "listen_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_connections = 300\npassword_encryption = '{}'\nlog_min_messages = warning\n",
             dir.path().display(),
             if auth == PgAuth::Md5 {
                 "md5"
@@ -143,20 +159,24 @@ impl TempCluster {
             ),
         )
         .unwrap();
-        let c = TempCluster { dir, port };
-        c.pg_ctl_start();
-        c
+        // A port picked free can be taken by a parallel test before PostgreSQL binds it: retry
+        // with another one (the last `port =` line of postgresql.conf wins).
+        let mut last = String::new();
+        for _ in 0..5 {
+            let port = free_port();
+            append(&data.join("postgresql.conf"), &format!("port = {port}\n"));
+            match try_pg_ctl_start(&data, dir.path()) {
+                Ok(()) => return TempCluster { dir, port },
+                Err(e) => last = e,
+            }
+        }
+        panic!("pg_ctl start failed 5 times: {last}");
     }
 
     fn pg_ctl_start(&self) {
-        let mut ctl = pg_command("pg_ctl");
-        ctl.args(["-w", "-t", "30", "-D"])
-            .arg(self.data())
-            .arg("-l")
-            .arg(self.dir.path().join("postgres.log"))
-            .arg("start")
-            .stdout(Stdio::null());
-        run(ctl, "pg_ctl start");
+        if let Err(e) = try_pg_ctl_start(&self.data(), self.dir.path()) {
+            panic!("pg_ctl start failed: {e}");
+        }
     }
 
     fn data(&self) -> PathBuf {
