@@ -1,11 +1,13 @@
 //! pg_doorman: a PostgreSQL connection pooler. The library holds every subsystem; `main.rs`
 //! only parses the command line, sets up logging and the runtime, and calls [`app::run`].
 
+pub mod admin;
 pub mod app;
 pub mod client;
 pub mod config;
 pub mod error;
 pub mod listener;
+pub mod logging;
 pub mod memory;
 pub mod net;
 pub mod params;

@@ -36,20 +36,35 @@ enum LogFormat {
 }
 
 fn init_logging(cli: &Cli) -> anyhow::Result<()> {
+    use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level)
         .with_context(|| format!("invalid --log-level {:?}", cli.log_level))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false);
+    // A reloadable filter: the admin console's SET log_level takes effect at once.
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let registry = tracing_subscriber::registry().with(filter);
     match cli.log_format {
         LogFormat::Text => {
             let color = !cli.no_color
                 && std::env::var_os("NO_COLOR").is_none()
                 && std::io::IsTerminal::is_terminal(&std::io::stderr());
-            builder.with_ansi(color).with_writer(std::io::stderr).init()
+            let layer = tracing_subscriber::fmt::layer()
+                .with_target(false)
+                .with_ansi(color)
+                .with_writer(std::io::stderr);
+            registry.with(layer).init();
         }
-        LogFormat::Structured => builder.json().with_writer(std::io::stderr).init(),
+        LogFormat::Structured => {
+            let layer = tracing_subscriber::fmt::layer()
+                .json()
+                .with_target(false)
+                .with_writer(std::io::stderr);
+            registry.with(layer).init();
+        }
     }
+    pg_doorman::logging::install(&cli.log_level, move |s| {
+        let f = tracing_subscriber::EnvFilter::try_new(s).map_err(|e| e.to_string())?;
+        handle.reload(f).map_err(|e| e.to_string())
+    });
     Ok(())
 }
 

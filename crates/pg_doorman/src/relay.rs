@@ -113,6 +113,8 @@ pub struct Attachment {
     pub reserved: usize,
     /// A frame that must be read whole does not fit under `max_memory_usage`.
     pub over_memory: bool,
+    /// What this attachment did (statistics).
+    pub tally: crate::pool::stats::Tally,
     server_scan: Scan,
 }
 
@@ -242,6 +244,9 @@ fn scan_server(
             continue;
         }
         if !read {
+            if h.tag == tag::ERROR_RESPONSE {
+                count_error(&buf[sc.ready..], len, &mut at.tally);
+            }
             sc.pass(buf, len);
             continue;
         }
@@ -254,6 +259,10 @@ fn scan_server(
                 .copied()
                 .ok_or(WireError::Truncated("ReadyForQuery"))?;
             at.pending = at.pending.saturating_sub(1);
+            at.tally.queries += 1;
+            if *status == b'I' {
+                at.tally.xacts += 1;
+            }
             if release && at.pending == 0 && !at.unsynced && *status == b'I' {
                 at.released = true;
             }
@@ -269,6 +278,25 @@ fn scan_server(
             }
         }
     }
+}
+
+/// Counts an ErrorResponse by SQLSTATE class (when its code field is buffered).
+fn count_error(frame: &[u8], len: usize, tally: &mut crate::pool::stats::Tally) {
+    let body = &frame[5.min(frame.len())..len.min(frame.len())];
+    let mut class = crate::pool::stats::ERROR_CLASSES.len() - 1;
+    let mut rest = body;
+    while let Some((&t, tail)) = rest.split_first() {
+        if t == 0 {
+            break;
+        }
+        let end = tail.iter().position(|&c| c == 0).unwrap_or(tail.len());
+        if t == b'C' {
+            class = crate::pool::stats::error_class(&tail[..end]);
+            break;
+        }
+        rest = tail.get(end + 1..).unwrap_or_default();
+    }
+    tally.errors[class] += 1;
 }
 
 fn would_block(e: &io::Error) -> bool {
@@ -324,10 +352,12 @@ pub async fn relay(
                 return Outcome::OverMemory;
             }
         }
+        let before = client.scan.ready;
         let to_server_blocked = match flush(&server.stream, &mut client.buf, &mut client.scan) {
             Ok(done) => !done,
             Err(e) => return Outcome::ServerGone(e),
         };
+        at.tally.received += (before - client.scan.ready) as u64;
         if at.terminated && client.scan.ready == 0 {
             return Outcome::Terminated;
         }
@@ -346,6 +376,7 @@ pub async fn relay(
         // Made-up replies alone wait for the backend's next bytes while more are expected, so
         // a cached Parse costs no extra write to the client.
         let hold = at.synth_only && !server.prepared.expect.is_empty();
+        let before = at.server_scan.ready;
         let to_client_blocked = if hold {
             false
         } else {
@@ -354,6 +385,7 @@ pub async fn relay(
                 Err(_) => return Outcome::ClientGone,
             }
         };
+        at.tally.sent += (before - at.server_scan.ready) as u64;
         if at.released && !to_client_blocked {
             return Outcome::Released;
         }

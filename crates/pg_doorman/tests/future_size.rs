@@ -14,6 +14,7 @@ async fn client_task_future_is_small() {
         Vec::new(),
         Default::default(),
         tls,
+        Default::default(),
     ));
     let fut =
         pg_doorman::client::startup::handle(ctx, pg_doorman::net::Stream::Tcp(sock), String::new());

@@ -24,6 +24,31 @@ pub struct AppContext {
     pub shutdown: CancellationToken,
     /// Client-facing TLS.
     pub tls: crate::tls::ClientTls,
+    /// Logged-in clients (SHOW CLIENTS).
+    pub client_list: super::clients::ClientList,
+    /// Connection counters since start (SHOW CONNECTIONS, /metrics).
+    pub conns: ConnCounters,
+    /// Secret of `admin_username` (admin console).
+    pub admin_secret: crate::pool::settings::ClientSecret,
+    /// Notified for a TLS reload (SIGHUP, admin RELOAD).
+    pub hup: Arc<tokio::sync::Notify>,
+    /// Process start.
+    pub started: std::time::Instant,
+}
+
+/// Accepted connections by outcome (PgDoorman SHOW CONNECTIONS).
+#[derive(Debug, Default)]
+pub struct ConnCounters {
+    /// Every accepted connection.
+    pub total: AtomicU64,
+    /// Refused or failed before login completed.
+    pub errors: AtomicU64,
+    /// Logged in over TLS.
+    pub tls: AtomicU64,
+    /// Logged in over plain TCP or unix socket.
+    pub plain: AtomicU64,
+    /// Cancel requests.
+    pub cancel: AtomicU64,
 }
 
 /// Holds one unit of `clients` until dropped.
@@ -42,7 +67,9 @@ impl AppContext {
         settings: Vec<crate::pool::settings::PoolSettings>,
         shutdown: CancellationToken,
         tls: crate::tls::ClientTls,
+        hup: Arc<tokio::sync::Notify>,
     ) -> Self {
+        let admin_secret = crate::pool::settings::secret_from(&config.general.admin_password);
         AppContext {
             config,
             pools: Pools::new(settings),
@@ -51,6 +78,11 @@ impl AppContext {
             next_client: AtomicU64::new(1),
             shutdown,
             tls,
+            client_list: Default::default(),
+            conns: Default::default(),
+            admin_secret,
+            hup,
+            started: std::time::Instant::now(),
         }
     }
 

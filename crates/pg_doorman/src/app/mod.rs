@@ -1,6 +1,7 @@
 //! Process assembly: builds pools from the config, binds the listener, runs the retain cycle
 //! and waits for shutdown. Phases: starting (here) → running (accept loop) → stopped.
 
+pub mod clients;
 pub mod context;
 pub mod limits;
 pub mod signals;
@@ -68,6 +69,7 @@ pub async fn run(
         resolved,
         shutdown.clone(),
         tls,
+        hup,
     ));
     tracing::info!(
         "pg_doorman {} listening on {addr} ({} pools)",
@@ -76,7 +78,7 @@ pub async fn run(
     );
     let tracker = TaskTracker::new();
     tracker.spawn(retain_cycle(ctx.clone()));
-    tracker.spawn(reload_on_hup(ctx.clone(), hup));
+    tracker.spawn(reload_on_hup(ctx.clone()));
     crate::listener::serve(listener, ctx.clone(), tracker.clone()).await;
     let in_use = ctx.clients.load(Ordering::Relaxed);
     tracing::info!("shutting down: {in_use} clients connected");
@@ -92,10 +94,10 @@ pub async fn run(
 /// SIGHUP: re-reads TLS certificates, keys and CA bundles (client side and every pool's backend
 /// side). New handshakes use them; established sessions keep theirs. A file that fails to load
 /// leaves the previous material in use.
-async fn reload_on_hup(ctx: Arc<AppContext>, hup: Arc<tokio::sync::Notify>) {
+async fn reload_on_hup(ctx: Arc<AppContext>) {
     loop {
         tokio::select! {
-            _ = hup.notified() => {}
+            _ = ctx.hup.notified() => {}
             _ = ctx.shutdown.cancelled() => return,
         }
         tracing::info!(

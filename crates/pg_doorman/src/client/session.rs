@@ -4,6 +4,7 @@
 
 use super::cancel::CancelSlot;
 use super::login_params::ClientParams;
+use crate::app::clients::{ClientInfo, state};
 use crate::config::PoolMode;
 use crate::error::{PoolError, ServerError};
 use crate::params::{reset_statement, set_statement, tracked_name};
@@ -44,6 +45,8 @@ pub struct Session {
     /// A BEGIN answered without a backend (transaction mode), run on the backend the next
     /// statement gets.
     deferred_begin: Option<Box<str>>,
+    /// Shown by SHOW CLIENTS.
+    info: Arc<ClientInfo>,
 }
 
 /// Brings `server` in line with the client's wishes with one simple query, only when something
@@ -104,6 +107,7 @@ impl Session {
         params: ClientParams,
         slot: Arc<CancelSlot>,
         label: String,
+        info: Arc<ClientInfo>,
     ) -> Self {
         Session {
             io,
@@ -113,6 +117,7 @@ impl Session {
             label,
             statements: None,
             deferred_begin: None,
+            info,
         }
     }
 
@@ -218,6 +223,8 @@ impl Session {
             return self.reject_request(PoolError::Server(e).to_client()).await;
         }
         self.slot.store(server.cancel_key(), Ordering::Release);
+        self.attach(&server, true);
+        let attached = std::time::Instant::now();
         let mut at = Attachment::default();
         at.track_dirt = self.pool.settings.cleanup;
         let log = self.pool.settings.log_param_changes;
@@ -241,6 +248,8 @@ impl Session {
         )
         .await;
         self.slot.store(0, Ordering::Release);
+        self.attach(&server, false);
+        self.record(&server, &at.tally, attached);
         if at.reserved > 0 {
             crate::memory::release(at.reserved);
             at.reserved = 0;
@@ -283,13 +292,71 @@ impl Session {
         false
     }
 
+    /// Marks the client as holding `server` (or not) for SHOW CLIENTS / SERVERS / POOLS.
+    fn attach(&self, server: &Server, on: bool) {
+        let r = Ordering::Relaxed;
+        let (st, pid) = if on {
+            (state::ACTIVE, server.backend_pid)
+        } else {
+            (state::IDLE, 0)
+        };
+        self.info.set_state(st);
+        self.info.server_pid.store(pid, r);
+        if let Some(reg) = &server.reg {
+            reg.info.active.store(on, r);
+            reg.info
+                .client
+                .store(if on { self.info.id as i32 } else { 0 }, r);
+        }
+        if on {
+            self.pool.stats.active.fetch_add(1, r);
+        } else {
+            self.pool.stats.active.fetch_sub(1, r);
+        }
+    }
+
+    /// Adds what one attachment did to the pool, backend and client totals.
+    fn record(&self, server: &Server, t: &crate::pool::stats::Tally, since: std::time::Instant) {
+        let r = Ordering::Relaxed;
+        let stats = &self.pool.stats;
+        stats.add(t);
+        if self.pool.settings.mode == PoolMode::Transaction {
+            stats
+                .xact_us
+                .fetch_add(since.elapsed().as_micros() as u64, r);
+        }
+        if let Some(reg) = &server.reg {
+            reg.add(t);
+            let p = &server.prepared;
+            reg.info.prepared_hits.store(p.hits, r);
+            reg.info.prepared_misses.store(p.misses, r);
+            reg.info.prepared_size.store(p.len(), r);
+        }
+        self.info.xacts.fetch_add(u64::from(t.xacts), r);
+        self.info.queries.fetch_add(u64::from(t.queries), r);
+        let errors: u32 = t.errors.iter().sum();
+        if errors > 0 {
+            self.info.errors.fetch_add(u64::from(errors), r);
+        }
+    }
+
     async fn fatal(&mut self, e: ErrorFields) {
         // Boxed: a rare path whose write state must not enlarge every idle client's task.
         Box::pin(super::startup::send_fatal(&self.io.stream, e)).await;
     }
 
     async fn acquire(&mut self) -> Result<Server, PoolError> {
-        let mut server = self.pool.checkout().await?;
+        let stats = &self.pool.stats;
+        self.info.set_state(state::WAITING);
+        let started = std::time::Instant::now();
+        if stats.paused.load(Ordering::Relaxed) {
+            self.pool.wait_resumed().await;
+        }
+        let checked = self.pool.checkout().await;
+        let waited = started.elapsed().as_micros() as u64;
+        stats.wait_us.fetch_add(waited, Ordering::Relaxed);
+        self.info.set_state(state::IDLE);
+        let mut server = checked?;
         match sync_params(&mut server, &mut self.params).await {
             Ok(None) => Ok(server),
             Ok(Some(e)) => {

@@ -7,6 +7,7 @@ use super::auth::{AuthFailure, authenticate};
 use super::cancel::Registration;
 use super::login_params::{ClientParams, from_startup};
 use super::session::Session;
+use crate::app::clients::{ClientInfo, ClientReg};
 use crate::app::context::{AppContext, ClientSlot};
 use crate::config::TlsMode;
 use crate::net::Stream;
@@ -72,6 +73,7 @@ struct LoggedIn<'a> {
     session: Session,
     _slot: ClientSlot<'a>,
     _reg: Registration<'a>,
+    _listed: ClientReg<'a>,
 }
 
 /// Negotiation, cancel handling, login and welcome; None when the connection is done with.
@@ -80,12 +82,16 @@ async fn startup_phase(ctx: &AppContext, stream: Stream, peer: String) -> Option
     // Every connection counts against max_connections from the start, authenticated or not,
     // so a flood of half-open logins cannot exhaust file descriptors (as in PgBouncer).
     let slot = ctx.try_client_slot();
+    ctx.conns.total.fetch_add(1, Ordering::Relaxed);
     let mut buf = BytesMut::new();
     let mut stream = Some(stream);
     let negotiated =
         tokio::time::timeout(LOGIN_TIMEOUT, negotiate(ctx, &mut stream, &mut buf, &peer)).await;
     // None: the TLS handshake failed and took the socket with it.
-    let stream = stream?;
+    let Some(stream) = stream else {
+        ctx.conns.errors.fetch_add(1, Ordering::Relaxed);
+        return None;
+    };
     let msg = match negotiated {
         // Cancel requests are served even when full, as PostgreSQL does.
         Ok(Ok(Some(Negotiated::Startup(_)))) if slot.is_none() => {
@@ -114,6 +120,7 @@ async fn startup_phase(ctx: &AppContext, stream: Stream, peer: String) -> Option
         }
         Ok(Ok(Some(Negotiated::Startup(m)))) => m,
         Ok(Ok(Some(Negotiated::Cancel(pid, secret)))) => {
+            ctx.conns.cancel.fetch_add(1, Ordering::Relaxed);
             ctx.cancel.cancel(pid, secret).await;
             return None;
         }
@@ -129,6 +136,11 @@ async fn startup_phase(ctx: &AppContext, stream: Stream, peer: String) -> Option
             return None;
         }
     };
+    if crate::admin::wants_console(ctx, &msg) {
+        // Rare: the console session runs inside this (boxed) startup future.
+        crate::admin::serve(ctx, stream, buf, &msg, &peer).await;
+        return None;
+    }
     let login =
         tokio::time::timeout(LOGIN_TIMEOUT, login(ctx, &stream, &mut buf, &msg, &peer)).await;
     let e = match login {
@@ -138,12 +150,20 @@ async fn startup_phase(ctx: &AppContext, stream: Stream, peer: String) -> Option
                 buf,
                 scan: Scan::default(),
             };
-            return welcome(ctx, io, pool, params, slot?, &peer).await;
+            let app = msg.get("application_name").unwrap_or_default().to_string();
+            let counter = if io.stream.is_tls() {
+                &ctx.conns.tls
+            } else {
+                &ctx.conns.plain
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            return welcome(ctx, io, pool, params, slot?, &peer, app).await;
         }
         Ok(Err(None)) => return None,
         Ok(Err(Some(e))) => e,
         Err(_) => ErrorFields::fatal(sqlstate::PROTOCOL_VIOLATION, "authentication timeout"),
     };
+    ctx.conns.errors.fetch_add(1, Ordering::Relaxed);
     send_fatal(&stream, e).await;
     None
 }
@@ -157,6 +177,7 @@ async fn welcome<'a>(
     params: ClientParams,
     _slot: ClientSlot<'a>,
     peer: &str,
+    application_name: String,
 ) -> Option<LoggedIn<'a>> {
     let reg = ctx.cancel.register(pool.clone());
     let mut out = BytesMut::with_capacity(512);
@@ -170,11 +191,26 @@ async fn welcome<'a>(
     if ctx.config.general.log_client_connections {
         tracing::info!("{label} client connected from {peer}");
     }
-    let session = Session::new(io, pool, params, reg.slot.clone(), label);
+    let (info, listed) = ctx.client_list.register(ClientInfo {
+        id,
+        pool: pool.clone(),
+        addr: peer.to_string(),
+        application_name,
+        tls: io.stream.is_tls(),
+        connected: std::time::Instant::now(),
+        state: Default::default(),
+        wait_from_us: Default::default(),
+        xacts: Default::default(),
+        queries: Default::default(),
+        errors: Default::default(),
+        server_pid: Default::default(),
+    });
+    let session = Session::new(io, pool, params, reg.slot.clone(), label, info);
     Some(LoggedIn {
         session,
         _slot,
         _reg: reg,
+        _listed: listed,
     })
 }
 

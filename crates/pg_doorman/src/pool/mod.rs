@@ -5,6 +5,7 @@
 
 pub mod registry;
 pub mod settings;
+pub mod stats;
 
 use crate::error::PoolError;
 use crate::params::ParamSet;
@@ -32,13 +33,14 @@ struct Inner {
     idle: VecDeque<Server>,
     /// Connections that exist or are being created (idle + in use + connecting).
     total: usize,
-    waiters: VecDeque<oneshot::Sender<Handoff>>,
+    /// Waiting clients, oldest first, with the time each started waiting (SHOW POOLS maxwait).
+    waiters: VecDeque<(Instant, oneshot::Sender<Handoff>)>,
 }
 
 impl Inner {
     /// Gives `h` to the oldest live waiter; returns it if nobody took it.
     fn hand_off(&mut self, mut h: Handoff) -> Option<Handoff> {
-        while let Some(tx) = self.waiters.pop_front() {
+        while let Some((_, tx)) = self.waiters.pop_front() {
             match tx.send(h) {
                 Ok(()) => return None,
                 Err(back) => h = back,
@@ -73,6 +75,12 @@ pub struct Pool {
     next_id: AtomicU64,
     /// Statement cache when transparent prepared statements are on (transaction mode).
     pub statements: Option<PoolCache>,
+    /// Totals and state for SHOW and /metrics.
+    pub stats: stats::PoolStats,
+    /// Live backend connections (SHOW SERVERS).
+    pub servers: Arc<stats::ServerList>,
+    /// Woken by RESUME.
+    resumed: tokio::sync::Notify,
 }
 
 /// Most distinct parameter sets a pool shares among clients (more are kept per client).
@@ -131,6 +139,9 @@ impl Pool {
             statements: std::num::NonZeroUsize::new(settings.pool_prepared_cache)
                 .filter(|_| settings.prepared)
                 .map(PoolCache::new),
+            stats: Default::default(),
+            servers: Default::default(),
+            resumed: tokio::sync::Notify::new(),
             settings,
         })
     }
@@ -167,8 +178,46 @@ impl Pool {
         PoolCounts {
             sv_idle: g.idle.len(),
             sv_total: g.total,
-            cl_waiting: g.waiters.len(),
+            cl_waiting: g.waiters.iter().filter(|(_, t)| !t.is_closed()).count(),
         }
+    }
+
+    /// How long the oldest waiting client has waited.
+    pub fn max_wait(&self) -> std::time::Duration {
+        let g = self.inner.lock();
+        g.waiters
+            .iter()
+            .find(|(_, t)| !t.is_closed())
+            .map(|(at, _)| at.elapsed())
+            .unwrap_or_default()
+    }
+
+    /// PAUSE: new requests wait until RESUME; running ones finish.
+    pub fn pause(&self) {
+        self.stats.paused.store(true, Ordering::Release);
+    }
+
+    /// RESUME after PAUSE.
+    pub fn resume(&self) {
+        self.stats.paused.store(false, Ordering::Release);
+        self.resumed.notify_waiters();
+    }
+
+    /// Waits while the pool is paused.
+    pub async fn wait_resumed(&self) {
+        loop {
+            let notified = self.resumed.notified();
+            if !self.stats.paused.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// RECONNECT: idle connections close now, connections in use close when returned.
+    pub fn reconnect(&self) {
+        self.stats.epoch.fetch_add(1, Ordering::AcqRel);
+        self.close_idle();
     }
 
     /// Gets a backend connection: an idle one, a new one while under `pool_size`, or the next
@@ -231,11 +280,11 @@ impl Pool {
         }
         // Waiters that timed out leave closed senders behind; drop those at the front so a long
         // outage cannot grow the queue without bound.
-        while g.waiters.front().is_some_and(|t| t.is_closed()) {
+        while g.waiters.front().is_some_and(|(_, t)| t.is_closed()) {
             g.waiters.pop_front();
         }
         let (tx, rx) = oneshot::channel();
-        g.waiters.push_back(tx);
+        g.waiters.push_back((Instant::now(), tx));
         Step::Wait(WaiterGuard { pool: self, rx })
     }
 
@@ -257,8 +306,27 @@ impl Pool {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let client_key = *self.client_key.read();
         match server::connect(&self.settings, id, client_key).await {
-            Ok(s) => {
+            Ok(mut s) => {
                 guard.0 = None;
+                s.epoch = self.stats.epoch.load(Ordering::Acquire);
+                s.reg = Some(stats::Registration::new(
+                    &self.servers,
+                    stats::ServerInfo {
+                        id,
+                        pid: s.backend_pid,
+                        created: s.created,
+                        tls: s.stream.is_tls(),
+                        active: Default::default(),
+                        xacts: Default::default(),
+                        queries: Default::default(),
+                        sent: Default::default(),
+                        received: Default::default(),
+                        client: Default::default(),
+                        prepared_hits: Default::default(),
+                        prepared_misses: Default::default(),
+                        prepared_size: Default::default(),
+                    },
+                ));
                 if self.default_params.read().is_none() {
                     *self.default_params.write() = Some(Arc::new(s.params.clone()));
                 }
@@ -277,7 +345,11 @@ impl Pool {
     /// others go to the oldest waiter or to the idle list.
     pub fn checkin(&self, mut s: Server) {
         let now = Instant::now();
-        if s.bad || s.status != b'I' || s.expired(now, self.settings.server_lifetime, None) {
+        if s.bad
+            || s.status != b'I'
+            || s.epoch != self.stats.epoch.load(Ordering::Relaxed)
+            || s.expired(now, self.settings.server_lifetime, None)
+        {
             self.discard(s);
             return;
         }

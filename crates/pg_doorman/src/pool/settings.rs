@@ -116,18 +116,24 @@ pub fn tcp_options(c: &Config) -> TcpOptions {
 }
 
 fn client_secret(u: &User) -> ClientSecret {
-    if u.password.starts_with("SCRAM-SHA-256$")
-        && let Ok(v) = scram::Verifier::parse(&u.password)
+    secret_from(&u.password)
+}
+
+/// How a configured password checks a client: a SCRAM verifier or md5 secret as given, or a
+/// SCRAM verifier derived from plaintext (PBKDF2, 4096 rounds).
+pub fn secret_from(password: &str) -> ClientSecret {
+    if password.starts_with("SCRAM-SHA-256$")
+        && let Ok(v) = scram::Verifier::parse(password)
     {
         return ClientSecret::Scram(v);
     }
-    if md5::is_secret(&u.password) {
-        return ClientSecret::Md5(u.password.clone());
+    if md5::is_secret(password) {
+        return ClientSecret::Md5(password.to_string());
     }
     let mut salt = [0u8; 16];
     rand::fill(&mut salt);
     ClientSecret::Scram(scram::Verifier::from_password(
-        &u.password,
+        password,
         &salt,
         scram::DEFAULT_ITERATIONS,
     ))

@@ -85,6 +85,10 @@ pub struct ServerPrepared {
     pub skipping: bool,
     /// The backend is in copy-in mode and the client has not ended the copy yet.
     pub copy_in: bool,
+    /// Parses answered from this cache (statistics).
+    pub hits: u64,
+    /// Parses sent to the backend, including injected ones (statistics).
+    pub misses: u64,
     /// Scratch for building injected messages (kept to avoid allocating per message).
     pub scratch: Vec<u8>,
 }
@@ -100,6 +104,8 @@ impl ServerPrepared {
             must_reset: false,
             skipping: false,
             copy_in: false,
+            hits: 0,
+            misses: 0,
             scratch: Vec::new(),
         }
     }

@@ -303,11 +303,13 @@ fn parse(
     let id = st.id;
     client.insert(&buf[body.start..body.start + name_len], Arc::clone(&st));
     if !p.skipping && p.has(&st) {
+        p.hits += 1;
         splice(buf, pos, len, &[]);
         push(p, Expect::Synth(Synth::ParseComplete));
         return Ok(());
     }
     if !p.skipping {
+        p.misses += 1;
         p.add(&st);
     }
     let name = ServerName::new(id);
@@ -342,6 +344,7 @@ fn use_statement(
     let mut shift = 0;
     if !p.skipping && !p.has(&st) {
         shift = inject_parse(buf, pos, &st, p);
+        p.misses += 1;
         p.add(&st);
         push(p, Expect::Parse { id, swallow: true });
     }

@@ -132,6 +132,11 @@ impl PoolCache {
         map.get(&hash).filter(|s| *s.body == *body).cloned()
     }
 
+    /// The cached statements (SHOW PREPARED_STATEMENTS), most recently used first.
+    pub fn entries(&self) -> Vec<Arc<Statement>> {
+        self.map.lock().iter().map(|(_, s)| s.clone()).collect()
+    }
+
     /// Number of statements cached.
     pub fn len(&self) -> usize {
         self.map.lock().len()

@@ -185,6 +185,8 @@ async fn login(
                     created: now,
                     last_used: now,
                     id,
+                    reg: None,
+                    epoch: 0,
                     prepared: Box::new(crate::prepared::ServerPrepared::new(
                         s.server_prepared_cache,
                     )),

@@ -42,6 +42,10 @@ pub struct Server {
     pub last_used: Instant,
     /// Pool-local sequence number (for logs).
     pub id: u64,
+    /// Entry in the pool's server list (SHOW SERVERS); removed when the connection goes.
+    pub reg: Option<crate::pool::stats::Registration>,
+    /// The pool's RECONNECT epoch when this connection was opened.
+    pub epoch: u64,
     /// Statements prepared on this backend and replies expected from it (transaction mode).
     pub prepared: Box<crate::prepared::ServerPrepared>,
 }

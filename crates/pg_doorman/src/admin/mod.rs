@@ -1,0 +1,214 @@
+//! The admin console (PgDoorman/PgBouncer style): database `pgdoorman` (alias `pgbouncer`) on
+//! the main listener, `admin_username`/`admin_password`, simple Query only. Keywords are
+//! case-insensitive and a trailing `;` is optional (COMPAT.md §2).
+//!
+//! Errors: 58000 unknown command, 42601 bad SET, 3D000 unknown database, 08P01 for any
+//! message but Query/Terminate.
+
+mod result;
+mod show;
+
+use crate::app::context::AppContext;
+use crate::client::auth::{AuthFailure, authenticate};
+use crate::net::Stream;
+use bytes::BytesMut;
+use doorman_wire::startup::StartupMessage;
+use doorman_wire::{ErrorFields, backend, sqlstate};
+use result::command_complete;
+
+/// Database names that reach the console.
+pub const DATABASES: [&str; 2] = ["pgdoorman", "pgbouncer"];
+
+/// True when a client asks for the console (and no pool has that name).
+pub fn wants_console(ctx: &AppContext, msg: &StartupMessage) -> bool {
+    let user = msg.get("user").unwrap_or_default();
+    let db = msg
+        .get("database")
+        .filter(|d| !d.is_empty())
+        .unwrap_or(user);
+    DATABASES.contains(&db) && !ctx.pools.all().any(|p| p.settings.database == db)
+}
+
+/// Authenticates the admin and serves console commands until the client leaves.
+pub async fn serve(
+    ctx: &AppContext,
+    stream: Stream,
+    mut buf: BytesMut,
+    msg: &StartupMessage,
+    peer: &str,
+) {
+    let user = msg.get("user").unwrap_or_default();
+    if user != ctx.config.general.admin_username {
+        tracing::warn!("client {peer}: admin console refused for user {user:?}");
+        let e = ErrorFields::fatal(
+            sqlstate::INVALID_AUTHORIZATION,
+            format!("role \"{user}\" may not use the pg_doorman admin console"),
+        );
+        return crate::client::startup::send_fatal(&stream, e).await;
+    }
+    match authenticate(&stream, &mut buf, user, &ctx.admin_secret).await {
+        Ok(_) => {}
+        Err(AuthFailure::Gone) => return,
+        Err(AuthFailure::Reject(e)) => {
+            tracing::warn!("client {peer}: admin authentication failed for user {user:?}");
+            return crate::client::startup::send_fatal(&stream, e).await;
+        }
+    }
+    tracing::info!("client {peer}: admin console login as {user:?}");
+    let mut out = BytesMut::with_capacity(512);
+    backend::write_auth_ok(&mut out);
+    for (k, v) in [
+        ("server_version", "15.0 (pg_doorman)"),
+        ("client_encoding", "UTF8"),
+        ("server_encoding", "UTF8"),
+        ("DateStyle", "ISO, MDY"),
+        ("TimeZone", "UTC"),
+        ("standard_conforming_strings", "on"),
+        ("integer_datetimes", "on"),
+        (
+            "application_name",
+            msg.get("application_name").unwrap_or_default(),
+        ),
+    ] {
+        backend::write_parameter_status(&mut out, k, v);
+    }
+    backend::write_backend_key_data(&mut out, 0, 0);
+    backend::write_ready_for_query(&mut out, b'I');
+    if stream.write_all(&out).await.is_err() {
+        return;
+    }
+    loop {
+        let (tag, body) = match stream
+            .read_message(&mut buf, doorman_wire::frame::MAX_MESSAGE_LEN, 1024)
+            .await
+        {
+            Ok(m) => m,
+            Err(_) => return,
+        };
+        out.clear();
+        match tag {
+            b'X' => return,
+            b'Q' => {
+                let sql = String::from_utf8_lossy(body.strip_suffix(b"\0").unwrap_or(&body));
+                if let Err(e) = run(ctx, &sql, &mut out) {
+                    out.clear();
+                    e.write(&mut out);
+                }
+                backend::write_ready_for_query(&mut out, b'I');
+                if stream.write_all(&out).await.is_err() {
+                    return;
+                }
+            }
+            _ => {
+                let e = ErrorFields::fatal(
+                    sqlstate::PROTOCOL_VIOLATION,
+                    "the admin console supports the simple query protocol only",
+                );
+                return crate::client::startup::send_fatal(&stream, e).await;
+            }
+        }
+    }
+}
+
+/// Runs one console statement, writing its result (not the ReadyForQuery) into `out`.
+fn run(ctx: &AppContext, sql: &str, out: &mut BytesMut) -> Result<(), ErrorFields> {
+    let mut text = sql.trim();
+    while let Some(t) = text.strip_suffix(';') {
+        text = t.trim_end();
+    }
+    if text.is_empty() {
+        out.extend_from_slice(&[b'I', 0, 0, 0, 4]); // EmptyQueryResponse
+        return Ok(());
+    }
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let kw = words[0].to_ascii_uppercase();
+    let arg = words.get(1).copied();
+    match kw.as_str() {
+        "SHOW" => show::show(ctx, &words[1..], out),
+        "SET" => set(text, out),
+        "PAUSE" | "RESUME" | "RECONNECT" => {
+            let pools = pools_of(ctx, arg)?;
+            for p in pools {
+                match kw.as_str() {
+                    "PAUSE" => p.pause(),
+                    "RESUME" => p.resume(),
+                    _ => p.reconnect(),
+                }
+            }
+            tracing::info!("admin: {kw} {}", arg.unwrap_or("(all)"));
+            command_complete(out, &kw);
+            Ok(())
+        }
+        "RELOAD" => {
+            ctx.hup.notify_one();
+            command_complete(out, "RELOAD");
+            Ok(())
+        }
+        "SHUTDOWN" => {
+            tracing::info!("admin: SHUTDOWN");
+            let mut rs = result::ResultSet::new(out, &[("success", result::Col::Text)]);
+            rs.row(&[Some("t")]);
+            rs.finish("SHOW");
+            ctx.shutdown.cancel();
+            Ok(())
+        }
+        // psql's own probes (tab completion, \d) get an empty answer instead of an error.
+        "SELECT" => {
+            result::ResultSet::new(out, &[("?column?", result::Col::Text)]).finish("SELECT 0");
+            Ok(())
+        }
+        _ => Err(unknown(text)),
+    }
+}
+
+fn unknown(text: &str) -> ErrorFields {
+    ErrorFields::error(
+        sqlstate::SYSTEM_ERROR,
+        format!("unsupported pg_doorman admin command: {text}"),
+    )
+    .with_detail("SHOW HELP lists the commands")
+}
+
+fn pools_of<'a>(
+    ctx: &'a AppContext,
+    db: Option<&str>,
+) -> Result<Vec<&'a std::sync::Arc<crate::pool::Pool>>, ErrorFields> {
+    let pools: Vec<_> = ctx
+        .pools
+        .all()
+        .filter(|p| db.is_none_or(|d| p.settings.database == d))
+        .collect();
+    if pools.is_empty()
+        && let Some(d) = db
+    {
+        return Err(ErrorFields::error(
+            sqlstate::INVALID_CATALOG_NAME,
+            format!("database \"{d}\" does not exist"),
+        ));
+    }
+    Ok(pools)
+}
+
+/// `SET log_level = '<filter>'` (or `TO`): the only settable parameter.
+fn set(text: &str, out: &mut BytesMut) -> Result<(), ErrorFields> {
+    let bad = |why: &str| ErrorFields::error(sqlstate::SYNTAX_ERROR, why.to_string());
+    let rest = text[3..].trim_start();
+    let (name, value) = rest
+        .split_once('=')
+        .or_else(|| {
+            let lower = rest.to_ascii_lowercase();
+            lower.find(" to ").map(|i| (&rest[..i], &rest[i + 4..]))
+        })
+        .ok_or_else(|| bad("syntax: SET log_level = '<filter>'"))?;
+    if !name.trim().eq_ignore_ascii_case("log_level") {
+        return Err(bad(&format!(
+            "unknown parameter {:?}: only log_level can be set",
+            name.trim()
+        )));
+    }
+    let value = value.trim().trim_matches('\'').trim_matches('"');
+    crate::logging::set(value).map_err(|e| bad(&format!("invalid log_level {value:?}: {e}")))?;
+    tracing::info!("admin: log_level set to {value:?}");
+    command_complete(out, "SET");
+    Ok(())
+}

@@ -1,0 +1,471 @@
+//! SHOW commands: columns and order as PgDoorman's console (COMPAT.md §2.2).
+
+use super::result::{Col, ResultSet};
+use crate::app::clients::state;
+use crate::app::context::AppContext;
+use bytes::BytesMut;
+use doorman_wire::{ErrorFields, sqlstate};
+use std::sync::atomic::Ordering;
+
+const R: Ordering = Ordering::Relaxed;
+
+/// The commands SHOW HELP lists.
+const HELP: &[&str] = &[
+    "SHOW HELP|CONFIG|DATABASES|POOLS|STATS|CLIENTS|SERVERS|CONNECTIONS|USERS|LISTS|VERSION|LOG_LEVEL|PREPARED_STATEMENTS",
+    "SET log_level = '<filter>'",
+    "PAUSE [<db>]",
+    "RESUME [<db>]",
+    "RECONNECT [<db>]",
+    "RELOAD",
+    "SHUTDOWN",
+];
+
+fn cols(spec: &[(&'static str, Col)]) -> Vec<(&'static str, Col)> {
+    spec.to_vec()
+}
+
+/// Runs `SHOW <args>`.
+pub fn show(ctx: &AppContext, args: &[&str], out: &mut BytesMut) -> Result<(), ErrorFields> {
+    let what = args
+        .first()
+        .map(|w| w.to_ascii_uppercase())
+        .unwrap_or_default();
+    match what.as_str() {
+        "HELP" => {
+            let mut rs = ResultSet::new(out, &[("item", Col::Text)]);
+            for h in HELP {
+                rs.row(&[Some(h)]);
+            }
+            rs.finish("SHOW");
+        }
+        "VERSION" => {
+            let mut rs = ResultSet::new(out, &[("version", Col::Text)]);
+            rs.row(&[Some(&format!("pg_doorman {}", env!("CARGO_PKG_VERSION")))]);
+            rs.finish("SHOW");
+        }
+        "LOG_LEVEL" => {
+            let mut rs = ResultSet::new(out, &[("log_level", Col::Text)]);
+            rs.row(&[Some(&crate::logging::current())]);
+            rs.finish("SHOW");
+        }
+        "CONFIG" => config(ctx, out),
+        "DATABASES" => databases(ctx, out),
+        "POOLS" => pools(ctx, out),
+        "STATS" => stats(ctx, out),
+        "CLIENTS" => clients(ctx, out),
+        "SERVERS" => servers(ctx, out),
+        "CONNECTIONS" => {
+            let c = &ctx.conns;
+            let mut rs = ResultSet::new(
+                out,
+                &cols(&[
+                    ("total", Col::Int),
+                    ("errors", Col::Int),
+                    ("tls", Col::Int),
+                    ("plain", Col::Int),
+                    ("cancel", Col::Int),
+                ]),
+            );
+            rs.row_s(&[
+                c.total.load(R).to_string(),
+                c.errors.load(R).to_string(),
+                c.tls.load(R).to_string(),
+                c.plain.load(R).to_string(),
+                c.cancel.load(R).to_string(),
+            ]);
+            rs.finish("SHOW");
+        }
+        "USERS" => {
+            let mut rs = ResultSet::new(out, &[("name", Col::Text), ("pool_mode", Col::Text)]);
+            let mut seen = std::collections::BTreeSet::new();
+            for p in ctx.pools.all() {
+                if seen.insert((p.settings.user.clone(), p.settings.mode.as_str())) {
+                    rs.row(&[Some(&p.settings.user), Some(p.settings.mode.as_str())]);
+                }
+            }
+            rs.finish("SHOW");
+        }
+        "LISTS" => lists(ctx, out),
+        "PREPARED_STATEMENTS" => prepared(ctx, out),
+        _ => {
+            return Err(ErrorFields::error(
+                sqlstate::SYSTEM_ERROR,
+                format!("unsupported SHOW: {}", args.join(" ")),
+            )
+            .with_detail("SHOW HELP lists the commands"));
+        }
+    }
+    Ok(())
+}
+
+fn config(ctx: &AppContext, out: &mut BytesMut) {
+    let g = &ctx.config.general;
+    let mut rs = ResultSet::new(
+        out,
+        &cols(&[
+            ("key", Col::Text),
+            ("value", Col::Text),
+            ("default", Col::Text),
+            ("changeable", Col::Text),
+        ]),
+    );
+    let ms = |d: &crate::config::units::Millis| d.0.as_millis().to_string();
+    let rows: Vec<(&str, String)> = vec![
+        ("host", g.host.clone()),
+        ("port", g.port.to_string()),
+        ("worker_threads", g.worker_threads.to_string()),
+        ("connect_timeout", ms(&g.connect_timeout)),
+        ("query_wait_timeout", ms(&g.query_wait_timeout)),
+        ("idle_timeout", ms(&g.idle_timeout)),
+        ("server_lifetime", ms(&g.server_lifetime)),
+        ("retain_connections_time", ms(&g.retain_connections_time)),
+        ("max_connections", g.max_connections.to_string()),
+        ("admin_username", g.admin_username.clone()),
+        ("tls_mode", g.tls_mode.as_str().to_string()),
+        ("prepared_statements", g.prepared_statements.to_string()),
+        (
+            "prepared_statements_cache_size",
+            g.prepared_statements_cache_size.to_string(),
+        ),
+        ("max_memory_usage", g.max_memory_usage.0.to_string()),
+        ("log_level", crate::logging::current()),
+    ];
+    for (k, v) in rows {
+        let changeable = if matches!(k, "host" | "port") {
+            "no"
+        } else {
+            "yes"
+        };
+        rs.row(&[Some(k), Some(&v), Some("-"), Some(changeable)]);
+    }
+    rs.finish("SHOW");
+}
+
+fn databases(ctx: &AppContext, out: &mut BytesMut) {
+    let mut rs = ResultSet::new(
+        out,
+        &cols(&[
+            ("name", Col::Text),
+            ("host", Col::Text),
+            ("port", Col::Int),
+            ("database", Col::Text),
+            ("force_user", Col::Text),
+            ("pool_size", Col::Int),
+            ("min_pool_size", Col::Int),
+            ("reserve_pool", Col::Int),
+            ("pool_mode", Col::Text),
+            ("max_connections", Col::Int),
+            ("current_connections", Col::Int),
+        ]),
+    );
+    for p in ctx.pools.all() {
+        let s = &p.settings;
+        let (host, port) = match &s.address {
+            crate::pool::settings::ServerAddress::Tcp { host, port } => (host.clone(), *port),
+            crate::pool::settings::ServerAddress::Unix(path) => (path.clone(), 0),
+        };
+        let c = p.counts();
+        rs.row_s(&[
+            s.database.clone(),
+            host,
+            port.to_string(),
+            s.server_database.clone(),
+            s.server_user.clone(),
+            s.pool_size.to_string(),
+            "0".into(),
+            "0".into(),
+            s.mode.as_str().into(),
+            s.pool_size.to_string(),
+            c.sv_total.to_string(),
+        ]);
+    }
+    rs.finish("SHOW");
+}
+
+fn pools(ctx: &AppContext, out: &mut BytesMut) {
+    let mut rs = ResultSet::new(
+        out,
+        &cols(&[
+            ("database", Col::Text),
+            ("user", Col::Text),
+            ("pool_mode", Col::Text),
+            ("cl_idle", Col::Int),
+            ("cl_active", Col::Int),
+            ("cl_waiting", Col::Int),
+            ("cl_cancel_req", Col::Int),
+            ("sv_active", Col::Int),
+            ("sv_idle", Col::Int),
+            ("sv_used", Col::Int),
+            ("sv_login", Col::Int),
+            ("pool_size", Col::Int),
+            ("maxwait", Col::Int),
+            ("maxwait_us", Col::Int),
+            ("avg_xact_time", Col::Int),
+            ("paused", Col::Int),
+            ("fallback_active", Col::Int),
+            ("oldest_active_age_ms", Col::Int),
+        ]),
+    );
+    for p in ctx.pools.all() {
+        let c = p.counts();
+        let st = &p.stats;
+        let clients = st.clients.load(R);
+        let active = st.active.load(R);
+        let waiting = c.cl_waiting;
+        let servers = p.servers.snapshot();
+        let sv_active = servers.iter().filter(|s| s.active.load(R)).count();
+        let sv_login = c.sv_total.saturating_sub(servers.len());
+        let maxwait = p.max_wait();
+        let xacts = st.xacts.load(R);
+        let avg_xact = st.xact_us.load(R).checked_div(xacts).unwrap_or(0);
+        let oldest = ctx
+            .client_list
+            .snapshot()
+            .iter()
+            .filter(|c| std::ptr::eq(&*c.pool, &**p) && c.state.load(R) == state::ACTIVE)
+            .map(|c| {
+                let now = c.connected.elapsed().as_micros() as u64;
+                now.saturating_sub(c.wait_from_us.load(R)) / 1000
+            })
+            .max()
+            .unwrap_or(0);
+        rs.row_s(&[
+            p.settings.database.clone(),
+            p.settings.user.clone(),
+            p.settings.mode.as_str().into(),
+            clients.saturating_sub(active + waiting).to_string(),
+            active.to_string(),
+            waiting.to_string(),
+            "0".into(),
+            sv_active.to_string(),
+            c.sv_idle.to_string(),
+            "0".into(),
+            sv_login.to_string(),
+            p.settings.pool_size.to_string(),
+            maxwait.as_secs().to_string(),
+            maxwait.subsec_micros().to_string(),
+            avg_xact.to_string(),
+            u8::from(st.paused.load(R)).to_string(),
+            "0".into(),
+            oldest.to_string(),
+        ]);
+    }
+    rs.finish("SHOW");
+}
+
+fn stats(ctx: &AppContext, out: &mut BytesMut) {
+    let mut rs = ResultSet::new(
+        out,
+        &cols(&[
+            ("database", Col::Text),
+            ("user", Col::Text),
+            ("total_xact_count", Col::Int),
+            ("total_query_count", Col::Int),
+            ("total_received", Col::Int),
+            ("total_sent", Col::Int),
+            ("total_xact_time", Col::Int),
+            ("total_query_time", Col::Int),
+            ("total_wait_time", Col::Int),
+            ("total_errors", Col::Int),
+            ("avg_xact_count", Col::Int),
+            ("avg_query_count", Col::Int),
+            ("avg_recv", Col::Int),
+            ("avg_sent", Col::Int),
+            ("avg_errors", Col::Int),
+            ("avg_xact_time", Col::Int),
+            ("avg_query_time", Col::Int),
+            ("avg_wait_time", Col::Int),
+        ]),
+    );
+    let secs = ctx.started.elapsed().as_secs().max(1);
+    for p in ctx.pools.all() {
+        let st = &p.stats;
+        let (x, q) = (st.xacts.load(R), st.queries.load(R));
+        let (rcv, snt) = (st.received.load(R), st.sent.load(R));
+        let (xt, wt) = (st.xact_us.load(R), st.wait_us.load(R));
+        let errors = st.total_errors();
+        rs.row_s(&[
+            p.settings.database.clone(),
+            p.settings.user.clone(),
+            x.to_string(),
+            q.to_string(),
+            rcv.to_string(),
+            snt.to_string(),
+            xt.to_string(),
+            xt.to_string(),
+            wt.to_string(),
+            errors.to_string(),
+            (x / secs).to_string(),
+            (q / secs).to_string(),
+            (rcv / secs).to_string(),
+            (snt / secs).to_string(),
+            (errors / secs).to_string(),
+            xt.checked_div(x).unwrap_or(0).to_string(),
+            xt.checked_div(q).unwrap_or(0).to_string(),
+            wt.checked_div(q.max(x)).unwrap_or(0).to_string(),
+        ]);
+    }
+    rs.finish("SHOW");
+}
+
+fn clients(ctx: &AppContext, out: &mut BytesMut) {
+    let mut rs = ResultSet::new(
+        out,
+        &cols(&[
+            ("client_id", Col::Text),
+            ("database", Col::Text),
+            ("user", Col::Text),
+            ("application_name", Col::Text),
+            ("addr", Col::Text),
+            ("tls", Col::Text),
+            ("state", Col::Text),
+            ("wait", Col::Int),
+            ("transaction_count", Col::Int),
+            ("query_count", Col::Int),
+            ("error_count", Col::Int),
+            ("age_seconds", Col::Int),
+        ]),
+    );
+    for c in ctx.client_list.snapshot() {
+        let st = c.state.load(R);
+        let wait = if st == state::WAITING {
+            let now = c.connected.elapsed().as_micros() as u64;
+            now.saturating_sub(c.wait_from_us.load(R)) / 1_000_000
+        } else {
+            0
+        };
+        let name = match st {
+            state::ACTIVE => "active",
+            state::WAITING => "waiting",
+            _ => "idle",
+        };
+        rs.row_s(&[
+            format!("#c{}", c.id),
+            c.pool.settings.database.clone(),
+            c.pool.settings.user.clone(),
+            c.application_name.clone(),
+            c.addr.clone(),
+            c.tls.to_string(),
+            name.into(),
+            wait.to_string(),
+            c.xacts.load(R).to_string(),
+            c.queries.load(R).to_string(),
+            c.errors.load(R).to_string(),
+            c.connected.elapsed().as_secs().to_string(),
+        ]);
+    }
+    rs.finish("SHOW");
+}
+
+fn servers(ctx: &AppContext, out: &mut BytesMut) {
+    let mut rs = ResultSet::new(
+        out,
+        &cols(&[
+            ("server_id", Col::Text),
+            ("server_process_id", Col::Int),
+            ("database_name", Col::Text),
+            ("user", Col::Text),
+            ("application_name", Col::Text),
+            ("tls", Col::Text),
+            ("state", Col::Text),
+            ("wait", Col::Int),
+            ("transaction_count", Col::Int),
+            ("query_count", Col::Int),
+            ("bytes_sent", Col::Int),
+            ("bytes_received", Col::Int),
+            ("age_seconds", Col::Int),
+            ("prepare_cache_hit", Col::Int),
+            ("prepare_cache_miss", Col::Int),
+            ("prepare_cache_size", Col::Int),
+        ]),
+    );
+    for p in ctx.pools.all() {
+        let app = p.settings.application_name.clone().unwrap_or_default();
+        for s in p.servers.snapshot() {
+            let active = s.active.load(R);
+            rs.row_s(&[
+                format!("#s{}", s.id),
+                s.pid.to_string(),
+                p.settings.database.clone(),
+                p.settings.user.clone(),
+                app.clone(),
+                s.tls.to_string(),
+                if active { "active" } else { "idle" }.into(),
+                "0".into(),
+                s.xacts.load(R).to_string(),
+                s.queries.load(R).to_string(),
+                s.sent.load(R).to_string(),
+                s.received.load(R).to_string(),
+                s.created.elapsed().as_secs().to_string(),
+                s.prepared_hits.load(R).to_string(),
+                s.prepared_misses.load(R).to_string(),
+                s.prepared_size.load(R).to_string(),
+            ]);
+        }
+    }
+    rs.finish("SHOW");
+}
+
+fn lists(ctx: &AppContext, out: &mut BytesMut) {
+    let mut rs = ResultSet::new(out, &[("list", Col::Text), ("items", Col::Int)]);
+    let pools: Vec<_> = ctx.pools.all().collect();
+    let dbs: std::collections::BTreeSet<_> = pools.iter().map(|p| &p.settings.database).collect();
+    let users: std::collections::BTreeSet<_> = pools.iter().map(|p| &p.settings.user).collect();
+    let clients = ctx.client_list.snapshot();
+    let used_clients = clients
+        .iter()
+        .filter(|c| c.state.load(R) != state::IDLE)
+        .count();
+    let (mut free_servers, mut used_servers) = (0, 0);
+    for p in &pools {
+        for s in p.servers.snapshot() {
+            if s.active.load(R) {
+                used_servers += 1;
+            } else {
+                free_servers += 1;
+            }
+        }
+    }
+    for (k, v) in [
+        ("databases", dbs.len()),
+        ("users", users.len()),
+        ("pools", pools.len()),
+        ("free_clients", clients.len() - used_clients),
+        ("used_clients", used_clients),
+        ("login_clients", 0),
+        ("free_servers", free_servers),
+        ("used_servers", used_servers),
+    ] {
+        rs.row(&[Some(k), Some(&v.to_string())]);
+    }
+    rs.finish("SHOW");
+}
+
+fn prepared(ctx: &AppContext, out: &mut BytesMut) {
+    let mut rs = ResultSet::new(
+        out,
+        &cols(&[
+            ("pool", Col::Text),
+            ("hash", Col::Text),
+            ("name", Col::Text),
+            ("query", Col::Text),
+            ("count_used", Col::Int),
+            ("kind", Col::Text),
+        ]),
+    );
+    for p in ctx.pools.all() {
+        let Some(cache) = &p.statements else { continue };
+        for st in cache.entries() {
+            let q = st.body.split(|&c| c == 0).next().unwrap_or_default();
+            rs.row_s(&[
+                p.name(),
+                format!("{:016x}", st.hash),
+                format!("DOORMAN_{}", st.id),
+                String::from_utf8_lossy(q).into_owned(),
+                (std::sync::Arc::strong_count(&st) - 2).to_string(),
+                "statement".into(),
+            ]);
+        }
+    }
+    rs.finish("SHOW");
+}

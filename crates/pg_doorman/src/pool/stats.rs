@@ -1,0 +1,199 @@
+//! Pool statistics the admin console and /metrics read (PgBouncer SHOW POOLS / SHOW STATS
+//! names). Updated with relaxed atomics once per transaction (never per message, never under a
+//! lock); read at SHOW or scrape time.
+
+use parking_lot::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Instant;
+
+/// SQLSTATE classes counted separately (COMPAT.md §3 `pg_doorman_pools_errors_total`).
+pub const ERROR_CLASSES: [&str; 6] = ["08", "53", "57", "25P02", "26000", "other"];
+
+/// Index of `code`'s bucket in [`ERROR_CLASSES`].
+pub fn error_class(code: &[u8]) -> usize {
+    match code {
+        b"25P02" => 3,
+        b"26000" => 4,
+        [b'0', b'8', ..] => 0,
+        [b'5', b'3', ..] => 1,
+        [b'5', b'7', ..] => 2,
+        _ => 5,
+    }
+}
+
+/// Totals of one pool since start (monotonic).
+#[derive(Debug, Default)]
+pub struct PoolStats {
+    /// Logged-in clients of this pool.
+    pub clients: AtomicUsize,
+    /// Clients holding a backend.
+    pub active: AtomicUsize,
+    /// Transactions (ReadyForQuery 'I').
+    pub xacts: AtomicU64,
+    /// Queries (ReadyForQuery of any status).
+    pub queries: AtomicU64,
+    /// Bytes from clients to backends.
+    pub received: AtomicU64,
+    /// Bytes from backends to clients.
+    pub sent: AtomicU64,
+    /// Time clients held a backend in transaction mode (µs).
+    pub xact_us: AtomicU64,
+    /// Time clients waited for a backend (µs).
+    pub wait_us: AtomicU64,
+    /// ErrorResponses relayed, by [`ERROR_CLASSES`].
+    pub errors: [AtomicU64; 6],
+    /// Pool paused by the admin (PAUSE): new requests wait.
+    pub paused: AtomicBool,
+    /// Bumped by RECONNECT: connections from older epochs are closed at checkin.
+    pub epoch: AtomicU64,
+}
+
+/// What one attachment of a client to a backend did, added to the totals at its end.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Tally {
+    /// Transactions finished.
+    pub xacts: u32,
+    /// Queries answered.
+    pub queries: u32,
+    /// Client → backend bytes.
+    pub received: u64,
+    /// Backend → client bytes.
+    pub sent: u64,
+    /// Errors by class.
+    pub errors: [u32; 6],
+}
+
+impl PoolStats {
+    /// Adds one attachment's tally.
+    pub fn add(&self, t: &Tally) {
+        let r = Ordering::Relaxed;
+        self.xacts.fetch_add(u64::from(t.xacts), r);
+        self.queries.fetch_add(u64::from(t.queries), r);
+        self.received.fetch_add(t.received, r);
+        self.sent.fetch_add(t.sent, r);
+        for (i, n) in t.errors.iter().enumerate() {
+            if *n > 0 {
+                self.errors[i].fetch_add(u64::from(*n), r);
+            }
+        }
+    }
+
+    /// All errors.
+    pub fn total_errors(&self) -> u64 {
+        self.errors.iter().map(|e| e.load(Ordering::Relaxed)).sum()
+    }
+}
+
+/// A backend connection as SHOW SERVERS shows it.
+#[derive(Debug)]
+pub struct ServerInfo {
+    /// Pool-local id.
+    pub id: u64,
+    /// Backend process id.
+    pub pid: i32,
+    /// When it was opened.
+    pub created: Instant,
+    /// TLS to the backend.
+    pub tls: bool,
+    /// Held by a client now.
+    pub active: AtomicBool,
+    /// Transactions run on it.
+    pub xacts: AtomicU64,
+    /// Queries run on it.
+    pub queries: AtomicU64,
+    /// Bytes sent to it.
+    pub sent: AtomicU64,
+    /// Bytes received from it.
+    pub received: AtomicU64,
+    /// Client holding it (0 = none), for SHOW CLIENTS / SERVERS.
+    pub client: AtomicI32,
+    /// Parses answered from its statement cache (transaction mode).
+    pub prepared_hits: AtomicU64,
+    /// Parses it had to run.
+    pub prepared_misses: AtomicU64,
+    /// Statements prepared on it.
+    pub prepared_size: AtomicUsize,
+}
+
+/// The live backend connections of a pool.
+#[derive(Debug, Default)]
+pub struct ServerList(Mutex<Vec<Arc<ServerInfo>>>);
+
+impl ServerList {
+    /// A snapshot.
+    pub fn snapshot(&self) -> Vec<Arc<ServerInfo>> {
+        self.0.lock().clone()
+    }
+}
+
+/// Keeps a server in its pool's list until dropped (with the connection).
+#[derive(Debug)]
+pub struct Registration {
+    /// The shown data.
+    pub info: Arc<ServerInfo>,
+    list: Weak<ServerList>,
+}
+
+impl Registration {
+    /// Adds `info` to `list`.
+    pub fn new(list: &Arc<ServerList>, info: ServerInfo) -> Self {
+        let info = Arc::new(info);
+        list.0.lock().push(info.clone());
+        Registration {
+            info,
+            list: Arc::downgrade(list),
+        }
+    }
+
+    /// Adds one attachment's tally.
+    pub fn add(&self, t: &Tally) {
+        let r = Ordering::Relaxed;
+        self.info.xacts.fetch_add(u64::from(t.xacts), r);
+        self.info.queries.fetch_add(u64::from(t.queries), r);
+        self.info.sent.fetch_add(t.received, r);
+        self.info.received.fetch_add(t.sent, r);
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if let Some(list) = self.list.upgrade() {
+            list.0.lock().retain(|i| !Arc::ptr_eq(i, &self.info));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_and_registration() {
+        assert_eq!(ERROR_CLASSES[error_class(b"08006")], "08");
+        assert_eq!(ERROR_CLASSES[error_class(b"25P02")], "25P02");
+        assert_eq!(ERROR_CLASSES[error_class(b"22012")], "other");
+        let list = Arc::new(ServerList::default());
+        let r = Registration::new(
+            &list,
+            ServerInfo {
+                id: 1,
+                pid: 7,
+                created: Instant::now(),
+                tls: false,
+                active: AtomicBool::new(false),
+                xacts: AtomicU64::new(0),
+                queries: AtomicU64::new(0),
+                sent: AtomicU64::new(0),
+                received: AtomicU64::new(0),
+                client: AtomicI32::new(0),
+                prepared_hits: AtomicU64::new(0),
+                prepared_misses: AtomicU64::new(0),
+                prepared_size: AtomicUsize::new(0),
+            },
+        );
+        assert_eq!(list.snapshot().len(), 1);
+        drop(r);
+        assert!(list.snapshot().is_empty());
+    }
+}
