@@ -360,6 +360,18 @@ impl Doorman {
         None
     }
 
+    /// Waits up to `limit` for the process to exit by itself.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     /// Sends `signal` (e.g. "HUP") and waits up to 10 s for one more log line containing
     /// `needle`; panics if none comes.
     pub fn signal_and_expect_log(&self, signal: &str, needle: &str) {
