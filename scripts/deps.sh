@@ -7,10 +7,11 @@ need=()
 [ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql postgresql-contrib)
 command -v psql >/dev/null 2>&1 || need+=(postgresql-client)
 command -v runuser >/dev/null 2>&1 || need+=(util-linux)
-# Driver suites (crates/pg_doorman/tests/drivers): Debian's Python with psycopg 3 and asyncpg,
+# Driver suites (crates/pg_doorman/tests/drivers): Debian's Python with psycopg 3 and asyncpg
+# (and prometheus_client, whose parser checks /metrics),
 # a JDK with pgjdbc, and Node.js with node-postgres from the npm registry.
-[ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import psycopg, asyncpg' >/dev/null 2>&1 \
-  || need+=(python3 python3-psycopg python3-asyncpg)
+[ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import psycopg, asyncpg, prometheus_client' >/dev/null 2>&1 \
+  || need+=(python3 python3-psycopg python3-asyncpg python3-prometheus-client)
 [ -f /usr/share/java/postgresql.jar ] || need+=(libpostgresql-jdbc-java)
 command -v javac >/dev/null 2>&1 || need+=(default-jdk-headless)
 command -v node >/dev/null 2>&1 || need+=(nodejs)

@@ -9,6 +9,7 @@ pub mod error;
 pub mod listener;
 pub mod logging;
 pub mod memory;
+pub mod metrics;
 pub mod net;
 pub mod params;
 pub mod pool;

@@ -77,6 +77,17 @@ pub async fn run(
         ctx.pools.all().count()
     );
     let tracker = TaskTracker::new();
+    if config.web.enabled {
+        let web = format!("{}:{}", config.web.host, config.web.port);
+        let l = tokio::net::TcpListener::bind(&web)
+            .await
+            .map_err(|source| StartError::Listen {
+                addr: web.clone(),
+                source,
+            })?;
+        tracing::info!("metrics on http://{web}/metrics");
+        tracker.spawn(crate::metrics::serve(l, ctx.clone()));
+    }
     tracker.spawn(retain_cycle(ctx.clone()));
     tracker.spawn(reload_on_hup(ctx.clone()));
     crate::listener::serve(listener, ctx.clone(), tracker.clone()).await;

@@ -16,9 +16,38 @@ pub struct Config {
     pub general: General,
     /// `pools.<name>` sections, by pool (database) name.
     pub pools: BTreeMap<String, Pool>,
+    /// `web` section (alias `prometheus`): the /metrics listener.
+    #[serde(alias = "prometheus")]
+    pub web: Web,
     /// Sections we do not implement yet (`web`/`prometheus`, `talos`, `include`) and unknown ones.
     #[serde(flatten)]
     pub unsupported: BTreeMap<String, IgnoredAny>,
+}
+
+/// `web` / `prometheus` section (COMPAT.md §1.5): the HTTP listener serving /metrics.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct Web {
+    /// Serve /metrics.
+    pub enabled: bool,
+    /// Listen address.
+    pub host: String,
+    /// Listen port.
+    pub port: u16,
+    /// Keys of the web UI and SSO, not implemented yet, and unknown keys.
+    #[serde(flatten)]
+    pub unsupported: BTreeMap<String, IgnoredAny>,
+}
+
+impl Default for Web {
+    fn default() -> Self {
+        Web {
+            enabled: false,
+            host: "0.0.0.0".into(),
+            port: 9127,
+            unsupported: BTreeMap::new(),
+        }
+    }
 }
 
 /// Client-side TLS mode (`general.tls_mode`), ordered from least to most strict.

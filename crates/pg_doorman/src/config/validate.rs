@@ -54,7 +54,21 @@ const NOT_YET_POOL: &[&str] = &[
     "auth_query",
 ];
 const NOT_YET_USER: &[&str] = &["min_pool_size", "auth_pam_service"];
-const NOT_YET_TOP: &[&str] = &["web", "prometheus", "talos", "include"];
+const NOT_YET_TOP: &[&str] = &["talos", "include"];
+const NOT_YET_WEB: &[&str] = &[
+    "ui",
+    "ui_anonymous",
+    "log_tap_max_entries",
+    "sso_enabled",
+    "sso_proxy_url",
+    "sso_public_key_file",
+    "sso_audience",
+    "sso_allowed_users",
+    "trusted_proxies",
+    "sso_groups_claim",
+    "sso_admin_groups",
+    "sso_require_https",
+];
 
 fn extra_keys(
     path: &str,
@@ -76,6 +90,10 @@ pub fn check(c: &Config) -> Vec<String> {
     let mut out = Vec::new();
     extra_keys("", &c.unsupported, NOT_YET_TOP, &mut out);
     check_general(&c.general, &mut out);
+    extra_keys("web.", &c.web.unsupported, NOT_YET_WEB, &mut out);
+    if c.web.enabled && c.web.port == 0 {
+        out.push("web.port: must be between 1 and 65535".into());
+    }
     for (name, pool) in &c.pools {
         check_pool(name, pool, &c.general, &mut out);
     }

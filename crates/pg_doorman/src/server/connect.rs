@@ -129,10 +129,21 @@ async fn start_tls(
     };
     let name = rustls::pki_types::ServerName::try_from(host.clone())
         .map_err(|e| ServerError::Tls(format!("server name {host:?}: {e}")))?;
-    let conn = TlsConn::connect(tcp, config, name)
-        .await
-        .map_err(|e| ServerError::Tls(e.to_string()))?;
-    Ok(Stream::Tls(Box::new(conn)))
+    let started = std::time::Instant::now();
+    match TlsConn::connect(tcp, config, name).await {
+        Ok(conn) => {
+            s.tls
+                .handshake_seconds
+                .observe(started.elapsed().as_secs_f64());
+            Ok(Stream::Tls(Box::new(conn)))
+        }
+        Err(e) => {
+            s.tls
+                .handshake_errors
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Err(ServerError::Tls(e.to_string()))
+        }
+    }
 }
 
 /// StartupMessage, authentication and the login reply on an open stream.

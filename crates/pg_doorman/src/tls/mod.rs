@@ -138,6 +138,10 @@ impl Bucket {
 pub struct BackendTls {
     /// `server_tls_mode`.
     pub mode: ServerTlsMode,
+    /// Failed handshakes (pg_doorman_server_tls_handshake_errors_total).
+    pub handshake_errors: std::sync::atomic::AtomicU64,
+    /// Handshake durations in seconds (pg_doorman_server_tls_handshake_duration_seconds).
+    pub handshake_seconds: prometheus_client::metrics::histogram::Histogram,
     files: Option<BackendFiles>,
     current: ArcSwapOption<rustls::ClientConfig>,
 }
@@ -207,6 +211,8 @@ impl BackendTls {
         };
         Ok(BackendTls {
             mode,
+            handshake_errors: Default::default(),
+            handshake_seconds: handshake_histogram(),
             files,
             current: ArcSwapOption::new(current),
         })
@@ -216,6 +222,8 @@ impl BackendTls {
     pub fn disabled() -> Self {
         BackendTls {
             mode: ServerTlsMode::Disable,
+            handshake_errors: Default::default(),
+            handshake_seconds: handshake_histogram(),
             files: None,
             current: ArcSwapOption::empty(),
         }
@@ -236,6 +244,13 @@ impl BackendTls {
             None => Ok(false),
         }
     }
+}
+
+/// Buckets from 1 ms to about 4 s.
+fn handshake_histogram() -> prometheus_client::metrics::histogram::Histogram {
+    prometheus_client::metrics::histogram::Histogram::new(
+        prometheus_client::metrics::histogram::exponential_buckets(0.001, 2.0, 13),
+    )
 }
 
 #[cfg(test)]

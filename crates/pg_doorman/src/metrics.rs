@@ -1,0 +1,373 @@
+//! Prometheus `/metrics` (OpenMetrics text via prometheus-client) on the `prometheus`/`web`
+//! listener. Every value is read at scrape time from the atomics the pools, clients and
+//! connections keep, so a scrape takes no lock on the hot path and counters stay monotonic
+//! (COMPAT.md §3 names).
+
+use crate::app::clients::state;
+use crate::app::context::AppContext;
+use crate::pool::stats::ERROR_CLASSES;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const R: Ordering = Ordering::Relaxed;
+
+type Labels = Vec<(&'static str, String)>;
+
+/// The collector: a view of the running process.
+struct View(Arc<AppContext>);
+
+impl std::fmt::Debug for View {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("pg_doorman metrics")
+    }
+}
+
+fn counter(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    rows: &[(Labels, u64)],
+) -> Result<(), std::fmt::Error> {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, v) in rows {
+        m.encode_family(labels)?
+            .encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(v, None)?;
+    }
+    Ok(())
+}
+
+fn gauge<V: prometheus_client::encoding::EncodeGaugeValue>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    rows: &[(Labels, V)],
+) -> Result<(), std::fmt::Error> {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, v) in rows {
+        m.encode_family(labels)?.encode_gauge(v)?;
+    }
+    Ok(())
+}
+
+fn pool_labels(p: &crate::pool::Pool) -> Labels {
+    vec![
+        ("user", p.settings.user.clone()),
+        ("database", p.settings.database.clone()),
+    ]
+}
+
+fn with(mut l: Labels, k: &'static str, v: &str) -> Labels {
+    l.insert(0, (k, v.to_string()));
+    l
+}
+
+/// Resident set size of this process (bytes), from /proc/self/statm.
+fn rss_bytes() -> u64 {
+    let pages = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .unwrap_or(0);
+    pages * 4096
+}
+
+impl Collector for View {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let ctx = &self.0;
+        let pools: Vec<_> = ctx.pools.all().cloned().collect();
+        let info = vec![("version", env!("CARGO_PKG_VERSION").to_string())];
+        enc.encode_descriptor("build", "pg_doorman version", None, MetricType::Info)?
+            .encode_info(&info)?;
+        gauge(
+            &mut enc,
+            "log_level",
+            "The log filter in force (value 1)",
+            &[(vec![("level", crate::logging::current())], 1i64)],
+        )?;
+        gauge(
+            &mut enc,
+            "total_memory",
+            "Resident memory of the process (bytes)",
+            &[(Vec::new(), rss_bytes())],
+        )?;
+        let c = &ctx.conns;
+        counter(
+            &mut enc,
+            "connections",
+            "Accepted client connections by kind",
+            &[
+                (vec![("type", "total".into())], c.total.load(R)),
+                (vec![("type", "plain".into())], c.plain.load(R)),
+                (vec![("type", "tls".into())], c.tls.load(R)),
+                (vec![("type", "cancel".into())], c.cancel.load(R)),
+            ],
+        )?;
+        counter(
+            &mut enc,
+            "listener_rejections",
+            "Connections refused or failed before login",
+            &[(vec![("reason", "any".into())], c.errors.load(R))],
+        )?;
+        gauge(
+            &mut enc,
+            "users_configured",
+            "Configured (user, database) pools (value 1)",
+            &pools
+                .iter()
+                .map(|p| {
+                    (
+                        with(pool_labels(p), "pool_mode", p.settings.mode.as_str()),
+                        1i64,
+                    )
+                })
+                .collect::<Vec<_>>(),
+        )?;
+        let clients = ctx.client_list.snapshot();
+        let mut cl = Vec::new();
+        let mut sv = Vec::new();
+        let mut size = Vec::new();
+        let mut paused = Vec::new();
+        let mut maxwait = Vec::new();
+        let mut errors = Vec::new();
+        let mut bytes = Vec::new();
+        let mut queries = Vec::new();
+        let mut xacts = Vec::new();
+        let mut xtime = Vec::new();
+        let mut avg_wait = Vec::new();
+        let mut prep_entries = Vec::new();
+        let mut prep_bytes = Vec::new();
+        let mut tls_conns = Vec::new();
+        let mut tls_errors = Vec::new();
+        for p in &pools {
+            let l = pool_labels(p);
+            let st = &p.stats;
+            let mine = clients.iter().filter(|c| std::ptr::eq(&*c.pool, &**p));
+            let (mut idle, mut active, mut waiting) = (0i64, 0i64, 0i64);
+            for c in mine {
+                match c.state.load(R) {
+                    state::ACTIVE => active += 1,
+                    state::WAITING => waiting += 1,
+                    _ => idle += 1,
+                }
+            }
+            for (s, v) in [("idle", idle), ("waiting", waiting), ("active", active)] {
+                cl.push((with(l.clone(), "status", s), v));
+            }
+            let servers = p.servers.snapshot();
+            let sv_active = servers.iter().filter(|s| s.active.load(R)).count() as i64;
+            sv.push((with(l.clone(), "status", "active"), sv_active));
+            sv.push((
+                with(l.clone(), "status", "idle"),
+                servers.len() as i64 - sv_active,
+            ));
+            size.push((l.clone(), p.settings.pool_size as i64));
+            paused.push((l.clone(), i64::from(st.paused.load(R))));
+            maxwait.push((l.clone(), p.max_wait().as_micros() as i64));
+            for (i, class) in ERROR_CLASSES.iter().enumerate() {
+                errors.push((with(l.clone(), "sqlstate", class), st.errors[i].load(R)));
+            }
+            bytes.push((
+                with(l.clone(), "direction", "received"),
+                st.received.load(R),
+            ));
+            bytes.push((with(l.clone(), "direction", "sent"), st.sent.load(R)));
+            let (q, x) = (st.queries.load(R), st.xacts.load(R));
+            queries.push((l.clone(), q));
+            xacts.push((l.clone(), x));
+            let xt_ms = st.xact_us.load(R) / 1000;
+            xtime.push((l.clone(), xt_ms));
+            let wait = st.wait_us.load(R).checked_div(q.max(1)).unwrap_or(0);
+            avg_wait.push((l.clone(), wait as i64));
+            let entries = p
+                .statements
+                .as_ref()
+                .map(|c| c.entries())
+                .unwrap_or_default();
+            prep_entries.push((l.clone(), entries.len() as i64));
+            prep_bytes.push((
+                l.clone(),
+                entries.iter().map(|s| s.body.len() as i64).sum::<i64>(),
+            ));
+            // Backend TLS is per pool section (database): users of it share one label.
+            let n = servers.iter().filter(|s| s.tls).count() as i64;
+            let pool = vec![("pool", p.settings.database.clone())];
+            match tls_conns.iter_mut().find(|(l, _)| *l == pool) {
+                Some((_, total)) => *total += n,
+                None => {
+                    tls_conns.push((pool.clone(), n));
+                    tls_errors.push((pool, p.settings.tls.handshake_errors.load(R)));
+                }
+            }
+        }
+        gauge(&mut enc, "pools_clients", "Clients by status", &cl)?;
+        gauge(
+            &mut enc,
+            "pools_servers",
+            "Backend connections by status",
+            &sv,
+        )?;
+        gauge(&mut enc, "pool_size", "Configured pool_size", &size)?;
+        gauge(
+            &mut enc,
+            "pools_paused",
+            "1 while PAUSE is in effect",
+            &paused,
+        )?;
+        gauge(
+            &mut enc,
+            "pools_maxwait_microseconds",
+            "Wait of the oldest waiting client",
+            &maxwait,
+        )?;
+        counter(
+            &mut enc,
+            "pools_errors",
+            "ErrorResponses relayed, by SQLSTATE class",
+            &errors,
+        )?;
+        counter(&mut enc, "pools_bytes", "Bytes relayed", &bytes)?;
+        counter(
+            &mut enc,
+            "pools_queries",
+            "Queries (ReadyForQuery)",
+            &queries,
+        )?;
+        counter(
+            &mut enc,
+            "pools_transactions",
+            "Transactions (ReadyForQuery 'I')",
+            &xacts,
+        )?;
+        gauge(
+            &mut enc,
+            "pools_transactions_total_time",
+            "Time clients held a backend in transaction mode (ms)",
+            &xtime,
+        )?;
+        gauge(
+            &mut enc,
+            "pools_avg_wait_time",
+            "Average wait for a backend per query (us)",
+            &avg_wait,
+        )?;
+        gauge(
+            &mut enc,
+            "pool_prepared_cache_entries",
+            "Statements in the pool cache",
+            &prep_entries,
+        )?;
+        gauge(
+            &mut enc,
+            "pool_prepared_cache_bytes",
+            "Bytes of statement text in the pool cache",
+            &prep_bytes,
+        )?;
+        gauge(
+            &mut enc,
+            "server_tls_connections",
+            "Backend connections over TLS",
+            &tls_conns,
+        )?;
+        counter(
+            &mut enc,
+            "server_tls_handshake_errors",
+            "Failed backend TLS handshakes",
+            &tls_errors,
+        )?;
+        let mut m = enc.encode_descriptor(
+            "server_tls_handshake_duration_seconds",
+            "Backend TLS handshake time",
+            None,
+            MetricType::Histogram,
+        )?;
+        let mut seen = std::collections::HashSet::new();
+        for p in &pools {
+            if !seen.insert(p.settings.database.clone()) {
+                continue;
+            }
+            let pool = vec![("pool", p.settings.database.clone())];
+            p.settings
+                .tls
+                .handshake_seconds
+                .encode(m.encode_family(&pool)?)?;
+        }
+        Ok(())
+    }
+}
+
+/// The /metrics body.
+pub fn render(ctx: &Arc<AppContext>) -> String {
+    let mut reg = prometheus_client::registry::Registry::with_prefix("pg_doorman");
+    reg.register_collector(Box::new(View(ctx.clone())));
+    let mut out = String::new();
+    if prometheus_client::encoding::text::encode(&mut out, &reg).is_err() {
+        out.clear();
+    }
+    out
+}
+
+/// Serves `GET /metrics` on `listener` until shutdown. One short-lived task per scrape.
+pub async fn serve(listener: tokio::net::TcpListener, ctx: Arc<AppContext>) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = ctx.shutdown.cancelled() => return,
+        };
+        let Ok((mut sock, _)) = accepted else {
+            continue;
+        };
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let mut req = Vec::with_capacity(512);
+            let mut chunk = [0u8; 1024];
+            // The request line and headers, at most 8 KiB, within 5 s.
+            let read = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 8192 {
+                    match sock.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return false,
+                        Ok(n) => req.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                true
+            })
+            .await;
+            if !matches!(read, Ok(true)) {
+                return;
+            }
+            let line = req.split(|&c| c == b'\r').next().unwrap_or_default();
+            let mut parts = line.split(|&c| c == b' ');
+            let (method, path) = (parts.next(), parts.next());
+            let (status, ctype, body) = match (method, path) {
+                (Some(b"GET"), Some(p)) if p == b"/metrics" || p.starts_with(b"/metrics?") => (
+                    "200 OK",
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    render(&ctx),
+                ),
+                (Some(b"GET"), Some(b"/")) => (
+                    "200 OK",
+                    "text/plain; charset=utf-8",
+                    "pg_doorman: metrics at /metrics\n".to_string(),
+                ),
+                _ => (
+                    "404 Not Found",
+                    "text/plain; charset=utf-8",
+                    "not found\n".into(),
+                ),
+            };
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = sock.write_all(head.as_bytes()).await;
+            let _ = sock.write_all(body.as_bytes()).await;
+            let _ = sock.shutdown().await;
+        });
+    }
+}

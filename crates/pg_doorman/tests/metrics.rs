@@ -1,0 +1,122 @@
+//! /metrics under load, parsed by a real exposition-format parser (Python prometheus_client's
+//! OpenMetrics parser, from Debian's python3-prometheus-client).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::err_expect
+)]
+
+mod common;
+use common::*;
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+
+/// Parses an OpenMetrics text with prometheus_client; returns "name{k=v,...}" -> value.
+fn parse(text: &str) -> HashMap<String, f64> {
+    let script = r#"
+import sys
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+for fam in text_string_to_metric_families(sys.stdin.read()):
+    for s in fam.samples:
+        labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
+        print(f"{s.name}{{{labels}}} {s.value}")
+"#;
+    let mut child = Command::new("/usr/bin/python3")
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 with prometheus_client; run scripts/deps.sh");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the exposition does not parse: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.rsplit_once(' '))
+        .map(|(k, v)| (k.to_string(), v.parse().unwrap()))
+        .collect()
+}
+
+fn scrape(port: u16) -> (String, String) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap();
+    (head.to_string(), body.to_string())
+}
+
+#[tokio::test]
+async fn metrics_parse_and_follow_load() {
+    let pg = cluster(PgAuth::Scram);
+    let port = doorman_testkit::free_port();
+    let extra = format!("prometheus:\n  enabled: true\n  host: 127.0.0.1\n  port: {port}\n");
+    let d = doorman(
+        &pg,
+        &PoolSpec {
+            general_extra: &extra,
+            pool_size: 2,
+            ..Default::default()
+        },
+    );
+    let (head, body) = scrape(port);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("application/openmetrics-text"), "{head}");
+    let before = parse(&body);
+    let key = "pg_doorman_pools_transactions_total{database=appdb,user=app}";
+    assert_eq!(before.get(key), Some(&0.0), "{before:?}");
+    let c = connect(&app_conn(&d)).await.unwrap();
+    for _ in 0..25 {
+        one(&c, "SELECT 1").await;
+    }
+    c.simple_query("SELECT 1/0").await.unwrap_err();
+    let after = parse(&scrape(port).1);
+    assert_eq!(after[key], 26.0);
+    for (k, v) in [
+        ("pg_doorman_build_info{version=0.1.0}", 1.0),
+        ("pg_doorman_pool_size{database=appdb,user=app}", 2.0),
+        (
+            "pg_doorman_pools_clients{database=appdb,status=idle,user=app}",
+            1.0,
+        ),
+        (
+            "pg_doorman_pools_servers{database=appdb,status=idle,user=app}",
+            1.0,
+        ),
+        (
+            "pg_doorman_pools_errors_total{database=appdb,sqlstate=other,user=app}",
+            1.0,
+        ),
+        (
+            "pg_doorman_pools_queries_total{database=appdb,user=app}",
+            26.0,
+        ),
+        ("pg_doorman_connections_total{type=plain}", 1.0),
+        ("pg_doorman_pools_paused{database=appdb,user=app}", 0.0),
+    ] {
+        assert_eq!(after.get(k), Some(&v), "{k}: {after:?}");
+    }
+    assert!(after["pg_doorman_pools_bytes_total{database=appdb,direction=sent,user=app}"] > 0.0);
+    assert!(
+        after.contains_key("pg_doorman_server_tls_handshake_duration_seconds_count{pool=appdb}")
+    );
+    // Anything else is 404.
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"GET /nope HTTP/1.1\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 404"), "{out}");
+}
