@@ -294,6 +294,11 @@ impl Doorman {
     /// Starts `binary` with a config whose `general` section gets host/port added; `yaml` holds
     /// the rest of the config with `{port}` replaced by the chosen port. Waits until it accepts.
     pub fn start(binary: &Path, yaml: &str) -> Doorman {
+        Doorman::start_env(binary, yaml, &[])
+    }
+
+    /// As [`Doorman::start`] with extra environment variables for the process.
+    pub fn start_env(binary: &Path, yaml: &str, env: &[(&str, &str)]) -> Doorman {
         let port = free_port();
         let dir = tempfile::Builder::new()
             .prefix("doorman-cfg-")
@@ -306,6 +311,7 @@ impl Doorman {
             .arg(&path)
             .arg("-l")
             .arg("debug")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()

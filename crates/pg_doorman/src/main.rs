@@ -35,13 +35,28 @@ enum LogFormat {
     Structured,
 }
 
-fn init_logging(cli: &Cli) -> anyhow::Result<()> {
+fn init_logging(cli: &Cli, syslog: Option<&str>) -> anyhow::Result<()> {
     use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level)
         .with_context(|| format!("invalid --log-level {:?}", cli.log_level))?;
     // A reloadable filter: the admin console's SET log_level takes effect at once.
     let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
     let registry = tracing_subscriber::registry().with(filter);
+    if let Some(prog) = syslog {
+        let writer = pg_doorman::logging::syslog::Syslog::connect(prog)
+            .with_context(|| format!("cannot open syslog for syslog_prog_name {prog:?}"))?;
+        let layer = tracing_subscriber::fmt::layer()
+            .with_target(false)
+            .with_ansi(false)
+            .without_time()
+            .with_writer(writer);
+        registry.with(layer).init();
+        pg_doorman::logging::install(&cli.log_level, move |s| {
+            let f = tracing_subscriber::EnvFilter::try_new(s).map_err(|e| e.to_string())?;
+            handle.reload(f).map_err(|e| e.to_string())
+        });
+        return Ok(());
+    }
     match cli.log_format {
         LogFormat::Text => {
             let color = !cli.no_color
@@ -99,7 +114,7 @@ fn real_main(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             "--daemon is not supported by this version; run in the foreground (e.g. systemd Type=simple)"
         );
     }
-    init_logging(&cli)?;
+    init_logging(&cli, config.general.syslog_prog_name.as_deref())?;
     // One worker: the single-threaded scheduler does the same work without work-stealing
     // bookkeeping or cross-thread wake-ups.
     let mut builder = if config.general.worker_threads == 1 {

@@ -90,6 +90,7 @@ pub async fn run(
     }
     tracker.spawn(retain_cycle(ctx.clone()));
     tracker.spawn(reload_on_hup(ctx.clone()));
+    tracker.spawn(stats_log(ctx.clone()));
     crate::listener::serve(listener, ctx.clone(), tracker.clone()).await;
     let in_use = ctx.clients.load(Ordering::Relaxed);
     tracing::info!("shutting down: {in_use} clients connected");
@@ -133,6 +134,65 @@ async fn reload_on_hup(ctx: Arc<AppContext>) {
                     p.settings.database
                 ),
             }
+        }
+    }
+}
+
+/// Period of the stats log line (PgBouncer's stats_period); `PG_DOORMAN_STATS_PERIOD_MS`
+/// overrides it (tests).
+fn stats_period() -> std::time::Duration {
+    std::env::var("PG_DOORMAN_STATS_PERIOD_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(std::time::Duration::from_millis)
+        .unwrap_or(std::time::Duration::from_secs(60))
+}
+
+/// Every stats period, one logfmt line per pool that did something: rates over the period and
+/// averages, as PgBouncer's periodic stats line.
+async fn stats_log(ctx: Arc<AppContext>) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let period = stats_period();
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    let mut last: std::collections::HashMap<String, [u64; 6]> = Default::default();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = ctx.shutdown.cancelled() => return,
+        }
+        let secs = period.as_secs_f64().max(0.001);
+        for p in ctx.pools.all() {
+            let s = &p.stats;
+            let now = [
+                s.xacts.load(Relaxed),
+                s.queries.load(Relaxed),
+                s.received.load(Relaxed),
+                s.sent.load(Relaxed),
+                s.xact_us.load(Relaxed),
+                s.wait_us.load(Relaxed),
+            ];
+            let prev = last.insert(p.name(), now).unwrap_or_default();
+            let d: Vec<u64> = now.iter().zip(prev).map(|(a, b)| a - b).collect();
+            if d[1] == 0 {
+                continue;
+            }
+            let c = p.counts();
+            tracing::info!(
+                "stats pool={} xact_per_s={:.0} query_per_s={:.0} in_bytes_per_s={:.0} out_bytes_per_s={:.0} avg_xact_us={} avg_wait_us={} clients={} servers={} idle_servers={} uptime={}",
+                p.name(),
+                d[0] as f64 / secs,
+                d[1] as f64 / secs,
+                d[2] as f64 / secs,
+                d[3] as f64 / secs,
+                d[4].checked_div(d[0]).unwrap_or(0),
+                d[5].checked_div(d[1]).unwrap_or(0),
+                s.clients.load(Relaxed),
+                c.sv_total,
+                c.sv_idle,
+                crate::logging::human(ctx.started.elapsed()),
+            );
         }
     }
 }

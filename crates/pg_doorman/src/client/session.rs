@@ -121,6 +121,11 @@ impl Session {
         }
     }
 
+    /// Time since login.
+    pub fn age(&self) -> std::time::Duration {
+        self.info.connected.elapsed()
+    }
+
     /// The `[user@pool #cN]` tag of this client's log lines.
     pub fn label(&self) -> &str {
         &self.label

@@ -222,7 +222,11 @@ pub async fn handle(ctx: Arc<AppContext>, stream: Stream, peer: String) {
     };
     client.session.run().await;
     if ctx.config.general.log_client_disconnections {
-        tracing::info!("{} client disconnected", client.session.label());
+        tracing::info!(
+            "{} client disconnected after {}",
+            client.session.label(),
+            crate::logging::human(client.session.age())
+        );
     }
 }
 

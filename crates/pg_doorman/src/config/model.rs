@@ -177,6 +177,8 @@ pub struct General {
     pub server_tls_ciphers: String,
     /// Backend-side TLS 1.3 cipher suites.
     pub server_tls13_ciphers: String,
+    /// Send logs to syslog (`/dev/log`, facility daemon) under this program name.
+    pub syslog_prog_name: Option<String>,
     /// Cap on bytes held for client messages that must be read whole (Parse), process-wide;
     /// a message that would pass it ends its client with 53200.
     pub max_memory_usage: ByteSize,
@@ -240,6 +242,7 @@ impl Default for General {
             server_tls_protocols: String::new(),
             server_tls_ciphers: String::new(),
             server_tls13_ciphers: String::new(),
+            syslog_prog_name: None,
             max_memory_usage: ByteSize(256 * 1024 * 1024),
             message_size_to_be_stream: ByteSize(1024 * 1024),
             prepared_statements: true,

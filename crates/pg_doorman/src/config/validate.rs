@@ -16,7 +16,6 @@ const NOT_YET_GENERAL: &[&str] = &[
     "scaling_warm_pool_ratio",
     "scaling_fast_retries",
     "scaling_max_parallel_creates",
-    "syslog_prog_name",
     "worker_cpu_affinity_pinning",
     "worker_stack_size",
     "max_blocking_threads",

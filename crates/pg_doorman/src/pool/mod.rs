@@ -81,7 +81,12 @@ pub struct Pool {
     pub servers: Arc<stats::ServerList>,
     /// Woken by RESUME.
     resumed: tokio::sync::Notify,
+    /// When a failed connect was last logged, and how many were not logged since.
+    fail_log: Mutex<(Option<Instant>, u64)>,
 }
+
+/// Repeated connect failures of a pool are logged at most this often.
+const FAIL_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Most distinct parameter sets a pool shares among clients (more are kept per client).
 const MAX_INTERNED: usize = 64;
@@ -142,6 +147,7 @@ impl Pool {
             stats: Default::default(),
             servers: Default::default(),
             resumed: tokio::sync::Notify::new(),
+            fail_log: Mutex::new((None, 0)),
             settings,
         })
     }
@@ -334,7 +340,21 @@ impl Pool {
                 Ok(s)
             }
             Err(e) => {
-                tracing::warn!(pool = %self.name(), "server connection failed: {e}");
+                // During an outage every client's request fails the same way: log it once per
+                // FAIL_LOG_EVERY with the count of the ones not logged.
+                let mut f = self.fail_log.lock();
+                if f.0.is_none_or(|at| at.elapsed() >= FAIL_LOG_EVERY) {
+                    let suppressed = std::mem::take(&mut f.1);
+                    f.0 = Some(Instant::now());
+                    drop(f);
+                    if suppressed > 0 {
+                        tracing::warn!(pool = %self.name(), "server connection failed: {e} ({suppressed} similar failures not logged)");
+                    } else {
+                        tracing::warn!(pool = %self.name(), "server connection failed: {e}");
+                    }
+                } else {
+                    f.1 += 1;
+                }
                 drop(guard);
                 Err(PoolError::Server(e))
             }
