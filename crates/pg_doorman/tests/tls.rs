@@ -511,3 +511,79 @@ fn sighup_reloads_the_backend_ca_bundle() {
     d.signal_and_expect_log("HUP", "server TLS material reloaded");
     assert_eq!(backend_ssl(&d).unwrap(), "t");
 }
+
+#[test]
+fn protocol_pinning_and_handshake_throttle() {
+    let pki = Pki::new("policy-ca");
+    let pg = cluster(PgAuth::Scram);
+    let extra = format!(
+        "{}  tls_protocols: tlsv1.2\n  tls_ciphers: TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384\n  tls_rate_limit_per_second: 2\n",
+        client_tls_yaml(&pki, "require")
+    );
+    let d = doorman(
+        &pg,
+        &PoolSpec {
+            general_extra: &extra,
+            ..Default::default()
+        },
+    );
+    let started = std::time::Instant::now();
+    for _ in 0..4 {
+        let (ok, out) = psql_conn(
+            &format!(
+                "host=localhost port={} user=app dbname=appdb sslmode=require",
+                d.port
+            ),
+            "\\conninfo",
+        );
+        assert!(ok, "{out}");
+        assert!(
+            out.contains("TLSv1.2") && out.contains("ECDHE-ECDSA-AES256-GCM-SHA384"),
+            "{out}"
+        );
+    }
+    // Two handshakes per second with a burst of two: the last two wait about a second.
+    assert!(
+        started.elapsed() >= Duration::from_millis(800),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn backend_tls_shows_in_admin_and_metrics() {
+    let pki = Pki::new("obs-ca");
+    let pg = ssl_cluster(&pki, "hostssl all all 127.0.0.1/32 scram-sha-256");
+    let port = doorman_testkit::free_port();
+    let extra = format!(
+        "{}  admin_username: boss\n  admin_password: boss_pw\nprometheus:\n  enabled: true\n  host: 127.0.0.1\n  port: {port}\n",
+        server_tls_yaml("require", None)
+    );
+    let d = doorman(
+        &pg,
+        &PoolSpec {
+            general_extra: &extra,
+            ..Default::default()
+        },
+    );
+    assert_eq!(backend_ssl(&d).unwrap(), "t");
+    let (ok, out, err) = psql(&d, "boss", "boss_pw", "pgdoorman", &["-c", "SHOW SERVERS"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("|true|"), "tls column: {out}");
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+    let mut m = String::new();
+    s.read_to_string(&mut m).unwrap();
+    assert!(
+        m.contains("pg_doorman_server_tls_connections{pool=\"appdb\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("pg_doorman_server_tls_handshake_duration_seconds_count{pool=\"appdb\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("pg_doorman_server_tls_handshake_errors_total{pool=\"appdb\"} 0"),
+        "{m}"
+    );
+}
