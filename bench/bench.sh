@@ -39,7 +39,7 @@ cleanup() {
 }
 trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-PG_PORT=$(port); BOUNCER_PORT=$(port); DOORMAN_PORT=$(port)
+PG_PORT=$(port); BOUNCER_PORT=$(port); DOORMAN_PORT=$(port); METRICS_PORT=$(port)
 
 echo "== PostgreSQL on $PG_PORT"
 as_pg "$PGBIN/initdb" -U postgres --auth=trust --no-sync -D "$WORK/data" >/dev/null
@@ -103,6 +103,10 @@ general:
   tls_mode: allow
   tls_certificate: "$WORK/tls.crt"
   tls_private_key: "$WORK/tls.key"
+prometheus:
+  enabled: true
+  host: 127.0.0.1
+  port: $METRICS_PORT
 pools:
   bench:
     server_host: 127.0.0.1
@@ -165,6 +169,12 @@ done
   run_one "$target" "$p" "$pid" churn simple 20 --connect
 done
 if [ "${BENCH_SKIP_EXTRAS:-0}" != 1 ]; then
+  # /metrics scraped 10 times a second during a run, against the same run unscraped.
+  run_one pg_doorman "$DOORMAN_PORT" "$DOORMAN_PID" unscraped simple 40
+  ( while :; do curl -s -o /dev/null "http://127.0.0.1:$METRICS_PORT/metrics"; sleep 0.1; done ) &
+  SCRAPER=$!
+  run_one pg_doorman "$DOORMAN_PORT" "$DOORMAN_PID" scraped simple 40
+  kill "$SCRAPER" 2>/dev/null || true
   for c in 40 500; do
     PGSSLMODE=require run_one pgbouncer "$BOUNCER_PORT" "$BOUNCER_PID" tls simple "$c"
     PGSSLMODE=require run_one pg_doorman "$DOORMAN_PORT" "$DOORMAN_PID" tls simple "$c"

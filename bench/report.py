@@ -20,7 +20,7 @@ def num(x):
 print(f"### pg_doorman vs PgBouncer vs PostgreSQL ({secs} s per run, pool 40, transaction mode, pg_doorman worker_threads={workers})\n")
 print("| protocol | clients | PG tps | PgBouncer tps | pg_doorman tps | doorman/bouncer | doorman/PG | failed (B/D) | p50 ms B / D | p99 ms B / D | p99/p50 B / D | CPU s/100k tx B / D |")
 print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-keys = sorted({(k[1], int(k[2])) for k in runs}, key=lambda k: (["simple", "extended", "prepared", "churn", "tls", "tls-churn"].index(k[0]), k[1]))
+keys = sorted({(k[1], int(k[2])) for k in runs}, key=lambda k: (["simple", "extended", "prepared", "churn", "tls", "tls-churn", "unscraped", "scraped"].index(k[0]), k[1]))
 for proto, c in keys:
     g = lambda t: runs.get((t, proto, str(c)), ["0", "?", "nan", "nan", "-"])
     pg, b, d = g("postgres"), g("pgbouncer"), g("pg_doorman")

@@ -33,7 +33,9 @@ as_pg "$PGBIN/pg_ctl" -w -D "$WORK/data" -l "$WORK/postgres.log" start >/dev/nul
 psql -X -q -h "$WORK" -p "$PGPORT_DEMO" -U postgres -c "CREATE ROLE bench LOGIN PASSWORD 'bench'" -c "CREATE DATABASE bench OWNER bench"
 
 echo "== starting pg_doorman on 127.0.0.1:$DPORT with examples/pg_doorman.yaml"
-sed -e "s/^  port: 6432/  port: $DPORT/" -e "s/server_port: 5432/server_port: $PGPORT_DEMO/" examples/pg_doorman.yaml > "$WORK/pg_doorman.yaml"
+MPORT=$(( DPORT + 1 ))
+sed -e "s/^  port: 6432/  port: $DPORT/" -e "s/server_port: 5432/server_port: $PGPORT_DEMO/" \
+  -e "s/^  port: 9127/  port: $MPORT/" examples/pg_doorman.yaml > "$WORK/pg_doorman.yaml"
 "$BIN" -t "$WORK/pg_doorman.yaml"
 "$BIN" "$WORK/pg_doorman.yaml" > "$WORK/pg_doorman.log" 2>&1 &
 DPID=$!
@@ -51,6 +53,10 @@ for proto in simple extended prepared; do
     pgbench $script -M "$proto" -c 50 -j 2 -T 5 -h 127.0.0.1 -p "$DPORT" -U bench bench 2>&1 | grep -E "^(transaction type|number of failed|latency average|tps)"
   done
 done
+echo "== admin console: SHOW POOLS and SHOW STATS (psql -U admin pgdoorman)"
+PGPASSWORD=change_me psql -X -h 127.0.0.1 -p "$DPORT" -U admin pgdoorman -c "SHOW POOLS" -c "SHOW STATS"
+echo "== /metrics (a few families)"
+curl -s "http://127.0.0.1:$MPORT/metrics" | grep -E "^pg_doorman_pools_(transactions_total|clients|servers)" || true
 echo "== backend connections PostgreSQL saw for user bench (at most pool_size 20):"
 psql -X -At -h "$WORK" -p "$PGPORT_DEMO" -U postgres -c "SELECT count(*) FROM pg_stat_activity WHERE usename = 'bench'"
 echo "== pg_doorman log (last lines)"
