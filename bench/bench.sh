@@ -171,7 +171,13 @@ done
 if [ "${BENCH_SKIP_EXTRAS:-0}" != 1 ]; then
   # /metrics scraped 10 times a second during a run, against the same run unscraped.
   run_one pg_doorman "$DOORMAN_PORT" "$DOORMAN_PID" unscraped simple 40
-  ( while :; do curl -s -o /dev/null "http://127.0.0.1:$METRICS_PORT/metrics"; sleep 0.1; done ) &
+  # One scraper process (as Prometheus would be), not a process per scrape.
+  python3 -c "
+import time, urllib.request
+while True:
+    urllib.request.urlopen('http://127.0.0.1:$METRICS_PORT/metrics').read()
+    time.sleep(0.1)
+" &
   SCRAPER=$!
   run_one pg_doorman "$DOORMAN_PORT" "$DOORMAN_PID" scraped simple 40
   kill "$SCRAPER" 2>/dev/null || true
