@@ -57,6 +57,19 @@ pub async fn run(
     } else {
         g.backlog
     };
+    // Bound before the main listener, so a pg_doorman that accepts clients also serves /metrics.
+    let metrics_listener = if config.web.enabled {
+        let web = format!("{}:{}", config.web.host, config.web.port);
+        let l = tokio::net::TcpListener::bind(&web)
+            .await
+            .map_err(|source| StartError::Listen {
+                addr: web.clone(),
+                source,
+            })?;
+        Some((l, web))
+    } else {
+        None
+    };
     let tcp = settings::tcp_options(&config);
     let listener = crate::listener::bind(&g.host, g.port, backlog, &tcp)
         .await
@@ -77,20 +90,23 @@ pub async fn run(
         ctx.pools.all().count()
     );
     let tracker = TaskTracker::new();
-    if config.web.enabled {
-        let web = format!("{}:{}", config.web.host, config.web.port);
-        let l = tokio::net::TcpListener::bind(&web)
-            .await
-            .map_err(|source| StartError::Listen {
-                addr: web.clone(),
-                source,
-            })?;
+    if let Some((l, web)) = metrics_listener {
         tracing::info!("metrics on http://{web}/metrics");
         tracker.spawn(crate::metrics::serve(l, ctx.clone()));
     }
     tracker.spawn(retain_cycle(ctx.clone()));
     tracker.spawn(reload_on_hup(ctx.clone()));
     tracker.spawn(stats_log(ctx.clone()));
+    // Prewarm min_pool_size in the background: serving starts at once.
+    let warm = ctx.clone();
+    tracker.spawn(async move {
+        for p in warm.pools.all() {
+            let n = p.replenish().await;
+            if n > 0 {
+                tracing::info!(pool = %p.name(), "prewarmed {n} server connections (min_pool_size)");
+            }
+        }
+    });
     crate::listener::serve(listener, ctx.clone(), tracker.clone()).await;
     let in_use = ctx.clients.load(Ordering::Relaxed);
     tracing::info!("shutting down: {in_use} clients connected");
@@ -206,11 +222,26 @@ async fn retain_cycle(ctx: Arc<AppContext>) {
             _ = tick.tick() => {}
             _ = ctx.shutdown.cancelled() => return,
         }
-        for p in ctx.pools.all() {
-            let closed = p.retain();
+        // retain_connections_max caps closes per cycle across pools; pools are visited in a
+        // new random order each cycle so none is always last.
+        let max = ctx.config.general.retain_connections_max;
+        let mut quota = if max == 0 { usize::MAX } else { max };
+        let mut pools: Vec<_> = ctx.pools.all().cloned().collect();
+        for i in (1..pools.len()).rev() {
+            pools.swap(i, rand::random_range(0..=i));
+        }
+        for p in &pools {
+            if quota == 0 {
+                break;
+            }
+            let closed = p.retain(quota);
+            quota -= closed;
             if closed > 0 {
                 tracing::debug!(pool = %p.name(), closed, "retain: closed expired idle server connections");
             }
+        }
+        for p in &pools {
+            p.replenish().await;
         }
     }
 }

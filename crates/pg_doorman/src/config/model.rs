@@ -119,6 +119,13 @@ pub struct General {
     pub server_lifetime: Millis,
     /// How often idle connections are checked for idle_timeout / server_lifetime.
     pub retain_connections_time: Millis,
+    /// Most idle connections closed per retain cycle, across pools; 0 = no limit.
+    pub retain_connections_max: usize,
+    /// A connection idle longer than this is probed with pooler_check_query before it is
+    /// handed out; 0 = never.
+    pub server_idle_check_timeout: Millis,
+    /// The probe query.
+    pub pooler_check_query: String,
     /// Drain window for binary upgrade (accepted; SIGTERM exits at once, as documented).
     pub shutdown_timeout: Millis,
     /// Most client connections at once; more are refused with 53300.
@@ -213,6 +220,9 @@ impl Default for General {
             idle_timeout: Millis::secs(600),
             server_lifetime: Millis::secs(1200),
             retain_connections_time: Millis::secs(30),
+            retain_connections_max: 3,
+            server_idle_check_timeout: Millis::secs(30),
+            pooler_check_query: ";".into(),
             shutdown_timeout: Millis::secs(10),
             max_connections: 8192,
             admin_username: "admin".into(),
@@ -365,6 +375,9 @@ pub struct User {
     /// Most backend connections for this user in this pool.
     #[serde(default = "default_pool_size")]
     pub pool_size: usize,
+    /// Backend connections opened at start and kept open (replenished by the retain cycle).
+    #[serde(default)]
+    pub min_pool_size: Option<usize>,
     /// Overrides the pool's pool_mode.
     #[serde(default)]
     pub pool_mode: Option<PoolMode>,

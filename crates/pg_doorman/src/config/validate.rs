@@ -6,8 +6,6 @@ use std::collections::{BTreeMap, HashSet};
 /// PgDoorman keys that later versions of pg_doorman implement; setting one is an error today
 /// so that nobody believes it is in effect.
 const NOT_YET_GENERAL: &[&str] = &[
-    "retain_connections_max",
-    "server_idle_check_timeout",
     "proxy_copy_data_timeout",
     "unix_socket_buffer_size",
     "unix_socket_dir",
@@ -22,7 +20,6 @@ const NOT_YET_GENERAL: &[&str] = &[
     "tokio_global_queue_interval",
     "tokio_event_interval",
     "sync_server_parameters",
-    "pooler_check_query",
     "query_interner_gc_interval_seconds",
     "query_interner_anon_idle_ttl_seconds",
     "patroni_api_urls",
@@ -52,7 +49,7 @@ const NOT_YET_POOL: &[&str] = &[
     "startup_parameters",
     "auth_query",
 ];
-const NOT_YET_USER: &[&str] = &["min_pool_size", "auth_pam_service"];
+const NOT_YET_USER: &[&str] = &["auth_pam_service"];
 const NOT_YET_TOP: &[&str] = &["talos", "include"];
 const NOT_YET_WEB: &[&str] = &[
     "ui",
@@ -244,6 +241,9 @@ fn check_user(path: &str, u: &User, out: &mut Vec<String>) {
     }
     if u.pool_size == 0 {
         out.push(format!("{path}pool_size: must be at least 1"));
+    }
+    if u.min_pool_size.is_some_and(|m| m > u.pool_size) {
+        out.push(format!("{path}min_pool_size: must not exceed pool_size"));
     }
     if u.password.is_empty() {
         out.push(format!("{path}password: must not be empty"));

@@ -20,6 +20,9 @@ use std::time::Instant;
 use tokio::sync::oneshot;
 
 /// What a waiter receives.
+// A Server moves by value (about 230 bytes) rather than boxed: boxing would allocate per
+// hand-off on the hot path.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum Handoff {
     /// A connection returned by another client.
@@ -83,6 +86,16 @@ pub struct Pool {
     resumed: tokio::sync::Notify,
     /// When a failed connect was last logged, and how many were not logged since.
     fail_log: Mutex<(Option<Instant>, u64)>,
+    /// When a failed replenish (min_pool_size) was last logged.
+    replenish_log: Mutex<Option<Instant>>,
+}
+
+/// A failing replenish is logged once, then at most this often.
+const REPLENISH_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// `d` ± 20 % (PgDoorman's lifetime jitter).
+fn jitter(d: std::time::Duration) -> std::time::Duration {
+    d.mul_f64(rand::random_range(0.8..=1.2))
 }
 
 /// Repeated connect failures of a pool are logged at most this often.
@@ -126,6 +139,7 @@ impl Drop for WaiterGuard<'_> {
     }
 }
 
+#[allow(clippy::large_enum_variant)] // as Handoff: no allocation per checkout
 enum Step<'a> {
     Reuse(Server),
     Create(SlotGuard<'a>),
@@ -148,6 +162,7 @@ impl Pool {
             servers: Default::default(),
             resumed: tokio::sync::Notify::new(),
             fail_log: Mutex::new((None, 0)),
+            replenish_log: Mutex::new(None),
             settings,
         })
     }
@@ -238,7 +253,9 @@ impl Pool {
         loop {
             let handoff = match self.next_step() {
                 Step::Reuse(s) => {
-                    if let Some(s) = self.usable(s) {
+                    if let Some(s) = self.usable(s)
+                        && let Some(s) = self.probe_if_long_idle(s).await
+                    {
                         return Ok(s);
                     }
                     continue;
@@ -308,6 +325,31 @@ impl Pool {
         }
     }
 
+    /// server_idle_check_timeout: a connection idle longer than that answers pooler_check_query
+    /// before a client gets it (catches a PostgreSQL restart or a firewall that dropped it).
+    /// None when it failed (it is closed).
+    async fn probe_if_long_idle(&self, mut s: Server) -> Option<Server> {
+        let Some(limit) = self.settings.idle_check else {
+            return Some(s);
+        };
+        if s.last_used.elapsed() < limit {
+            return Some(s);
+        }
+        let probe = s.simple_query(&self.settings.check_query, |_, _| {});
+        match tokio::time::timeout(self.settings.connect_timeout, probe).await {
+            Ok(Ok(None)) if s.status == b'I' => {
+                s.last_used = Instant::now();
+                Some(s)
+            }
+            _ => {
+                tracing::info!(pool = %self.name(), server = s.id, "idle server connection failed its check query; replaced");
+                s.bad = true;
+                self.discard(s);
+                None
+            }
+        }
+    }
+
     async fn create(&self, mut guard: SlotGuard<'_>) -> Result<Server, PoolError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let client_key = *self.client_key.read();
@@ -315,6 +357,10 @@ impl Pool {
             Ok(mut s) => {
                 guard.0 = None;
                 s.epoch = self.stats.epoch.load(Ordering::Acquire);
+                // Each connection gets its own lifetimes, so connections opened together do not
+                // all close together.
+                s.lifetime = self.settings.server_lifetime.map(jitter);
+                s.idle_limit = self.settings.idle_timeout.map(jitter);
                 s.reg = Some(stats::Registration::new(
                     &self.servers,
                     stats::ServerInfo {
@@ -368,12 +414,13 @@ impl Pool {
         if s.bad
             || s.status != b'I'
             || s.epoch != self.stats.epoch.load(Ordering::Relaxed)
-            || s.expired(now, self.settings.server_lifetime, None)
+            || s.too_old(now)
         {
             self.discard(s);
             return;
         }
         s.last_used = now;
+        s.served = true;
         let mut g = self.inner.lock();
         if let Some(Handoff::Server(s)) = g.hand_off(Handoff::Server(s)) {
             g.idle.push_back(s);
@@ -393,17 +440,25 @@ impl Pool {
         }
     }
 
-    /// Closes idle connections past idle_timeout or server_lifetime (the retain cycle).
-    /// Returns how many were closed.
-    pub fn retain(&self) -> usize {
+    /// Closes idle connections past their (jittered) idle_timeout or server_lifetime, oldest
+    /// first and at most `quota` (the retain cycle). Returns how many were closed.
+    pub fn retain(&self, quota: usize) -> usize {
         let now = Instant::now();
-        let (lifetime, idle) = (self.settings.server_lifetime, self.settings.idle_timeout);
         let stale: Vec<Server> = {
             let mut g = self.inner.lock();
+            // Oldest first, at most `quota` (retain_connections_max) per cycle.
+            let mut expired: Vec<(Instant, u64)> = g
+                .idle
+                .iter()
+                .filter(|s| s.expired(now))
+                .map(|s| (s.created, s.id))
+                .collect();
+            expired.sort();
+            expired.truncate(quota);
             let mut stale = Vec::new();
             let mut keep = VecDeque::with_capacity(g.idle.len());
             for s in g.idle.drain(..) {
-                if s.expired(now, lifetime, idle) {
+                if expired.iter().any(|(_, id)| *id == s.id) {
                     stale.push(s)
                 } else {
                     keep.push_back(s)
@@ -419,7 +474,43 @@ impl Pool {
         n
     }
 
-    /// Closes every idle connection (shutdown).
+    /// Opens connections until `min_pool_size` exist, one at a time; stops at the first
+    /// failure (logged once, then every 10 minutes). Returns how many were opened.
+    pub async fn replenish(&self) -> usize {
+        let mut opened = 0;
+        loop {
+            let guard = {
+                let mut g = self.inner.lock();
+                if g.total >= self.settings.min_pool_size || g.total >= self.settings.pool_size {
+                    break;
+                }
+                g.total += 1;
+                SlotGuard(Some(self))
+            };
+            match self.create(guard).await {
+                Ok(mut s) => {
+                    s.last_used = Instant::now();
+                    let mut g = self.inner.lock();
+                    if let Some(Handoff::Server(s)) = g.hand_off(Handoff::Server(s)) {
+                        g.idle.push_back(s);
+                    }
+                    opened += 1;
+                    *self.replenish_log.lock() = None;
+                }
+                Err(e) => {
+                    let mut last = self.replenish_log.lock();
+                    if last.is_none_or(|at| at.elapsed() >= REPLENISH_LOG_EVERY) {
+                        *last = Some(Instant::now());
+                        tracing::warn!(pool = %self.name(), "cannot keep min_pool_size {}: {e}", self.settings.min_pool_size);
+                    }
+                    break;
+                }
+            }
+        }
+        opened
+    }
+
+    /// Closes every idle connection (shutdown, RECONNECT).
     pub fn close_idle(&self) {
         let idle: Vec<Server> = self.inner.lock().idle.drain(..).collect();
         for s in idle {

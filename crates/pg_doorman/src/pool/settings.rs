@@ -54,6 +54,12 @@ pub struct PoolSettings {
     pub mode: PoolMode,
     /// Most backend connections.
     pub pool_size: usize,
+    /// Connections kept open even when idle (prewarmed, replenished).
+    pub min_pool_size: usize,
+    /// Probe connections idle longer than this before handing them out; None = never.
+    pub idle_check: Option<Duration>,
+    /// The probe (`pooler_check_query`).
+    pub check_query: String,
     /// Backend connect + login timeout.
     pub connect_timeout: Duration,
     /// Longest client wait for a connection; None = forever.
@@ -193,6 +199,9 @@ pub fn resolve(c: &Config) -> Result<Vec<PoolSettings>, String> {
                 user: u.username.clone(),
                 mode: u.pool_mode.unwrap_or(p.pool_mode),
                 pool_size: u.pool_size,
+                min_pool_size: u.min_pool_size.unwrap_or(0),
+                idle_check: nonzero(g.server_idle_check_timeout.0),
+                check_query: g.pooler_check_query.clone(),
                 connect_timeout: p.connect_timeout.unwrap_or(g.connect_timeout).0,
                 query_wait_timeout: nonzero(g.query_wait_timeout.0),
                 idle_timeout: nonzero(p.idle_timeout.unwrap_or(g.idle_timeout).0),

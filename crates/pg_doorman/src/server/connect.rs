@@ -198,6 +198,9 @@ async fn login(
                     id,
                     reg: None,
                     epoch: 0,
+                    lifetime: None,
+                    idle_limit: None,
+                    served: false,
                     prepared: Box::new(crate::prepared::ServerPrepared::new(
                         s.server_prepared_cache,
                     )),

@@ -46,6 +46,12 @@ pub struct Server {
     pub reg: Option<crate::pool::stats::Registration>,
     /// The pool's RECONNECT epoch when this connection was opened.
     pub epoch: u64,
+    /// server_lifetime with this connection's ±20 % jitter; None = unlimited.
+    pub lifetime: Option<Duration>,
+    /// idle_timeout with this connection's ±20 % jitter; None = unlimited.
+    pub idle_limit: Option<Duration>,
+    /// Has served a client (idle_timeout applies only then).
+    pub served: bool,
     /// Statements prepared on this backend and replies expected from it (transaction mode).
     pub prepared: Box<crate::prepared::ServerPrepared>,
 }
@@ -65,15 +71,20 @@ impl Server {
         }
     }
 
-    /// True when `lifetime` or `idle_timeout` says this idle connection should close.
-    pub fn expired(
-        &self,
-        now: Instant,
-        lifetime: Option<Duration>,
-        idle_timeout: Option<Duration>,
-    ) -> bool {
-        lifetime.is_some_and(|l| now.duration_since(self.created) >= l)
-            || idle_timeout.is_some_and(|t| now.duration_since(self.last_used) >= t)
+    /// True when this connection's (jittered) lifetime has passed.
+    pub fn too_old(&self, now: Instant) -> bool {
+        self.lifetime
+            .is_some_and(|l| now.duration_since(self.created) >= l)
+    }
+
+    /// True when the idle connection should close: too old, or idle past its (jittered)
+    /// idle_timeout after having served a client (prewarmed ones stay).
+    pub fn expired(&self, now: Instant) -> bool {
+        self.too_old(now)
+            || (self.served
+                && self
+                    .idle_limit
+                    .is_some_and(|t| now.duration_since(self.last_used) >= t))
     }
 
     /// Closes politely: a Terminate if the socket takes it now, then drop (never blocks).
