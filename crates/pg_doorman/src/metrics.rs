@@ -281,6 +281,29 @@ impl Collector for View {
             "Failed backend TLS handshakes",
             &tls_errors,
         )?;
+        for (name, help, pick) in [
+            ("pools_query_duration_seconds", "Query durations", 0),
+            (
+                "pools_transaction_duration_seconds",
+                "Transaction-mode hold times",
+                1,
+            ),
+            ("pools_wait_duration_seconds", "Waits for a backend", 2),
+        ] {
+            let mut m = enc.encode_descriptor(name, help, None, MetricType::Histogram)?;
+            for p in &pools {
+                let h = match pick {
+                    0 => &p.stats.query_hist,
+                    1 => &p.stats.xact_hist,
+                    _ => &p.stats.wait_hist,
+                };
+                let (buckets, sum, count) = h.snapshot();
+                m.encode_family(&pool_labels(p))?
+                    .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                        sum, count, &buckets, None,
+                    )?;
+            }
+        }
         let mut m = enc.encode_descriptor(
             "server_tls_handshake_duration_seconds",
             "Backend TLS handshake time",

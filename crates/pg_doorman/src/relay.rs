@@ -115,6 +115,8 @@ pub struct Attachment {
     pub over_memory: bool,
     /// What this attachment did (statistics).
     pub tally: crate::pool::stats::Tally,
+    /// When each ReadyForQuery passed (the first 8), for query durations.
+    pub query_ends: [Option<std::time::Instant>; 8],
     server_scan: Scan,
 }
 
@@ -259,6 +261,9 @@ fn scan_server(
                 .copied()
                 .ok_or(WireError::Truncated("ReadyForQuery"))?;
             at.pending = at.pending.saturating_sub(1);
+            if let Some(slot) = at.query_ends.get_mut(at.tally.queries as usize) {
+                *slot = Some(std::time::Instant::now());
+            }
             at.tally.queries += 1;
             if *status == b'I' {
                 at.tally.xacts += 1;

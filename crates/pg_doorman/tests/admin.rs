@@ -67,6 +67,10 @@ async fn every_show_has_compat_columns() {
             "database,user,pool_mode,cl_idle,cl_active,cl_waiting,cl_cancel_req,sv_active,sv_idle,sv_used,sv_login,pool_size,maxwait,maxwait_us,avg_xact_time,paused,fallback_active,oldest_active_age_ms",
         ),
         (
+            "POOLS_EXTENDED",
+            "database,user,cl_active,cl_waiting,sv_active,sv_idle,sv_used,sv_login,pool_size,maxwait,maxwait_us,pool_mode,bytes_recieved,bytes_sent,query_0.99,transaction_0.99,query_0.95,transaction_0.95,query_0.5,transaction_0.5",
+        ),
+        (
             "STATS",
             "database,user,total_xact_count,total_query_count,total_received,total_sent,total_xact_time,total_query_time,total_wait_time,total_errors,avg_xact_count,avg_query_count,avg_recv,avg_sent,avg_errors,avg_xact_time,avg_query_time,avg_wait_time",
         ),
@@ -177,6 +181,17 @@ async fn pools_and_stats_follow_load() {
     assert!(wait > 1_000_000, "clients waited for backends: {wait} us");
     let sent: u64 = col(&cols, &rows, "total_sent")[0].parse().unwrap();
     assert!(sent > 0);
+    // Six transactions held a backend about 1.5 s, six failed at once (µs).
+    let (cols, rows) = show(&c, "SHOW POOLS_EXTENDED").await;
+    let p95: u64 = col(&cols, &rows, "transaction_0.95")[0].parse().unwrap();
+    assert!(
+        (1_000_000..=3_000_000).contains(&p95),
+        "transaction_0.95 = {p95}"
+    );
+    let p50: u64 = col(&cols, &rows, "transaction_0.5")[0].parse().unwrap();
+    assert!(p50 < 100_000, "transaction_0.5 = {p50}");
+    let q99: u64 = col(&cols, &rows, "query_0.99")[0].parse().unwrap();
+    assert!(q99 >= 1_000_000, "query_0.99 = {q99}");
 }
 
 #[tokio::test]

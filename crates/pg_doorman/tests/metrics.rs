@@ -106,6 +106,18 @@ async fn metrics_parse_and_follow_load() {
         ),
         ("pg_doorman_connections_total{type=plain}", 1.0),
         ("pg_doorman_pools_paused{database=appdb,user=app}", 0.0),
+        (
+            "pg_doorman_pools_query_duration_seconds_count{database=appdb,user=app}",
+            26.0,
+        ),
+        (
+            "pg_doorman_pools_transaction_duration_seconds_count{database=appdb,user=app}",
+            26.0,
+        ),
+        (
+            "pg_doorman_pools_wait_duration_seconds_count{database=appdb,user=app}",
+            26.0,
+        ),
     ] {
         assert_eq!(after.get(k), Some(&v), "{k}: {after:?}");
     }

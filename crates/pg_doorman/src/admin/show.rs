@@ -11,7 +11,7 @@ const R: Ordering = Ordering::Relaxed;
 
 /// The commands SHOW HELP lists.
 const HELP: &[&str] = &[
-    "SHOW HELP|CONFIG|DATABASES|POOLS|STATS|CLIENTS|SERVERS|CONNECTIONS|USERS|LISTS|VERSION|LOG_LEVEL|PREPARED_STATEMENTS",
+    "SHOW HELP|CONFIG|DATABASES|POOLS|POOLS_EXTENDED|STATS|CLIENTS|SERVERS|CONNECTIONS|USERS|LISTS|VERSION|LOG_LEVEL|PREPARED_STATEMENTS",
     "SET log_level = '<filter>'",
     "PAUSE [<db>]",
     "RESUME [<db>]",
@@ -52,6 +52,7 @@ pub fn show(ctx: &AppContext, args: &[&str], out: &mut BytesMut) -> Result<(), E
         "DATABASES" => databases(ctx, out),
         "POOLS" => pools(ctx, out),
         "STATS" => stats(ctx, out),
+        "POOLS_EXTENDED" => pools_extended(ctx, out),
         "CLIENTS" => clients(ctx, out),
         "SERVERS" => servers(ctx, out),
         "CONNECTIONS" => {
@@ -172,7 +173,7 @@ fn databases(ctx: &AppContext, out: &mut BytesMut) {
             s.server_database.clone(),
             s.server_user.clone(),
             s.pool_size.to_string(),
-            "0".into(),
+            s.min_pool_size.to_string(),
             "0".into(),
             s.mode.as_str().into(),
             s.pool_size.to_string(),
@@ -248,6 +249,66 @@ fn pools(ctx: &AppContext, out: &mut BytesMut) {
             u8::from(st.paused.load(R)).to_string(),
             "0".into(),
             oldest.to_string(),
+        ]);
+    }
+    rs.finish("SHOW");
+}
+
+/// Percentiles are in µs, from the pool's duration histograms.
+fn pools_extended(ctx: &AppContext, out: &mut BytesMut) {
+    let mut rs = ResultSet::new(
+        out,
+        &cols(&[
+            ("database", Col::Text),
+            ("user", Col::Text),
+            ("cl_active", Col::Int),
+            ("cl_waiting", Col::Int),
+            ("sv_active", Col::Int),
+            ("sv_idle", Col::Int),
+            ("sv_used", Col::Int),
+            ("sv_login", Col::Int),
+            ("pool_size", Col::Int),
+            ("maxwait", Col::Int),
+            ("maxwait_us", Col::Int),
+            ("pool_mode", Col::Text),
+            ("bytes_recieved", Col::Int),
+            ("bytes_sent", Col::Int),
+            ("query_0.99", Col::Int),
+            ("transaction_0.99", Col::Int),
+            ("query_0.95", Col::Int),
+            ("transaction_0.95", Col::Int),
+            ("query_0.5", Col::Int),
+            ("transaction_0.5", Col::Int),
+        ]),
+    );
+    for p in ctx.pools.all() {
+        let c = p.counts();
+        let st = &p.stats;
+        let servers = p.servers.snapshot();
+        let sv_active = servers.iter().filter(|s| s.active.load(R)).count();
+        let maxwait = p.max_wait();
+        let (q, x) = (&st.query_hist, &st.xact_hist);
+        rs.row_s(&[
+            p.settings.database.clone(),
+            p.settings.user.clone(),
+            st.active.load(R).to_string(),
+            c.cl_waiting.to_string(),
+            sv_active.to_string(),
+            c.sv_idle.to_string(),
+            "0".into(),
+            c.sv_total.saturating_sub(servers.len()).to_string(),
+            p.settings.pool_size.to_string(),
+            maxwait.as_secs().to_string(),
+            maxwait.subsec_micros().to_string(),
+            p.settings.mode.as_str().into(),
+            st.received.load(R).to_string(),
+            st.sent.load(R).to_string(),
+            q.quantile_us(0.99).to_string(),
+            x.quantile_us(0.99).to_string(),
+            q.quantile_us(0.95).to_string(),
+            x.quantile_us(0.95).to_string(),
+            q.quantile_us(0.5).to_string(),
+            x.quantile_us(0.5).to_string(),
         ]);
     }
     rs.finish("SHOW");

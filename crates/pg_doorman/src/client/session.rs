@@ -255,6 +255,12 @@ impl Session {
         self.slot.store(0, Ordering::Release);
         self.attach(&server, false);
         self.record(&server, &at.tally, attached);
+        let mut prev = attached;
+        for end in at.query_ends.iter().flatten() {
+            let d = end.saturating_duration_since(prev);
+            self.pool.stats.query_hist.record_us(d.as_micros() as u64);
+            prev = *end;
+        }
         if at.reserved > 0 {
             crate::memory::release(at.reserved);
             at.reserved = 0;
@@ -326,9 +332,9 @@ impl Session {
         let stats = &self.pool.stats;
         stats.add(t);
         if self.pool.settings.mode == PoolMode::Transaction {
-            stats
-                .xact_us
-                .fetch_add(since.elapsed().as_micros() as u64, r);
+            let held = since.elapsed().as_micros() as u64;
+            stats.xact_us.fetch_add(held, r);
+            stats.xact_hist.record_us(held);
         }
         if let Some(reg) = &server.reg {
             reg.add(t);
@@ -360,6 +366,7 @@ impl Session {
         let checked = self.pool.checkout().await;
         let waited = started.elapsed().as_micros() as u64;
         stats.wait_us.fetch_add(waited, Ordering::Relaxed);
+        stats.wait_hist.record_us(waited);
         self.info.set_state(state::IDLE);
         let mut server = checked?;
         match sync_params(&mut server, &mut self.params).await {

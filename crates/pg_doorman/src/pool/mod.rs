@@ -3,6 +3,7 @@
 //! returning connection directly (never through the idle list). One short pool-local lock per
 //! checkout/checkin; no global state.
 
+pub mod histogram;
 pub mod registry;
 pub mod settings;
 pub mod stats;

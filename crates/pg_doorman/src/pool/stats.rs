@@ -2,10 +2,11 @@
 //! names). Updated with relaxed atomics once per transaction (never per message, never under a
 //! lock); read at SHOW or scrape time.
 
+use super::histogram::Histogram;
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// SQLSTATE classes counted separately (COMPAT.md §3 `pg_doorman_pools_errors_total`).
 pub const ERROR_CLASSES: [&str; 6] = ["08", "53", "57", "25P02", "26000", "other"];
@@ -23,7 +24,7 @@ pub fn error_class(code: &[u8]) -> usize {
 }
 
 /// Totals of one pool since start (monotonic).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct PoolStats {
     /// Logged-in clients of this pool.
     pub clients: AtomicUsize,
@@ -47,6 +48,33 @@ pub struct PoolStats {
     pub paused: AtomicBool,
     /// Bumped by RECONNECT: connections from older epochs are closed at checkin.
     pub epoch: AtomicU64,
+    /// Query durations (buckets from 0.5 ms).
+    pub query_hist: Histogram,
+    /// Transaction-mode hold times (buckets from 1 ms).
+    pub xact_hist: Histogram,
+    /// Waits for a backend (buckets from 0.1 ms).
+    pub wait_hist: Histogram,
+}
+
+impl Default for PoolStats {
+    fn default() -> Self {
+        PoolStats {
+            clients: Default::default(),
+            active: Default::default(),
+            xacts: Default::default(),
+            queries: Default::default(),
+            received: Default::default(),
+            sent: Default::default(),
+            xact_us: Default::default(),
+            wait_us: Default::default(),
+            errors: Default::default(),
+            paused: Default::default(),
+            epoch: Default::default(),
+            query_hist: Histogram::new(Duration::from_micros(500)),
+            xact_hist: Histogram::new(Duration::from_millis(1)),
+            wait_hist: Histogram::new(Duration::from_micros(100)),
+        }
+    }
 }
 
 /// What one attachment of a client to a backend did, added to the totals at its end.
