@@ -165,3 +165,66 @@ async fn a_failing_probe_replaces_the_connection() {
     assert_ne!(one(&c, "SELECT pg_backend_pid()").await, pid);
     assert!(d.log_text().contains("failed its check query"));
 }
+
+/// Time for `n` clients to each get their own new backend at once.
+async fn burst(d: &Doorman, n: usize) -> Duration {
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..n {
+        let conn = app_conn(d);
+        tasks.push(tokio::spawn(async move {
+            let c = connect(&conn).await.unwrap();
+            c.batch_execute("BEGIN; SELECT pg_sleep(0.2)")
+                .await
+                .unwrap();
+            c
+        }));
+    }
+    let mut held = Vec::new();
+    for t in tasks {
+        held.push(t.await.unwrap());
+    }
+    start.elapsed()
+}
+
+#[tokio::test]
+async fn backend_connects_in_flight_are_capped() {
+    let pg = cluster(PgAuth::Scram);
+    // Every backend login takes a second (a developer setting of PostgreSQL).
+    pg.psql("ALTER SYSTEM SET post_auth_delay = 1");
+    pg.psql("SELECT pg_reload_conf()");
+    let spec = |parallel: usize| {
+        format!(
+            "  scaling_max_parallel_creates: {parallel}\n  max_concurrent_creates: 8\n  query_wait_timeout: 30s\n"
+        )
+    };
+    let serial = spec(1);
+    let d = doorman(
+        &pg,
+        &PoolSpec {
+            pool_size: 4,
+            general_extra: &serial,
+            ..Default::default()
+        },
+    );
+    // The first login learns the server's parameters with one connection; it stays idle.
+    drop(connect(&app_conn(&d)).await.unwrap());
+    let one_at_a_time = burst(&d, 4).await;
+    assert!(
+        one_at_a_time >= Duration::from_millis(2900),
+        "{one_at_a_time:?}"
+    );
+    drop(d);
+    let parallel = spec(4);
+    let d = doorman(
+        &pg,
+        &PoolSpec {
+            pool_size: 4,
+            general_extra: &parallel,
+            ..Default::default()
+        },
+    );
+    drop(connect(&app_conn(&d)).await.unwrap());
+    let together = burst(&d, 4).await;
+    assert!(together < Duration::from_millis(2500), "{together:?}");
+}

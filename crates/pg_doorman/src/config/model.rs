@@ -126,6 +126,10 @@ pub struct General {
     pub server_idle_check_timeout: Millis,
     /// The probe query.
     pub pooler_check_query: String,
+    /// Most backend connects in flight at once, across pools.
+    pub max_concurrent_creates: usize,
+    /// Most backend connects in flight at once per pool.
+    pub scaling_max_parallel_creates: usize,
     /// Drain window for binary upgrade (accepted; SIGTERM exits at once, as documented).
     pub shutdown_timeout: Millis,
     /// Most client connections at once; more are refused with 53300.
@@ -223,6 +227,8 @@ impl Default for General {
             retain_connections_max: 3,
             server_idle_check_timeout: Millis::secs(30),
             pooler_check_query: ";".into(),
+            max_concurrent_creates: 4,
+            scaling_max_parallel_creates: 2,
             shutdown_timeout: Millis::secs(10),
             max_connections: 8192,
             admin_username: "admin".into(),

@@ -10,10 +10,8 @@ const NOT_YET_GENERAL: &[&str] = &[
     "unix_socket_buffer_size",
     "unix_socket_dir",
     "unix_socket_mode",
-    "max_concurrent_creates",
     "scaling_warm_pool_ratio",
     "scaling_fast_retries",
-    "scaling_max_parallel_creates",
     "worker_cpu_affinity_pinning",
     "worker_stack_size",
     "max_blocking_threads",
@@ -122,6 +120,12 @@ fn check_general(g: &General, out: &mut Vec<String>) {
     check_client_tls(g, out);
     if g.prepared_statements && g.prepared_statements_cache_size == 0 {
         out.push("general.prepared_statements_cache_size: must be greater than 0 while prepared_statements is on".into());
+    }
+    if g.max_concurrent_creates == 0 {
+        out.push("general.max_concurrent_creates: must be at least 1".into());
+    }
+    if g.scaling_max_parallel_creates == 0 {
+        out.push("general.scaling_max_parallel_creates: must be at least 1".into());
     }
     if g.max_memory_usage.0 < 1024 * 1024 {
         out.push("general.max_memory_usage: must be at least 1MB".into());

@@ -89,6 +89,8 @@ pub struct Pool {
     fail_log: Mutex<(Option<Instant>, u64)>,
     /// When a failed replenish (min_pool_size) was last logged.
     replenish_log: Mutex<Option<Instant>>,
+    /// `scaling_max_parallel_creates` permits of this pool.
+    creates: tokio::sync::Semaphore,
 }
 
 /// A failing replenish is logged once, then at most this often.
@@ -164,6 +166,7 @@ impl Pool {
             resumed: tokio::sync::Notify::new(),
             fail_log: Mutex::new((None, 0)),
             replenish_log: Mutex::new(None),
+            creates: tokio::sync::Semaphore::new(settings.parallel_creates.max(1)),
             settings,
         })
     }
@@ -352,6 +355,11 @@ impl Pool {
     }
 
     async fn create(&self, mut guard: SlotGuard<'_>) -> Result<Server, PoolError> {
+        // At most scaling_max_parallel_creates connects per pool and max_concurrent_creates in
+        // all, so a burst does not hit PostgreSQL with a storm of logins. The semaphores are
+        // never closed, so acquiring cannot fail.
+        let _pool_permit = self.creates.acquire().await.ok();
+        let _global_permit = self.settings.global_creates.acquire().await.ok();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let client_key = *self.client_key.read();
         match server::connect(&self.settings, id, client_key).await {

@@ -60,6 +60,10 @@ pub struct PoolSettings {
     pub idle_check: Option<Duration>,
     /// The probe (`pooler_check_query`).
     pub check_query: String,
+    /// `max_concurrent_creates`: one semaphore shared by every pool.
+    pub global_creates: std::sync::Arc<tokio::sync::Semaphore>,
+    /// `scaling_max_parallel_creates`.
+    pub parallel_creates: usize,
     /// Backend connect + login timeout.
     pub connect_timeout: Duration,
     /// Longest client wait for a connection; None = forever.
@@ -171,6 +175,7 @@ fn server_secret(u: &User, server_user: &str) -> ServerSecret {
 /// Errors when a pool's TLS files cannot be loaded (`pools.<name>: reason`).
 pub fn resolve(c: &Config) -> Result<Vec<PoolSettings>, String> {
     let g = &c.general;
+    let global_creates = std::sync::Arc::new(tokio::sync::Semaphore::new(g.max_concurrent_creates));
     let tcp = tcp_options(c);
     let mut out = Vec::new();
     for (name, p) in &c.pools {
@@ -202,6 +207,8 @@ pub fn resolve(c: &Config) -> Result<Vec<PoolSettings>, String> {
                 min_pool_size: u.min_pool_size.unwrap_or(0),
                 idle_check: nonzero(g.server_idle_check_timeout.0),
                 check_query: g.pooler_check_query.clone(),
+                global_creates: global_creates.clone(),
+                parallel_creates: g.scaling_max_parallel_creates,
                 connect_timeout: p.connect_timeout.unwrap_or(g.connect_timeout).0,
                 query_wait_timeout: nonzero(g.query_wait_timeout.0),
                 idle_timeout: nonzero(p.idle_timeout.unwrap_or(g.idle_timeout).0),
