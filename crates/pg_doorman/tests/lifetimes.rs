@@ -33,7 +33,7 @@ async fn open_backends(d: &Doorman, n: usize) {
 }
 
 #[tokio::test]
-async fn lifetimes_are_jittered_and_closes_are_capped() {
+async fn lifetimes_are_jittered() {
     let pg = cluster(PgAuth::Scram);
     let d = doorman(
         &pg,
@@ -43,25 +43,35 @@ async fn lifetimes_are_jittered_and_closes_are_capped() {
             ..Default::default()
         },
     );
+    let pids = || -> std::collections::BTreeSet<String> {
+        pg.psql("SELECT pid FROM pg_stat_activity WHERE usename = 'app'")
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
     let start = Instant::now();
     open_backends(&d, 6).await;
-    assert_eq!(backends(&pg), 6);
-    // ±20 %: all alive before 1.6 s, all gone after 2.4 s, and not all at the same moment.
-    let mut counts = Vec::new();
-    while start.elapsed() < Duration::from_millis(3600) {
-        counts.push((start.elapsed(), backends(&pg)));
+    let first = pids();
+    assert_eq!(first.len(), 6);
+    // ±20 %: none gone before 1.6 s, all gone by 2.4 s after opening, not all at one moment.
+    let mut gone_at = std::collections::BTreeMap::new();
+    while start.elapsed() < Duration::from_millis(3600) && gone_at.len() < 6 {
+        let now = pids();
+        for p in first.iter().filter(|p| !now.contains(*p)) {
+            gone_at.entry(p.clone()).or_insert(start.elapsed());
+        }
         tokio::time::sleep(Duration::from_millis(40)).await;
     }
-    let early: Vec<_> = counts
-        .iter()
-        .filter(|(t, _)| *t < Duration::from_millis(1550))
-        .collect();
-    assert!(early.iter().all(|(_, n)| *n == 6), "{counts:?}");
-    assert_eq!(counts.last().unwrap().1, 0, "{counts:?}");
-    let distinct: std::collections::BTreeSet<_> = counts.iter().map(|(_, n)| *n).collect();
+    assert_eq!(gone_at.len(), 6, "{gone_at:?}");
     assert!(
-        distinct.len() >= 3,
-        "connections closed at different moments: {counts:?}"
+        gone_at.values().all(|t| *t >= Duration::from_millis(1550)),
+        "{gone_at:?}"
+    );
+    let moments: std::collections::BTreeSet<_> =
+        gone_at.values().map(|t| t.as_millis() / 40).collect();
+    assert!(
+        moments.len() >= 3,
+        "closed at different moments: {gone_at:?}"
     );
 }
 
@@ -227,4 +237,39 @@ async fn backend_connects_in_flight_are_capped() {
     drop(connect(&app_conn(&d)).await.unwrap());
     let together = burst(&d, 4).await;
     assert!(together < Duration::from_millis(2500), "{together:?}");
+}
+
+#[tokio::test]
+async fn connections_near_their_lifetime_are_replaced_ahead() {
+    let pg = cluster(PgAuth::Scram);
+    let d = doorman(
+        &pg,
+        &PoolSpec {
+            pool_size: 2,
+            general_extra: "  server_lifetime: 3s\n  idle_timeout: 0\n  retain_connections_time: 50ms\n",
+            ..Default::default()
+        },
+    );
+    let c = connect(&app_conn(&d)).await.unwrap();
+    let first = one(&c, "SELECT pg_backend_pid()").await;
+    let pids = || {
+        pg.psql("SELECT string_agg(pid::text, ',') FROM pg_stat_activity WHERE usename = 'app'")
+            .trim()
+            .to_string()
+    };
+    // Lifetime 2.4–3.6 s: by 4 s the first connection is gone, and a successor was opened
+    // before it closed, so the pool never had none (no client asked for one meanwhile).
+    let start = Instant::now();
+    let mut saw = Vec::new();
+    while start.elapsed() < Duration::from_secs(4) {
+        saw.push(pids());
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    assert!(
+        saw.iter().all(|p| !p.is_empty()),
+        "never without a backend: {saw:?}"
+    );
+    let last = saw.last().unwrap();
+    assert!(!last.split(',').any(|p| p == first), "{saw:?}");
+    assert!(d.log_text().contains("near the end of their lifetime"));
 }

@@ -241,6 +241,10 @@ async fn retain_cycle(ctx: Arc<AppContext>) {
             }
         }
         for p in &pools {
+            let n = p.pre_replace().await;
+            if n > 0 {
+                tracing::debug!(pool = %p.name(), n, "retain: replaced connections near the end of their lifetime");
+            }
             p.replenish().await;
         }
     }

@@ -483,6 +483,58 @@ impl Pool {
         n
     }
 
+    /// Pre-replacement: an idle connection past 95 % of its lifetime gets a successor opened
+    /// while there is room under pool_size, then is closed, so clients never wait for the
+    /// connect its expiry would cost. Returns how many were replaced.
+    pub async fn pre_replace(&self) -> usize {
+        let now = Instant::now();
+        let aging: Vec<u64> = {
+            let g = self.inner.lock();
+            g.idle
+                .iter()
+                .filter(|s| {
+                    s.lifetime.is_some_and(|l| {
+                        let age = now.duration_since(s.created);
+                        age >= l.mul_f64(0.95) && age < l
+                    })
+                })
+                .map(|s| s.id)
+                .collect()
+        };
+        let mut replaced = 0;
+        for id in aging {
+            let guard = {
+                let mut g = self.inner.lock();
+                if g.total >= self.settings.pool_size {
+                    break;
+                }
+                g.total += 1;
+                SlotGuard(Some(self))
+            };
+            let Ok(mut fresh) = self.create(guard).await else {
+                break;
+            };
+            fresh.last_used = Instant::now();
+            let old = {
+                let mut g = self.inner.lock();
+                let old = g
+                    .idle
+                    .iter()
+                    .position(|s| s.id == id)
+                    .and_then(|i| g.idle.remove(i));
+                if let Some(Handoff::Server(s)) = g.hand_off(Handoff::Server(fresh)) {
+                    g.idle.push_back(s);
+                }
+                old
+            };
+            if let Some(old) = old {
+                self.discard(old);
+                replaced += 1;
+            }
+        }
+        replaced
+    }
+
     /// Opens connections until `min_pool_size` exist, one at a time; stops at the first
     /// failure (logged once, then every 10 minutes). Returns how many were opened.
     pub async fn replenish(&self) -> usize {
