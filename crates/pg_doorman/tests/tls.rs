@@ -343,19 +343,7 @@ fn tls_connect(port: u16, config: Arc<rustls::ClientConfig>, direct: bool) -> Tl
 
 fn simple(s: &mut TlsStream, sql: &str) -> Vec<Msg> {
     s.write_all(&query(sql)).unwrap();
-    let mut out = Vec::new();
-    loop {
-        let mut hdr = [0u8; 5];
-        s.read_exact(&mut hdr).unwrap();
-        let len = u32::from_be_bytes([hdr[1], hdr[2], hdr[3], hdr[4]]) as usize - 4;
-        let mut body = vec![0u8; len];
-        s.read_exact(&mut body).unwrap();
-        let done = hdr[0] == b'Z';
-        out.push(Msg { tag: hdr[0], body });
-        if done {
-            return out;
-        }
-    }
+    read_until_ready(s)
 }
 
 #[test]
@@ -402,19 +390,7 @@ fn direct_tls_and_cancel_over_tls() {
             c.write_all(&cancel).unwrap();
             let _ = c.read(&mut [0u8; 1]);
         }
-        let mut msgs = Vec::new();
-        loop {
-            let mut hdr = [0u8; 5];
-            s.read_exact(&mut hdr).unwrap();
-            let len = u32::from_be_bytes([hdr[1], hdr[2], hdr[3], hdr[4]]) as usize - 4;
-            let mut body = vec![0u8; len];
-            s.read_exact(&mut body).unwrap();
-            let done = hdr[0] == b'Z';
-            msgs.push(Msg { tag: hdr[0], body });
-            if done {
-                break;
-            }
-        }
+        let msgs = read_until_ready(&mut s);
         let err = msgs.iter().find(|m| m.tag == b'E').expect("canceled");
         assert_eq!(err.text(), "57014", "cancel over tls={over_tls}");
     }

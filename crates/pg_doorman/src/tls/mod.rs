@@ -14,13 +14,54 @@ use parking_lot::Mutex;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Files that build a rustls configuration.
+trait Build {
+    type Config;
+    fn build(&self) -> Result<Arc<Self::Config>, TlsConfigError>;
+}
+
+/// A configuration built from files and swapped whole (lock-free) on reload: new handshakes
+/// take the current one, established sessions keep theirs.
+struct Material<F: Build> {
+    files: Option<F>,
+    current: ArcSwapOption<F::Config>,
+}
+
+impl<F: Build> Material<F> {
+    /// Builds once now (errors name the file).
+    fn new(files: Option<F>) -> Result<Self, TlsConfigError> {
+        let current = match &files {
+            Some(f) => Some(f.build()?),
+            None => None,
+        };
+        Ok(Material {
+            files,
+            current: ArcSwapOption::new(current),
+        })
+    }
+
+    fn current(&self) -> Option<Arc<F::Config>> {
+        self.current.load_full()
+    }
+
+    /// Re-reads the files; on error the old configuration stays. False when there are none.
+    fn reload(&self) -> Result<bool, TlsConfigError> {
+        match &self.files {
+            Some(f) => {
+                self.current.store(Some(f.build()?));
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+}
+
 /// Client-facing TLS: mode, the current server configuration (swapped on reload) and the
 /// handshake throttle.
 pub struct ClientTls {
     /// `tls_mode`.
     pub mode: TlsMode,
-    files: Option<ClientFiles>,
-    current: ArcSwapOption<rustls::ServerConfig>,
+    material: Material<ClientFiles>,
     limiter: Option<Mutex<Bucket>>,
 }
 
@@ -32,7 +73,8 @@ struct ClientFiles {
     policy: Policy,
 }
 
-impl ClientFiles {
+impl Build for ClientFiles {
+    type Config = rustls::ServerConfig;
     fn build(&self) -> Result<Arc<rustls::ServerConfig>, TlsConfigError> {
         config::server_config(&self.cert, &self.key, self.ca.as_deref(), &self.policy)
     }
@@ -64,14 +106,9 @@ impl ClientTls {
             }),
             _ => None,
         };
-        let current = match &files {
-            Some(f) => Some(f.build()?),
-            None => None,
-        };
         Ok(ClientTls {
             mode: g.tls_mode,
-            files,
-            current: ArcSwapOption::new(current),
+            material: Material::new(files)?,
             limiter: (g.tls_rate_limit_per_second > 0)
                 .then(|| Mutex::new(Bucket::new(g.tls_rate_limit_per_second))),
         })
@@ -79,18 +116,12 @@ impl ClientTls {
 
     /// The configuration for a new handshake; None when TLS is not offered.
     pub fn acceptor(&self) -> Option<Arc<rustls::ServerConfig>> {
-        self.current.load_full()
+        self.material.current()
     }
 
     /// Re-reads the certificate files; on error the old configuration stays.
     pub fn reload(&self) -> Result<bool, TlsConfigError> {
-        match &self.files {
-            Some(f) => {
-                self.current.store(Some(f.build()?));
-                Ok(true)
-            }
-            None => Ok(false),
-        }
+        self.material.reload()
     }
 
     /// Waits for a handshake slot under `tls_rate_limit_per_second`.
@@ -142,8 +173,7 @@ pub struct BackendTls {
     pub handshake_errors: std::sync::atomic::AtomicU64,
     /// Handshake durations in seconds (pg_doorman_server_tls_handshake_duration_seconds).
     pub handshake_seconds: prometheus_client::metrics::histogram::Histogram,
-    files: Option<BackendFiles>,
-    current: ArcSwapOption<rustls::ClientConfig>,
+    material: Material<BackendFiles>,
 }
 
 #[derive(Clone)]
@@ -154,7 +184,8 @@ struct BackendFiles {
     policy: Policy,
 }
 
-impl BackendFiles {
+impl Build for BackendFiles {
+    type Config = rustls::ClientConfig;
     fn build(&self) -> Result<Arc<rustls::ClientConfig>, TlsConfigError> {
         let ck = self
             .cert_key
@@ -205,16 +236,11 @@ impl BackendTls {
                 tls13_ciphers: g.server_tls13_ciphers.clone(),
             },
         });
-        let current = match &files {
-            Some(f) => Some(f.build()?),
-            None => None,
-        };
         Ok(BackendTls {
             mode,
             handshake_errors: Default::default(),
             handshake_seconds: handshake_histogram(),
-            files,
-            current: ArcSwapOption::new(current),
+            material: Material::new(files)?,
         })
     }
 
@@ -224,25 +250,21 @@ impl BackendTls {
             mode: ServerTlsMode::Disable,
             handshake_errors: Default::default(),
             handshake_seconds: handshake_histogram(),
-            files: None,
-            current: ArcSwapOption::empty(),
+            material: Material {
+                files: None,
+                current: ArcSwapOption::empty(),
+            },
         }
     }
 
     /// The configuration for a new handshake; None when TLS is off.
     pub fn connector(&self) -> Option<Arc<rustls::ClientConfig>> {
-        self.current.load_full()
+        self.material.current()
     }
 
     /// Re-reads CA bundle and client certificate; on error the old configuration stays.
     pub fn reload(&self) -> Result<bool, TlsConfigError> {
-        match &self.files {
-            Some(f) => {
-                self.current.store(Some(f.build()?));
-                Ok(true)
-            }
-            None => Ok(false),
-        }
+        self.material.reload()
     }
 }
 

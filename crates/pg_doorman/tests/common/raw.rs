@@ -209,25 +209,12 @@ impl Wire {
 
     /// Reads one message.
     pub fn msg(&mut self) -> Msg {
-        let mut hdr = [0u8; 5];
-        self.0.read_exact(&mut hdr).unwrap();
-        let len = u32::from_be_bytes([hdr[1], hdr[2], hdr[3], hdr[4]]) as usize - 4;
-        let mut body = vec![0u8; len];
-        self.0.read_exact(&mut body).unwrap();
-        Msg { tag: hdr[0], body }
+        read_msg(&mut self.0)
     }
 
     /// Reads messages until ReadyForQuery (included).
     pub fn until_ready(&mut self) -> Vec<Msg> {
-        let mut out = Vec::new();
-        loop {
-            let m = self.msg();
-            let done = m.tag == b'Z';
-            out.push(m);
-            if done {
-                return out;
-            }
-        }
+        read_until_ready(&mut self.0)
     }
 
     /// Reads `n` messages.
@@ -241,6 +228,29 @@ impl Wire {
         let msgs = self.until_ready();
         let row = msgs.iter().find(|m| m.tag == b'D' || m.tag == b'E');
         row.map(|m| m.text()).unwrap_or_default()
+    }
+}
+
+/// Reads one backend message from any stream (plain or TLS).
+pub fn read_msg<S: Read>(s: &mut S) -> Msg {
+    let mut hdr = [0u8; 5];
+    s.read_exact(&mut hdr).unwrap();
+    let len = u32::from_be_bytes([hdr[1], hdr[2], hdr[3], hdr[4]]) as usize - 4;
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).unwrap();
+    Msg { tag: hdr[0], body }
+}
+
+/// Reads messages until ReadyForQuery (included).
+pub fn read_until_ready<S: Read>(s: &mut S) -> Vec<Msg> {
+    let mut out = Vec::new();
+    loop {
+        let m = read_msg(s);
+        let done = m.tag == b'Z';
+        out.push(m);
+        if done {
+            return out;
+        }
     }
 }
 
