@@ -5,7 +5,7 @@ use crate::pool::Pool;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI32, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
 /// Client states (SHOW CLIENTS `state`).
@@ -26,9 +26,9 @@ pub struct ClientInfo {
     /// Its pool (database and user).
     pub pool: Arc<Pool>,
     /// Peer address.
-    pub addr: String,
+    pub addr: Box<str>,
     /// application_name from its startup packet.
-    pub application_name: String,
+    pub application_name: Box<str>,
     /// Connected over TLS.
     pub tls: bool,
     /// Login time.
@@ -37,12 +37,12 @@ pub struct ClientInfo {
     pub state: AtomicU8,
     /// When it entered its state (µs since `connected`), for WAITING and ACTIVE.
     pub wait_from_us: AtomicU64,
-    /// Transactions.
-    pub xacts: AtomicU64,
+    /// Transactions (wrapping at 2^32; an idle client's entry is kept small).
+    pub xacts: AtomicU32,
     /// Queries.
-    pub queries: AtomicU64,
+    pub queries: AtomicU32,
     /// Errors relayed to it.
-    pub errors: AtomicU64,
+    pub errors: AtomicU32,
     /// Backend pid it holds (0 = none).
     pub server_pid: AtomicI32,
 }

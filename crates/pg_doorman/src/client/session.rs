@@ -343,11 +343,11 @@ impl Session {
             reg.info.prepared_misses.store(p.misses, r);
             reg.info.prepared_size.store(p.len(), r);
         }
-        self.info.xacts.fetch_add(u64::from(t.xacts), r);
-        self.info.queries.fetch_add(u64::from(t.queries), r);
+        self.info.xacts.fetch_add(t.xacts, r);
+        self.info.queries.fetch_add(t.queries, r);
         let errors: u32 = t.errors.iter().sum();
         if errors > 0 {
-            self.info.errors.fetch_add(u64::from(errors), r);
+            self.info.errors.fetch_add(errors, r);
         }
     }
 

@@ -150,7 +150,7 @@ async fn startup_phase(ctx: &AppContext, stream: Stream, peer: String) -> Option
                 buf,
                 scan: Scan::default(),
             };
-            let app = msg.get("application_name").unwrap_or_default().to_string();
+            let app: Box<str> = msg.get("application_name").unwrap_or_default().into();
             let counter = if io.stream.is_tls() {
                 &ctx.conns.tls
             } else {
@@ -177,7 +177,7 @@ async fn welcome<'a>(
     params: ClientParams,
     _slot: ClientSlot<'a>,
     peer: &str,
-    application_name: String,
+    application_name: Box<str>,
 ) -> Option<LoggedIn<'a>> {
     let reg = ctx.cancel.register(pool.clone());
     let mut out = BytesMut::with_capacity(512);
@@ -194,7 +194,7 @@ async fn welcome<'a>(
     let (info, listed) = ctx.client_list.register(ClientInfo {
         id,
         pool: pool.clone(),
-        addr: peer.to_string(),
+        addr: peer.into(),
         application_name,
         tls: io.stream.is_tls(),
         connected: std::time::Instant::now(),
