@@ -109,11 +109,16 @@ impl Collector for View {
                 (vec![("type", "cancel".into())], c.cancel.load(R)),
             ],
         )?;
+        let rejections: Vec<(Labels, u64)> = crate::app::context::REJECTIONS
+            .iter()
+            .zip(&c.rejections)
+            .map(|(r, n)| (vec![("reason", r.to_string())], n.load(R)))
+            .collect();
         counter(
             &mut enc,
             "listener_rejections",
-            "Connections refused or failed before login",
-            &[(vec![("reason", "any".into())], c.errors.load(R))],
+            "Connections refused or failed before login, by reason",
+            &rejections,
         )?;
         gauge(
             &mut enc,

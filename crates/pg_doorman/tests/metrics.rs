@@ -83,6 +83,7 @@ async fn metrics_parse_and_follow_load() {
         one(&c, "SELECT 1").await;
     }
     c.simple_query("SELECT 1/0").await.unwrap_err();
+    assert!(connect(&d.conn_str("app", "wrong", "appdb")).await.is_err());
     let after = parse(&scrape(port).1);
     assert_eq!(after[key], 26.0);
     for (k, v) in [
@@ -105,6 +106,10 @@ async fn metrics_parse_and_follow_load() {
             26.0,
         ),
         ("pg_doorman_connections_total{type=plain}", 1.0),
+        (
+            "pg_doorman_listener_rejections_total{reason=login_failed}",
+            1.0,
+        ),
         ("pg_doorman_pools_paused{database=appdb,user=app}", 0.0),
         (
             "pg_doorman_pools_query_duration_seconds_count{database=appdb,user=app}",

@@ -49,6 +49,25 @@ pub struct ConnCounters {
     pub plain: AtomicU64,
     /// Cancel requests.
     pub cancel: AtomicU64,
+    /// Refusals by [`REJECTIONS`] reason (pg_doorman_listener_rejections_total).
+    pub rejections: [AtomicU64; 5],
+}
+
+/// Why a connection was refused before login (COMPAT.md §3 reasons this version has).
+pub const REJECTIONS: [&str; 5] = [
+    "tls_required",
+    "tls_handshake_fail",
+    "invalid_startup",
+    "too_many_clients",
+    "login_failed",
+];
+
+impl ConnCounters {
+    /// Counts a refusal (also in `errors`).
+    pub fn reject(&self, reason: usize) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        self.rejections[reason].fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// Holds one unit of `clients` until dropped.

@@ -89,13 +89,14 @@ async fn startup_phase(ctx: &AppContext, stream: Stream, peer: String) -> Option
         tokio::time::timeout(LOGIN_TIMEOUT, negotiate(ctx, &mut stream, &mut buf, &peer)).await;
     // None: the TLS handshake failed and took the socket with it.
     let Some(stream) = stream else {
-        ctx.conns.errors.fetch_add(1, Ordering::Relaxed);
+        ctx.conns.reject(1);
         return None;
     };
     let msg = match negotiated {
         // Cancel requests are served even when full, as PostgreSQL does.
         Ok(Ok(Some(Negotiated::Startup(_)))) if slot.is_none() => {
             tracing::warn!("client {peer}: refused, max_connections reached");
+            ctx.conns.reject(3);
             let e = ErrorFields::fatal(
                 sqlstate::TOO_MANY_CONNECTIONS,
                 "sorry, too many clients already",
@@ -107,6 +108,7 @@ async fn startup_phase(ctx: &AppContext, stream: Stream, peer: String) -> Option
             if ctx.tls.mode >= TlsMode::Require && !stream.is_tls() =>
         {
             tracing::warn!("client {peer}: refused, plain connection while tls_mode requires TLS");
+            ctx.conns.reject(0);
             let user = m.get("user").unwrap_or_default().to_string();
             let e = ErrorFields::fatal(
                 sqlstate::INVALID_AUTHORIZATION,
@@ -127,6 +129,7 @@ async fn startup_phase(ctx: &AppContext, stream: Stream, peer: String) -> Option
         Ok(Ok(None)) => return None,
         Ok(Err(e)) => {
             tracing::warn!("client {peer}: invalid startup packet: {e}");
+            ctx.conns.reject(2);
             let e = format!("invalid startup packet: {e}");
             send_fatal(&stream, ErrorFields::fatal(sqlstate::PROTOCOL_VIOLATION, e)).await;
             return None;
@@ -163,7 +166,7 @@ async fn startup_phase(ctx: &AppContext, stream: Stream, peer: String) -> Option
         Ok(Err(Some(e))) => e,
         Err(_) => ErrorFields::fatal(sqlstate::PROTOCOL_VIOLATION, "authentication timeout"),
     };
-    ctx.conns.errors.fetch_add(1, Ordering::Relaxed);
+    ctx.conns.reject(4);
     send_fatal(&stream, e).await;
     None
 }
