@@ -145,6 +145,7 @@ impl Collector for View {
         let mut queries = Vec::new();
         let mut xacts = Vec::new();
         let mut xtime = Vec::new();
+        let mut qtime = Vec::new();
         let mut avg_wait = Vec::new();
         let mut prep_entries = Vec::new();
         let mut prep_bytes = Vec::new();
@@ -188,6 +189,7 @@ impl Collector for View {
             xacts.push((l.clone(), x));
             let xt_ms = st.xact_us.load(R) / 1000;
             xtime.push((l.clone(), xt_ms));
+            qtime.push((l.clone(), st.query_hist.sum_us() / 1000));
             let wait = st.wait_us.load(R).checked_div(q.max(1)).unwrap_or(0);
             avg_wait.push((l.clone(), wait as i64));
             let entries = p
@@ -249,6 +251,12 @@ impl Collector for View {
             "pools_transactions",
             "Transactions (ReadyForQuery 'I')",
             &xacts,
+        )?;
+        gauge(
+            &mut enc,
+            "pools_queries_total_time",
+            "Time queries took, from request to ReadyForQuery (ms)",
+            &qtime,
         )?;
         gauge(
             &mut enc,

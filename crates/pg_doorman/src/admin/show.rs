@@ -344,6 +344,7 @@ fn stats(ctx: &AppContext, out: &mut BytesMut) {
         let (x, q) = (st.xacts.load(R), st.queries.load(R));
         let (rcv, snt) = (st.received.load(R), st.sent.load(R));
         let (xt, wt) = (st.xact_us.load(R), st.wait_us.load(R));
+        let qt = st.query_hist.sum_us();
         let errors = st.total_errors();
         rs.row_s(&[
             p.settings.database.clone(),
@@ -353,7 +354,7 @@ fn stats(ctx: &AppContext, out: &mut BytesMut) {
             rcv.to_string(),
             snt.to_string(),
             xt.to_string(),
-            xt.to_string(),
+            qt.to_string(),
             wt.to_string(),
             errors.to_string(),
             (x / secs).to_string(),
@@ -362,7 +363,7 @@ fn stats(ctx: &AppContext, out: &mut BytesMut) {
             (snt / secs).to_string(),
             (errors / secs).to_string(),
             xt.checked_div(x).unwrap_or(0).to_string(),
-            xt.checked_div(q).unwrap_or(0).to_string(),
+            qt.checked_div(q).unwrap_or(0).to_string(),
             wt.checked_div(q.max(x)).unwrap_or(0).to_string(),
         ]);
     }

@@ -41,6 +41,11 @@ impl Histogram {
         self.sum_us.fetch_add(us, Ordering::Relaxed);
     }
 
+    /// Sum of the recorded durations (µs).
+    pub fn sum_us(&self) -> u64 {
+        self.sum_us.load(Ordering::Relaxed)
+    }
+
     /// (upper bound in seconds, count in that bucket) for every bucket (the last is +Inf),
     /// the sum in seconds and the total count.
     pub fn snapshot(&self) -> (Vec<(f64, u64)>, f64, u64) {
