@@ -79,6 +79,9 @@ pub enum PoolError {
     /// A new backend connection failed.
     #[error(transparent)]
     Server(#[from] ServerError),
+    /// The database's max_db_connections (and reserve) were exhausted.
+    #[error("max_db_connections reached for database {0}")]
+    DbLimit(String),
 }
 
 impl PoolError {
@@ -90,6 +93,10 @@ impl PoolError {
                 "query_wait_timeout: no server connection available",
             ),
             PoolError::Server(e) => e.to_client(),
+            PoolError::DbLimit(db) => ErrorFields::error(
+                sqlstate::TOO_MANY_CONNECTIONS,
+                format!("max_db_connections reached for database \"{db}\""),
+            ),
         }
     }
 }

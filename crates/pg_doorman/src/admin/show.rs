@@ -11,7 +11,7 @@ const R: Ordering = Ordering::Relaxed;
 
 /// The commands SHOW HELP lists.
 const HELP: &[&str] = &[
-    "SHOW HELP|CONFIG|DATABASES|POOLS|POOLS_EXTENDED|STATS|CLIENTS|SERVERS|CONNECTIONS|USERS|LISTS|VERSION|LOG_LEVEL|PREPARED_STATEMENTS",
+    "SHOW HELP|CONFIG|DATABASES|POOLS|POOLS_EXTENDED|POOL_COORDINATOR|STATS|CLIENTS|SERVERS|CONNECTIONS|USERS|LISTS|VERSION|LOG_LEVEL|PREPARED_STATEMENTS",
     "SET log_level = '<filter>'",
     "PAUSE [<db>]",
     "RESUME [<db>]",
@@ -53,6 +53,7 @@ pub fn show(ctx: &AppContext, args: &[&str], out: &mut BytesMut) -> Result<(), E
         "POOLS" => pools(ctx, out),
         "STATS" => stats(ctx, out),
         "POOLS_EXTENDED" => pools_extended(ctx, out),
+        "POOL_COORDINATOR" => coordinators(ctx, out),
         "CLIENTS" => clients(ctx, out),
         "SERVERS" => servers(ctx, out),
         "CONNECTIONS" => {
@@ -309,6 +310,43 @@ fn pools_extended(ctx: &AppContext, out: &mut BytesMut) {
             x.quantile_us(0.95).to_string(),
             q.quantile_us(0.5).to_string(),
             x.quantile_us(0.5).to_string(),
+        ]);
+    }
+    rs.finish("SHOW");
+}
+
+fn coordinators(ctx: &AppContext, out: &mut BytesMut) {
+    let mut rs = ResultSet::new(
+        out,
+        &cols(&[
+            ("database", Col::Text),
+            ("max_db_conn", Col::Int),
+            ("current", Col::Int),
+            ("reserve_size", Col::Int),
+            ("reserve_used", Col::Int),
+            ("evictions", Col::Int),
+            ("reserve_acq", Col::Int),
+            ("exhaustions", Col::Int),
+        ]),
+    );
+    let mut seen = std::collections::BTreeSet::new();
+    for p in ctx.pools.all() {
+        let Some(c) = &p.settings.coordinator else {
+            continue;
+        };
+        if !seen.insert(c.database.clone()) {
+            continue;
+        }
+        let (used, reserve) = c.used();
+        rs.row_s(&[
+            c.database.clone(),
+            c.settings.max.to_string(),
+            used.to_string(),
+            c.settings.reserve.to_string(),
+            reserve.to_string(),
+            c.evictions.load(R).to_string(),
+            c.reserve_acquisitions.load(R).to_string(),
+            c.exhaustions.load(R).to_string(),
         ]);
     }
     rs.finish("SHOW");

@@ -334,6 +334,16 @@ pub struct Pool {
     /// Reset the session state a client left (SET, PREPARE, DECLARE, LISTEN, temp tables) when
     /// its backend returns to the pool in transaction mode.
     pub cleanup_server_connections: bool,
+    /// Cap on backend connections across this pool's users (pool coordinator); 0 = off.
+    pub max_db_connections: usize,
+    /// Connections younger than this are not evicted for another user.
+    pub min_connection_lifetime: Millis,
+    /// Connections allowed above max_db_connections when nothing else frees up.
+    pub reserve_pool_size: usize,
+    /// How long a connect waits for a returned place before the reserve.
+    pub reserve_pool_timeout: Millis,
+    /// Connections of each user never evicted for another user.
+    pub min_guaranteed_pool_size: usize,
     /// Overrides general.prepared_statements_cache_size.
     pub prepared_statements_cache_size: Option<usize>,
     /// Overrides general.server_prepared_statements_cache_size.
@@ -363,6 +373,11 @@ impl Default for Pool {
             server_tls_certificate: None,
             server_tls_private_key: None,
             cleanup_server_connections: true,
+            max_db_connections: 0,
+            min_connection_lifetime: Millis::secs(30),
+            reserve_pool_size: 0,
+            reserve_pool_timeout: Millis::secs(3),
+            min_guaranteed_pool_size: 0,
             prepared_statements_cache_size: None,
             server_prepared_statements_cache_size: None,
             users: Vec::new(),

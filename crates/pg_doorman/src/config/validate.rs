@@ -34,11 +34,6 @@ const NOT_YET_GENERAL: &[&str] = &[
 const NOT_YET_POOL: &[&str] = &[
     "scaling_warm_pool_ratio",
     "scaling_fast_retries",
-    "max_db_connections",
-    "min_connection_lifetime",
-    "reserve_pool_size",
-    "reserve_pool_timeout",
-    "min_guaranteed_pool_size",
     "patroni_api_urls",
     "fallback_cooldown",
     "patroni_api_timeout",

@@ -3,6 +3,7 @@
 //! returning connection directly (never through the idle list). One short pool-local lock per
 //! checkout/checkin; no global state.
 
+pub mod coordinator;
 pub mod histogram;
 pub mod registry;
 pub mod settings;
@@ -152,7 +153,7 @@ enum Step<'a> {
 impl Pool {
     /// A new, empty pool.
     pub fn new(settings: PoolSettings) -> Arc<Pool> {
-        Arc::new(Pool {
+        let pool = Arc::new(Pool {
             inner: Mutex::new(Inner::default()),
             default_params: RwLock::new(None),
             interned: Mutex::new(Vec::new()),
@@ -168,7 +169,28 @@ impl Pool {
             replenish_log: Mutex::new(None),
             creates: tokio::sync::Semaphore::new(settings.parallel_creates.max(1)),
             settings,
-        })
+        });
+        if let Some(c) = &pool.settings.coordinator {
+            c.join(&pool);
+        }
+        pool
+    }
+
+    /// Closes one idle connection older than `min_age` for another user pool of the database
+    /// (coordinator eviction); returns its place under the cap.
+    pub fn evict_idle(&self, min_age: std::time::Duration) -> Option<coordinator::Permit> {
+        let mut s = {
+            let mut g = self.inner.lock();
+            let i = g
+                .idle
+                .iter()
+                .position(|s| s.created.elapsed() >= min_age && s.permit.is_some())?;
+            g.idle.remove(i)?
+        };
+        let permit = s.permit.take();
+        s.close();
+        self.release_slot();
+        permit
     }
 
     /// Parameters a fresh backend reports (server_version, TimeZone, ...), learnt from the first
@@ -360,11 +382,22 @@ impl Pool {
         // never closed, so acquiring cannot fail.
         let _pool_permit = self.creates.acquire().await.ok();
         let _global_permit = self.settings.global_creates.acquire().await.ok();
+        let coordinated = match &self.settings.coordinator {
+            Some(c) => match c.acquire(self).await {
+                Some(p) => Some((c, p)),
+                None => {
+                    drop(guard);
+                    return Err(PoolError::DbLimit(self.settings.database.clone()));
+                }
+            },
+            None => None,
+        };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let client_key = *self.client_key.read();
         match server::connect(&self.settings, id, client_key).await {
             Ok(mut s) => {
                 guard.0 = None;
+                s.permit = coordinated.map(|(_, p)| p);
                 s.epoch = self.stats.epoch.load(Ordering::Acquire);
                 // Each connection gets its own lifetimes, so connections opened together do not
                 // all close together.
@@ -395,6 +428,9 @@ impl Pool {
                 Ok(s)
             }
             Err(e) => {
+                if let Some((c, p)) = coordinated {
+                    c.release(p);
+                }
                 // During an outage every client's request fails the same way: log it once per
                 // FAIL_LOG_EVERY with the count of the ones not logged.
                 let mut f = self.fail_log.lock();
@@ -437,7 +473,10 @@ impl Pool {
     }
 
     /// Closes a connection and passes its slot to a waiter (who will create a new one).
-    pub fn discard(&self, s: Server) {
+    pub fn discard(&self, mut s: Server) {
+        if let (Some(c), Some(p)) = (&self.settings.coordinator, s.permit.take()) {
+            c.release(p);
+        }
         s.close();
         self.release_slot();
     }

@@ -64,6 +64,10 @@ pub struct PoolSettings {
     pub global_creates: std::sync::Arc<tokio::sync::Semaphore>,
     /// `scaling_max_parallel_creates`.
     pub parallel_creates: usize,
+    /// The database's coordinator when `max_db_connections` > 0.
+    pub coordinator: Option<std::sync::Arc<super::coordinator::Coordinator>>,
+    /// `min_guaranteed_pool_size`.
+    pub min_guaranteed_pool_size: usize,
     /// Backend connect + login timeout.
     pub connect_timeout: Duration,
     /// Longest client wait for a connection; None = forever.
@@ -191,6 +195,17 @@ pub fn resolve(c: &Config) -> Result<Vec<PoolSettings>, String> {
                 port: p.server_port,
             }
         };
+        let coordinator = (p.max_db_connections > 0).then(|| {
+            std::sync::Arc::new(super::coordinator::Coordinator::new(
+                name,
+                super::coordinator::CoordinatorSettings {
+                    max: p.max_db_connections,
+                    reserve: p.reserve_pool_size,
+                    reserve_timeout: p.reserve_pool_timeout.0,
+                    min_lifetime: p.min_connection_lifetime.0,
+                },
+            ))
+        });
         let tls = std::sync::Arc::new(
             crate::tls::BackendTls::from_config(g, p).map_err(|e| format!("pools.{name}: {e}"))?,
         );
@@ -209,6 +224,8 @@ pub fn resolve(c: &Config) -> Result<Vec<PoolSettings>, String> {
                 check_query: g.pooler_check_query.clone(),
                 global_creates: global_creates.clone(),
                 parallel_creates: g.scaling_max_parallel_creates,
+                coordinator: coordinator.clone(),
+                min_guaranteed_pool_size: p.min_guaranteed_pool_size,
                 connect_timeout: p.connect_timeout.unwrap_or(g.connect_timeout).0,
                 query_wait_timeout: nonzero(g.query_wait_timeout.0),
                 idle_timeout: nonzero(p.idle_timeout.unwrap_or(g.idle_timeout).0),

@@ -201,6 +201,7 @@ async fn login(
                     lifetime: None,
                     idle_limit: None,
                     served: false,
+                    permit: None,
                     prepared: Box::new(crate::prepared::ServerPrepared::new(
                         s.server_prepared_cache,
                     )),

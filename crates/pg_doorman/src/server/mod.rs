@@ -52,6 +52,8 @@ pub struct Server {
     pub idle_limit: Option<Duration>,
     /// Has served a client (idle_timeout applies only then).
     pub served: bool,
+    /// Its place under the database's max_db_connections, if coordinated.
+    pub permit: Option<crate::pool::coordinator::Permit>,
     /// Statements prepared on this backend and replies expected from it (transaction mode).
     pub prepared: Box<crate::prepared::ServerPrepared>,
 }

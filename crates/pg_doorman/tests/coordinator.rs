@@ -1,0 +1,139 @@
+//! The pool coordinator: two user pools share max_db_connections; idle connections move to the
+//! user that needs them, never below a user's min_guaranteed_pool_size; the reserve and the
+//! final error.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::err_expect
+)]
+
+mod common;
+use common::*;
+use std::time::Duration;
+
+fn backends(pg: &TempCluster, user: &str) -> usize {
+    pg.psql(&format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE usename = '{user}'"
+    ))
+    .trim()
+    .parse()
+    .unwrap()
+}
+
+fn two_users(pg: &TempCluster, pool_extra: &str) -> Doorman {
+    pg.create_user("bob", "bob_pw");
+    let spec = PoolSpec {
+        pool_size: 4,
+        pool_extra,
+        general_extra: "  admin_username: boss\n  admin_password: boss_pw\n",
+        ..Default::default()
+    };
+    let yaml = format!(
+        "{}      - username: bob\n        password: bob_pw\n        pool_size: 4\n",
+        yaml(pg, &spec)
+    );
+    Doorman::start(binary(), &yaml)
+}
+
+fn coordinator_row(d: &Doorman) -> Vec<String> {
+    let (ok, out, err) = psql(
+        d,
+        "boss",
+        "boss_pw",
+        "pgdoorman",
+        &["-c", "SHOW POOL_COORDINATOR"],
+    );
+    assert!(ok, "{err}");
+    out.trim().split('|').map(str::to_string).collect()
+}
+
+#[tokio::test]
+async fn a_burst_cannot_starve_the_other_user_below_its_guarantee() {
+    let pg = cluster(PgAuth::Scram);
+    let d = two_users(
+        &pg,
+        "    max_db_connections: 4\n    min_guaranteed_pool_size: 1\n    min_connection_lifetime: 0\n    reserve_pool_timeout: 500ms\n",
+    );
+    // app takes the whole cap, then lets the connections go idle.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let c = connect(&app_conn(&d)).await.unwrap();
+        c.batch_execute("BEGIN; SELECT 1").await.unwrap();
+        held.push(c);
+    }
+    for c in &held {
+        c.batch_execute("COMMIT").await.unwrap();
+    }
+    assert_eq!(backends(&pg, "app"), 4);
+    // bob needs one: an idle one of app's is closed for it.
+    let bob = connect(&d.conn_str("bob", "bob_pw", "appdb"))
+        .await
+        .unwrap();
+    assert_eq!(one(&bob, "SELECT current_user").await, "bob");
+    assert_eq!(backends(&pg, "bob"), 1);
+    assert!(backends(&pg, "app") + backends(&pg, "bob") <= 4);
+    // A burst of app: three connections are all it can have; bob keeps its guaranteed one.
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let conn = app_conn(&d);
+        tasks.push(tokio::spawn(async move {
+            let c = connect(&conn).await.unwrap();
+            c.simple_query("BEGIN; SELECT pg_sleep(1.5); COMMIT")
+                .await
+                .map(|_| ())
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(
+        backends(&pg, "bob"),
+        1,
+        "bob keeps min_guaranteed_pool_size"
+    );
+    assert!(backends(&pg, "app") <= 3);
+    let mut refused = 0;
+    for t in tasks {
+        if let Err(e) = t.await.unwrap() {
+            assert_eq!(sqlstate(&e), "53300", "{e:?}");
+            refused += 1;
+        }
+    }
+    assert!(refused >= 1, "one of the four found no place");
+    let row = coordinator_row(&d);
+    assert_eq!(&row[..5], ["appdb", "4", "4", "0", "0"], "{row:?}");
+    assert_eq!(row[5], "1", "one eviction: {row:?}");
+    assert!(row[7].parse::<u64>().unwrap() >= 1, "exhaustions: {row:?}");
+    drop(bob);
+}
+
+#[tokio::test]
+async fn the_reserve_is_used_when_nothing_can_be_evicted() {
+    let pg = cluster(PgAuth::Scram);
+    let d = two_users(
+        &pg,
+        "    max_db_connections: 2\n    reserve_pool_size: 1\n    min_connection_lifetime: 1h\n    reserve_pool_timeout: 200ms\n",
+    );
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let c = connect(&app_conn(&d)).await.unwrap();
+        c.batch_execute("BEGIN").await.unwrap();
+        one(&c, "SELECT 1").await;
+        held.push(c);
+    }
+    // Both places are busy and too young to evict: bob gets the reserve.
+    let bob = connect(&d.conn_str("bob", "bob_pw", "appdb"))
+        .await
+        .unwrap();
+    bob.batch_execute("BEGIN").await.unwrap();
+    assert_eq!(one(&bob, "SELECT 'reserve'").await, "reserve");
+    let row = coordinator_row(&d);
+    assert_eq!(&row[..5], ["appdb", "2", "2", "1", "1"], "{row:?}");
+    assert_eq!(row[6], "1", "reserve acquisitions: {row:?}");
+    // And then nothing is left.
+    let bob2 = connect(&d.conn_str("bob", "bob_pw", "appdb"))
+        .await
+        .unwrap();
+    let e = bob2.simple_query("SELECT 1").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "53300");
+    drop(held);
+}
