@@ -273,3 +273,45 @@ async fn connections_near_their_lifetime_are_replaced_ahead() {
     assert!(!last.split(',').any(|p| p == first), "{saw:?}");
     assert!(d.log_text().contains("near the end of their lifetime"));
 }
+
+/// Backends a pool of 8 ends up with after 4 clients run 60 short queries each.
+async fn backends_after_quick_burst(extra: &str) -> usize {
+    let pg = cluster(PgAuth::Scram);
+    let d = doorman(
+        &pg,
+        &PoolSpec {
+            pool_size: 8,
+            general_extra: extra,
+            ..Default::default()
+        },
+    );
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        clients.push(connect(&app_conn(&d)).await.unwrap());
+    }
+    let mut tasks = Vec::new();
+    for c in clients {
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..60 {
+                one(&c, "SELECT 1").await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    backends(&pg)
+}
+
+#[tokio::test]
+async fn above_the_warm_ratio_a_burst_reuses_before_it_creates() {
+    // Everything warm: every client that finds no idle connection opens one.
+    let eager =
+        backends_after_quick_burst("  scaling_warm_pool_ratio: 100\n  scaling_fast_retries: 0\n")
+            .await;
+    // Nothing warm and many retries: returning connections are found first.
+    let patient =
+        backends_after_quick_burst("  scaling_warm_pool_ratio: 0\n  scaling_fast_retries: 5000\n")
+            .await;
+    assert!(patient < eager, "patient {patient} vs eager {eager}");
+}

@@ -130,6 +130,10 @@ pub struct General {
     pub max_concurrent_creates: usize,
     /// Most backend connects in flight at once per pool.
     pub scaling_max_parallel_creates: usize,
+    /// Percent of pool_size opened at once on demand; above it a checkout first retries.
+    pub scaling_warm_pool_ratio: usize,
+    /// Yields before opening a connection above the warm ratio.
+    pub scaling_fast_retries: u32,
     /// Drain window for binary upgrade (accepted; SIGTERM exits at once, as documented).
     pub shutdown_timeout: Millis,
     /// Most client connections at once; more are refused with 53300.
@@ -229,6 +233,8 @@ impl Default for General {
             pooler_check_query: ";".into(),
             max_concurrent_creates: 4,
             scaling_max_parallel_creates: 2,
+            scaling_warm_pool_ratio: 20,
+            scaling_fast_retries: 10,
             shutdown_timeout: Millis::secs(10),
             max_connections: 8192,
             admin_username: "admin".into(),
@@ -334,6 +340,10 @@ pub struct Pool {
     /// Reset the session state a client left (SET, PREPARE, DECLARE, LISTEN, temp tables) when
     /// its backend returns to the pool in transaction mode.
     pub cleanup_server_connections: bool,
+    /// Overrides general.scaling_warm_pool_ratio.
+    pub scaling_warm_pool_ratio: Option<usize>,
+    /// Overrides general.scaling_fast_retries.
+    pub scaling_fast_retries: Option<u32>,
     /// Cap on backend connections across this pool's users (pool coordinator); 0 = off.
     pub max_db_connections: usize,
     /// Connections younger than this are not evicted for another user.
@@ -373,6 +383,8 @@ impl Default for Pool {
             server_tls_certificate: None,
             server_tls_private_key: None,
             cleanup_server_connections: true,
+            scaling_warm_pool_ratio: None,
+            scaling_fast_retries: None,
             max_db_connections: 0,
             min_connection_lifetime: Millis::secs(30),
             reserve_pool_size: 0,

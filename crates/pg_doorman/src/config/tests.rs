@@ -63,10 +63,10 @@ pool_size = 3
 
 #[test]
 fn unknown_and_unimplemented_keys_are_rejected_with_path() {
-    let err = Config::from_yaml("general:\n  port: 1\n  bogus_key: 3\n  scaling_fast_retries: 3\npools:\n  d:\n    users:\n      - username: u\n        password: p\n        auth_pam_service: x\n").unwrap_err();
+    let err = Config::from_yaml("general:\n  port: 1\n  bogus_key: 3\n  proxy_copy_data_timeout: 3\npools:\n  d:\n    users:\n      - username: u\n        password: p\n        auth_pam_service: x\n").unwrap_err();
     assert!(err.contains("general.bogus_key: unknown setting"), "{err}");
     assert!(
-        err.contains("general.scaling_fast_retries: this PgDoorman setting is not implemented"),
+        err.contains("general.proxy_copy_data_timeout: this PgDoorman setting is not implemented"),
         "{err}"
     );
     assert!(err.contains("pools.d.users[0].auth_pam_service"), "{err}");

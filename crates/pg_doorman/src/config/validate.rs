@@ -10,8 +10,6 @@ const NOT_YET_GENERAL: &[&str] = &[
     "unix_socket_buffer_size",
     "unix_socket_dir",
     "unix_socket_mode",
-    "scaling_warm_pool_ratio",
-    "scaling_fast_retries",
     "worker_cpu_affinity_pinning",
     "worker_stack_size",
     "max_blocking_threads",
@@ -32,8 +30,6 @@ const NOT_YET_GENERAL: &[&str] = &[
     "unix_socket_buffer_size",
 ];
 const NOT_YET_POOL: &[&str] = &[
-    "scaling_warm_pool_ratio",
-    "scaling_fast_retries",
     "patroni_api_urls",
     "fallback_cooldown",
     "patroni_api_timeout",
@@ -115,6 +111,9 @@ fn check_general(g: &General, out: &mut Vec<String>) {
     check_client_tls(g, out);
     if g.prepared_statements && g.prepared_statements_cache_size == 0 {
         out.push("general.prepared_statements_cache_size: must be greater than 0 while prepared_statements is on".into());
+    }
+    if g.scaling_warm_pool_ratio > 100 {
+        out.push("general.scaling_warm_pool_ratio: a percentage, 0 to 100".into());
     }
     if g.max_concurrent_creates == 0 {
         out.push("general.max_concurrent_creates: must be at least 1".into());

@@ -148,6 +148,8 @@ enum Step<'a> {
     Reuse(Server),
     Create(SlotGuard<'a>),
     Wait(WaiterGuard<'a>),
+    /// Above the warm ratio: yield and look again before creating (a connection may return).
+    Spin,
 }
 
 impl Pool {
@@ -276,8 +278,14 @@ impl Pool {
             .settings
             .query_wait_timeout
             .map(|t| tokio::time::Instant::now() + t);
+        let mut spins = 0;
         loop {
-            let handoff = match self.next_step() {
+            let handoff = match self.next_step(spins) {
+                Step::Spin => {
+                    spins += 1;
+                    tokio::task::yield_now().await;
+                    continue;
+                }
                 Step::Reuse(s) => {
                     if let Some(s) = self.usable(s)
                         && let Some(s) = self.probe_if_long_idle(s).await
@@ -313,7 +321,7 @@ impl Pool {
         }
     }
 
-    fn next_step(&self) -> Step<'_> {
+    fn next_step(&self, spins: u32) -> Step<'_> {
         let mut g = self.inner.lock();
         let popped = if self.settings.round_robin {
             g.idle.pop_front()
@@ -324,6 +332,12 @@ impl Pool {
             return Step::Reuse(s);
         }
         if g.total < self.settings.pool_size {
+            // Below scaling_warm_pool_ratio % of pool_size connections are made at once; above
+            // it a burst first gives returning connections scaling_fast_retries chances.
+            let warm = self.settings.pool_size * self.settings.warm_ratio / 100;
+            if g.total >= warm && spins < self.settings.fast_retries {
+                return Step::Spin;
+            }
             g.total += 1;
             return Step::Create(SlotGuard(Some(self)));
         }

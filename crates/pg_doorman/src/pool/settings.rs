@@ -64,6 +64,10 @@ pub struct PoolSettings {
     pub global_creates: std::sync::Arc<tokio::sync::Semaphore>,
     /// `scaling_max_parallel_creates`.
     pub parallel_creates: usize,
+    /// `scaling_warm_pool_ratio` (percent of pool_size created without hesitation).
+    pub warm_ratio: usize,
+    /// `scaling_fast_retries`: yields before creating above the warm ratio.
+    pub fast_retries: u32,
     /// The database's coordinator when `max_db_connections` > 0.
     pub coordinator: Option<std::sync::Arc<super::coordinator::Coordinator>>,
     /// `min_guaranteed_pool_size`.
@@ -224,6 +228,10 @@ pub fn resolve(c: &Config) -> Result<Vec<PoolSettings>, String> {
                 check_query: g.pooler_check_query.clone(),
                 global_creates: global_creates.clone(),
                 parallel_creates: g.scaling_max_parallel_creates,
+                warm_ratio: p
+                    .scaling_warm_pool_ratio
+                    .unwrap_or(g.scaling_warm_pool_ratio),
+                fast_retries: p.scaling_fast_retries.unwrap_or(g.scaling_fast_retries),
                 coordinator: coordinator.clone(),
                 min_guaranteed_pool_size: p.min_guaranteed_pool_size,
                 connect_timeout: p.connect_timeout.unwrap_or(g.connect_timeout).0,
