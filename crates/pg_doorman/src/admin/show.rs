@@ -184,6 +184,23 @@ fn databases(ctx: &AppContext, out: &mut BytesMut) {
     rs.finish("SHOW");
 }
 
+/// Backend figures SHOW POOLS and POOLS_EXTENDED share.
+struct Occupancy {
+    sv_active: usize,
+    /// Connections being opened (counted in the pool, not yet listed).
+    sv_login: usize,
+    maxwait: std::time::Duration,
+}
+
+fn occupancy(p: &crate::pool::Pool, c: &crate::pool::PoolCounts) -> Occupancy {
+    let servers = p.servers.snapshot();
+    Occupancy {
+        sv_active: servers.iter().filter(|s| s.active.load(R)).count(),
+        sv_login: c.sv_total.saturating_sub(servers.len()),
+        maxwait: p.max_wait(),
+    }
+}
+
 fn pools(ctx: &AppContext, out: &mut BytesMut) {
     let mut rs = ResultSet::new(
         out,
@@ -214,10 +231,11 @@ fn pools(ctx: &AppContext, out: &mut BytesMut) {
         let clients = st.clients.load(R);
         let active = st.active.load(R);
         let waiting = c.cl_waiting;
-        let servers = p.servers.snapshot();
-        let sv_active = servers.iter().filter(|s| s.active.load(R)).count();
-        let sv_login = c.sv_total.saturating_sub(servers.len());
-        let maxwait = p.max_wait();
+        let Occupancy {
+            sv_active,
+            sv_login,
+            maxwait,
+        } = occupancy(p, &c);
         let xacts = st.xacts.load(R);
         let avg_xact = st.xact_us.load(R).checked_div(xacts).unwrap_or(0);
         let oldest = ctx
@@ -285,9 +303,11 @@ fn pools_extended(ctx: &AppContext, out: &mut BytesMut) {
     for p in ctx.pools.all() {
         let c = p.counts();
         let st = &p.stats;
-        let servers = p.servers.snapshot();
-        let sv_active = servers.iter().filter(|s| s.active.load(R)).count();
-        let maxwait = p.max_wait();
+        let Occupancy {
+            sv_active,
+            sv_login,
+            maxwait,
+        } = occupancy(p, &c);
         let (q, x) = (&st.query_hist, &st.xact_hist);
         rs.row_s(&[
             p.settings.database.clone(),
@@ -297,7 +317,7 @@ fn pools_extended(ctx: &AppContext, out: &mut BytesMut) {
             sv_active.to_string(),
             c.sv_idle.to_string(),
             "0".into(),
-            c.sv_total.saturating_sub(servers.len()).to_string(),
+            sv_login.to_string(),
             p.settings.pool_size.to_string(),
             maxwait.as_secs().to_string(),
             maxwait.subsec_micros().to_string(),
