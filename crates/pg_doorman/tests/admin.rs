@@ -43,6 +43,25 @@ async fn show(c: &tokio_postgres::Client, sql: &str) -> (Vec<String>, Vec<Vec<St
     (cols, rows)
 }
 
+/// Runs `sql` until column `name` reads `want` (statistics land just after a reply goes out),
+/// at most one second; returns the last result.
+async fn show_until(
+    c: &tokio_postgres::Client,
+    sql: &str,
+    name: &str,
+    want: &[&str],
+) -> (Vec<String>, Vec<Vec<String>>) {
+    let mut r = show(c, sql).await;
+    for _ in 0..50 {
+        if col(&r.0, &r.1, name) == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        r = show(c, sql).await;
+    }
+    r
+}
+
 fn col(cols: &[String], rows: &[Vec<String>], name: &str) -> Vec<String> {
     let i = cols.iter().position(|c| c == name).unwrap();
     rows.iter().map(|r| r[i].clone()).collect()
@@ -107,7 +126,7 @@ async fn every_show_has_compat_columns() {
             assert!(!rows.is_empty(), "SHOW {what} has rows");
         }
     }
-    let (cols, rows) = show(&c, "SHOW CLIENTS").await;
+    let (cols, rows) = show_until(&c, "SHOW CLIENTS", "query_count", &["1"]).await;
     assert_eq!(col(&cols, &rows, "user"), vec!["app"]);
     assert_eq!(col(&cols, &rows, "query_count"), vec!["1"]);
     let (cols, rows) = show(&c, "SHOW SERVERS").await;
@@ -174,7 +193,7 @@ async fn pools_and_stats_follow_load() {
     for t in tasks {
         t.await.unwrap();
     }
-    let (cols, rows) = show(&c, "SHOW STATS").await;
+    let (cols, rows) = show_until(&c, "SHOW STATS", "total_xact_count", &["12"]).await;
     assert_eq!(col(&cols, &rows, "total_xact_count"), vec!["12"]);
     assert_eq!(col(&cols, &rows, "total_errors"), vec!["6"]);
     let wait: u64 = col(&cols, &rows, "total_wait_time")[0].parse().unwrap();

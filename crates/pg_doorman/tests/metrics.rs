@@ -84,7 +84,15 @@ async fn metrics_parse_and_follow_load() {
     }
     c.simple_query("SELECT 1/0").await.unwrap_err();
     assert!(connect(&d.conn_str("app", "wrong", "appdb")).await.is_err());
-    let after = parse(&scrape(port).1);
+    // A transaction is counted just after its last reply went out: allow a moment.
+    let mut after = parse(&scrape(port).1);
+    for _ in 0..50 {
+        if after[key] == 26.0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        after = parse(&scrape(port).1);
+    }
     assert_eq!(after[key], 26.0);
     for (k, v) in [
         ("pg_doorman_build_info{version=0.1.0}", 1.0),
