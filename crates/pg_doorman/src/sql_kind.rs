@@ -135,12 +135,18 @@ pub enum TxControl {
     Other,
 }
 
-/// Classifies a whole simple query (one statement, optional trailing `;`).
-pub fn tx_control(sql: &[u8]) -> TxControl {
+/// A single statement's text without surrounding blanks and trailing `;`s.
+pub fn bare(sql: &[u8]) -> &[u8] {
     let mut s = sql.trim_ascii();
     while let Some(rest) = s.strip_suffix(b";") {
         s = rest.trim_ascii_end();
     }
+    s
+}
+
+/// Classifies a whole simple query (one statement, optional trailing `;`).
+pub fn tx_control(sql: &[u8]) -> TxControl {
+    let s = bare(sql);
     if s.is_empty() || s.len() > 128 || s.contains(&b';') {
         return TxControl::Other;
     }

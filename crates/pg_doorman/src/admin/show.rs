@@ -225,10 +225,12 @@ fn pools(ctx: &AppContext, out: &mut BytesMut) {
             ("oldest_active_age_ms", Col::Int),
         ]),
     );
+    // One snapshot of the client list for every pool's oldest_active_age_ms.
+    let clients = ctx.client_list.snapshot();
     for p in ctx.pools.all() {
         let c = p.counts();
         let st = &p.stats;
-        let clients = st.clients.load(R);
+        let logged_in = st.clients.load(R);
         let active = st.active.load(R);
         let waiting = c.cl_waiting;
         let Occupancy {
@@ -238,9 +240,7 @@ fn pools(ctx: &AppContext, out: &mut BytesMut) {
         } = occupancy(p, &c);
         let xacts = st.xacts.load(R);
         let avg_xact = st.xact_us.load(R).checked_div(xacts).unwrap_or(0);
-        let oldest = ctx
-            .client_list
-            .snapshot()
+        let oldest = clients
             .iter()
             .filter(|c| std::ptr::eq(&*c.pool, &**p) && c.state.load(R) == state::ACTIVE)
             .map(|c| {
@@ -253,7 +253,7 @@ fn pools(ctx: &AppContext, out: &mut BytesMut) {
             p.settings.database.clone(),
             p.settings.user.clone(),
             p.settings.mode.as_str().into(),
-            clients.saturating_sub(active + waiting).to_string(),
+            logged_in.saturating_sub(active + waiting).to_string(),
             active.to_string(),
             waiting.to_string(),
             "0".into(),

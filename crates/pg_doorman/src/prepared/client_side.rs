@@ -465,10 +465,7 @@ enum Statements<'a> {
 }
 
 fn classify(sql: &[u8]) -> Statements<'_> {
-    let mut s = sql.trim_ascii();
-    while let Some(rest) = s.strip_suffix(b";") {
-        s = rest.trim_ascii_end();
-    }
+    let s = crate::sql_kind::bare(sql);
     let word = |s: &[u8]| -> usize {
         s.iter()
             .position(|c| c.is_ascii_whitespace())
