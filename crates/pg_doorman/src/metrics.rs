@@ -5,6 +5,7 @@
 
 use crate::app::clients::state;
 use crate::app::context::AppContext;
+use crate::pool::Pool;
 use crate::pool::stats::ERROR_CLASSES;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -294,6 +295,8 @@ impl Collector for View {
             "Failed backend TLS handshakes",
             &tls_errors,
         )?;
+        pressure(&mut enc, &pools)?;
+        prepared_memory(&mut enc, &pools, &clients)?;
         for (name, help, pick) in [
             ("pools_query_duration_seconds", "Query durations", 0),
             (
@@ -336,6 +339,182 @@ impl Collector for View {
         }
         Ok(())
     }
+}
+
+/// Coordinator and scaling families. Their `_total` families carry monotonic counts but are
+/// typed gauge: OpenMetrics would give a counter family `pg_doorman_pool_coordinator` the same
+/// name as the gauge family of that name (COMPAT.md §3 names both).
+fn pressure(enc: &mut DescriptorEncoder, pools: &[Arc<Pool>]) -> Result<(), std::fmt::Error> {
+    let mut now = Vec::new();
+    let mut totals = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for p in pools {
+        let Some(c) = &p.settings.coordinator else {
+            continue;
+        };
+        if !seen.insert(c.database.clone()) {
+            continue;
+        }
+        let l = vec![("database", c.database.clone())];
+        let (used, reserve) = c.used();
+        for (t, v) in [
+            ("connections", used),
+            ("reserve_in_use", reserve),
+            ("max_connections", c.settings.max),
+            ("reserve_pool_size", c.settings.reserve),
+        ] {
+            now.push((with(l.clone(), "type", t), v as i64));
+        }
+        for (t, v) in [
+            ("evictions", &c.evictions),
+            ("reserve_acquisitions", &c.reserve_acquisitions),
+            ("exhaustions", &c.exhaustions),
+        ] {
+            totals.push((with(l.clone(), "type", t), v.load(R) as i64));
+        }
+    }
+    gauge(
+        enc,
+        "pool_coordinator",
+        "Pool coordinator state per database (max_db_connections)",
+        &now,
+    )?;
+    gauge(
+        enc,
+        "pool_coordinator_total",
+        "Pool coordinator events per database since start (monotonic)",
+        &totals,
+    )?;
+    let mut inflight = Vec::new();
+    let mut totals = Vec::new();
+    for p in pools {
+        let l = pool_labels(p);
+        let sc = &p.stats.scaling;
+        inflight.push((
+            with(l.clone(), "type", "inflight_creates"),
+            sc.inflight.load(R) as i64,
+        ));
+        for (t, v) in [
+            ("creates_started", &sc.creates),
+            ("burst_gate_waits", &sc.gate_waits),
+            ("burst_gate_budget_exhausted", &sc.gate_budget_exhausted),
+            ("anticipation_wakes_notify", &sc.anticipation_notify),
+            ("anticipation_wakes_timeout", &sc.anticipation_timeout),
+            ("create_fallback", &sc.create_fallback),
+            ("replenish_deferred", &sc.replenish_deferred),
+        ] {
+            totals.push((with(l.clone(), "type", t), v.load(R) as i64));
+        }
+    }
+    gauge(
+        enc,
+        "pool_scaling",
+        "Backend connects in flight per pool",
+        &inflight,
+    )?;
+    gauge(
+        enc,
+        "pool_scaling_total",
+        "How backend connections came about, per pool since start (monotonic)",
+        &totals,
+    )
+}
+
+/// Prepared-statement memory held by clients and backend cache hits per pool.
+fn prepared_memory(
+    enc: &mut DescriptorEncoder,
+    pools: &[Arc<Pool>],
+    clients: &[Arc<crate::app::clients::ClientInfo>],
+) -> Result<(), std::fmt::Error> {
+    const GAUGES: [(&str, &str); 7] = [
+        (
+            "clients_prepared_cache_entries",
+            "Statements connected clients hold in their own maps",
+        ),
+        (
+            "clients_prepared_cache_bytes",
+            "Bytes of names and statement text those entries refer to",
+        ),
+        (
+            "clients_prepared_named_entries",
+            "Named statements of connected clients",
+        ),
+        (
+            "clients_prepared_anonymous_entries",
+            "Statements connected clients remember by text",
+        ),
+        (
+            "async_clients_count",
+            "Connected clients that pipelined with Flush",
+        ),
+        (
+            "servers_prepared_hits",
+            "Parses found prepared on the live backends",
+        ),
+        (
+            "servers_prepared_misses",
+            "Parses the live backends had to prepare",
+        ),
+    ];
+    let mut gauges: [Vec<(Labels, i64)>; 7] = Default::default();
+    let mut counters: [Vec<(Labels, u64)>; 3] = Default::default();
+    for p in pools {
+        let l = pool_labels(p);
+        let m = crate::prepared::MemoryFigures::of(p);
+        let flushed = clients
+            .iter()
+            .filter(|c| std::ptr::eq(&*c.pool, &**p) && c.flushed.load(R))
+            .count() as i64;
+        let servers = p.servers.snapshot();
+        let hits: u64 = servers.iter().map(|s| s.prepared_hits.load(R)).sum();
+        let misses: u64 = servers.iter().map(|s| s.prepared_misses.load(R)).sum();
+        let values = [
+            m.named + m.anonymous,
+            m.client_bytes,
+            m.named,
+            m.anonymous,
+            flushed,
+            hits as i64,
+            misses as i64,
+        ];
+        for (rows, v) in gauges.iter_mut().zip(values) {
+            rows.push((l.clone(), v));
+        }
+        let values = [
+            m.evictions_total,
+            p.stats.prepared_hits.load(R),
+            p.stats.prepared_misses.load(R),
+        ];
+        for (rows, v) in counters.iter_mut().zip(values) {
+            rows.push((l.clone(), v));
+        }
+    }
+    for ((name, help), rows) in GAUGES.iter().zip(&gauges) {
+        gauge(enc, name, help, rows)?;
+    }
+    counter(
+        enc,
+        "clients_prepared_anonymous_evictions",
+        "Entries dropped by the per-client statement caps",
+        &counters[0],
+    )?;
+    // Typed gauge for the same reason as in pressure(): a counter family would share its
+    // name with the gauge of the live backends.
+    let as_gauge = |rows: &[(Labels, u64)]| -> Vec<(Labels, i64)> {
+        rows.iter().map(|(l, v)| (l.clone(), *v as i64)).collect()
+    };
+    gauge(
+        enc,
+        "servers_prepared_hits_total",
+        "Parses found prepared on the backend since start (monotonic)",
+        &as_gauge(&counters[1]),
+    )?;
+    gauge(
+        enc,
+        "servers_prepared_misses_total",
+        "Parses the backend had to prepare since start (monotonic)",
+        &as_gauge(&counters[2]),
+    )
 }
 
 /// The /metrics body.

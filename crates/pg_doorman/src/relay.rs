@@ -113,6 +113,8 @@ pub struct Attachment {
     pub reserved: usize,
     /// A frame that must be read whole does not fit under `max_memory_usage`.
     pub over_memory: bool,
+    /// The client sent Flush outside COPY (an asynchronous pipeline; SHOW POOLS_MEMORY).
+    pub flushed: bool,
     /// What this attachment did (statistics).
     pub tally: crate::pool::stats::Tally,
     /// When each ReadyForQuery passed (the first 8), for query durations.

@@ -116,13 +116,26 @@ async fn every_show_has_compat_columns() {
             "PREPARED_STATEMENTS",
             "pool,hash,name,query,count_used,kind",
         ),
+        (
+            "POOLS_MEMORY",
+            "database,user,pool_prepared_count,pool_prepared_bytes,client_prepared_count,client_prepared_bytes,client_named_count,client_anonymous_count,client_anonymous_evictions_alive,async_clients",
+        ),
+        (
+            "POOL_SCALING",
+            "user,database,inflight,creates,gate_waits,gate_budget_ex,antic_notify,antic_timeout,create_fallback,replenish_def",
+        ),
+        (
+            "POOL_COORDINATOR",
+            "database,max_db_conn,current,reserve_size,reserve_used,evictions,reserve_acq,exhaustions",
+        ),
     ];
     for (what, cols) in expect {
         // Keywords are case-insensitive and the trailing ';' optional.
         let sql = format!("show {};", what.to_lowercase());
         let (got, rows) = show(&c, &sql).await;
         assert_eq!(got.join(","), *cols, "SHOW {what}");
-        if !matches!(*what, "PREPARED_STATEMENTS") {
+        // No statement was prepared and no pool has max_db_connections.
+        if !matches!(*what, "PREPARED_STATEMENTS" | "POOL_COORDINATOR") {
             assert!(!rows.is_empty(), "SHOW {what} has rows");
         }
     }
@@ -211,6 +224,75 @@ async fn pools_and_stats_follow_load() {
     assert!(p50 < 100_000, "transaction_0.5 = {p50}");
     let q99: u64 = col(&cols, &rows, "query_0.99")[0].parse().unwrap();
     assert!(q99 >= 1_000_000, "query_0.99 = {q99}");
+}
+
+#[tokio::test]
+async fn pools_memory_and_scaling_follow_use() {
+    let pg = cluster(PgAuth::Scram);
+    let d = doorman(
+        &pg,
+        &PoolSpec {
+            general_extra: ADMIN,
+            pool_size: 10,
+            ..Default::default()
+        },
+    );
+    let c = connect(&admin_conn(&d)).await.unwrap();
+    // Two named statements, pipelined with Flush (an "async" client).
+    let mut w = raw::Wire::login(&d);
+    w.send(&[
+        raw::parse("s1", "SELECT 1"),
+        raw::parse("s2", "SELECT 22"),
+        raw::flush(),
+    ]);
+    assert_eq!(raw::tags(&w.take(2)), "11");
+    w.send(&[raw::sync()]);
+    assert_eq!(raw::tags(&w.until_ready()), "Z");
+    let (cols, rows) = show_until(&c, "SHOW POOLS_MEMORY", "client_named_count", &["2"]).await;
+    for (name, want) in [
+        ("pool_prepared_count", "2"),
+        ("client_named_count", "2"),
+        ("async_clients", "1"),
+        ("client_anonymous_evictions_alive", "0"),
+    ] {
+        assert_eq!(col(&cols, &rows, name), vec![want], "{name}");
+    }
+    let bytes: i64 = col(&cols, &rows, "client_prepared_bytes")[0]
+        .parse()
+        .unwrap();
+    assert!(bytes >= (2 + 8) + (2 + 9), "client_prepared_bytes {bytes}");
+    let pool_bytes: i64 = col(&cols, &rows, "pool_prepared_bytes")[0].parse().unwrap();
+    assert!(pool_bytes >= 8 + 9, "pool_prepared_bytes {pool_bytes}");
+    // The client's share leaves with it; the pool cache stays.
+    drop(w);
+    let (cols, rows) = show_until(&c, "SHOW POOL_MEMORY", "client_named_count", &["0"]).await;
+    assert_eq!(col(&cols, &rows, "client_named_count"), vec!["0"]);
+    assert_eq!(col(&cols, &rows, "client_prepared_bytes"), vec!["0"]);
+    assert_eq!(col(&cols, &rows, "async_clients"), vec!["0"]);
+    assert_eq!(col(&cols, &rows, "pool_prepared_count"), vec!["2"]);
+
+    // Six clients at once on a pool of 10 with scaling_warm_pool_ratio 20 %: two connect at
+    // once, the others first wait for a return (anticipation, ~100 ms with no history), see
+    // none (each holds its backend 300 ms), and then connect.
+    let mut tasks = Vec::new();
+    for _ in 0..6 {
+        let conn = app_conn(&d);
+        tasks.push(tokio::spawn(async move {
+            let a = connect(&conn).await.unwrap();
+            a.simple_query("SELECT pg_sleep(0.3)").await.unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let (cols, rows) = show(&c, "SHOW POOL_SCALING").await;
+    let n = |name: &str| -> u64 { col(&cols, &rows, name)[0].parse().unwrap() };
+    // The raw client above opened the first backend; this burst needed five more.
+    assert_eq!(n("creates"), 6, "{rows:?}");
+    assert_eq!(n("inflight"), 0);
+    assert!(n("antic_timeout") >= 1, "{rows:?}");
+    assert!(n("create_fallback") >= 1, "{rows:?}");
+    assert_eq!(n("gate_budget_ex"), 0);
 }
 
 #[tokio::test]

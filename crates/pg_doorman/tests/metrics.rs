@@ -69,6 +69,8 @@ async fn metrics_parse_and_follow_load() {
         &PoolSpec {
             general_extra: &extra,
             pool_size: 2,
+            // The coordinator's families show only for a database that has one.
+            pool_extra: "    max_db_connections: 5\n",
             ..Default::default()
         },
     );
@@ -130,6 +132,42 @@ async fn metrics_parse_and_follow_load() {
         (
             "pg_doorman_pools_wait_duration_seconds_count{database=appdb,user=app}",
             26.0,
+        ),
+        (
+            "pg_doorman_pool_scaling_total{database=appdb,type=creates_started,user=app}",
+            1.0,
+        ),
+        (
+            "pg_doorman_pool_scaling{database=appdb,type=inflight_creates,user=app}",
+            0.0,
+        ),
+        (
+            "pg_doorman_pool_coordinator{database=appdb,type=connections}",
+            1.0,
+        ),
+        (
+            "pg_doorman_pool_coordinator{database=appdb,type=max_connections}",
+            5.0,
+        ),
+        (
+            "pg_doorman_pool_coordinator_total{database=appdb,type=exhaustions}",
+            0.0,
+        ),
+        (
+            "pg_doorman_clients_prepared_named_entries{database=appdb,user=app}",
+            0.0,
+        ),
+        (
+            "pg_doorman_async_clients_count{database=appdb,user=app}",
+            0.0,
+        ),
+        (
+            "pg_doorman_servers_prepared_misses_total{database=appdb,user=app}",
+            0.0,
+        ),
+        (
+            "pg_doorman_clients_prepared_anonymous_evictions_total{database=appdb,user=app}",
+            0.0,
         ),
     ] {
         assert_eq!(after.get(k), Some(&v), "{k}: {after:?}");

@@ -11,7 +11,7 @@ const R: Ordering = Ordering::Relaxed;
 
 /// The commands SHOW HELP lists.
 const HELP: &[&str] = &[
-    "SHOW HELP|CONFIG|DATABASES|POOLS|POOLS_EXTENDED|POOL_COORDINATOR|STATS|CLIENTS|SERVERS|CONNECTIONS|USERS|LISTS|VERSION|LOG_LEVEL|PREPARED_STATEMENTS",
+    "SHOW HELP|CONFIG|DATABASES|POOLS|POOLS_EXTENDED|POOLS_MEMORY|POOL_COORDINATOR|POOL_SCALING|STATS|CLIENTS|SERVERS|CONNECTIONS|USERS|LISTS|VERSION|LOG_LEVEL|PREPARED_STATEMENTS",
     "SET log_level = '<filter>'",
     "PAUSE [<db>]",
     "RESUME [<db>]",
@@ -54,6 +54,8 @@ pub fn show(ctx: &AppContext, args: &[&str], out: &mut BytesMut) -> Result<(), E
         "STATS" => stats(ctx, out),
         "POOLS_EXTENDED" => pools_extended(ctx, out),
         "POOL_COORDINATOR" => coordinators(ctx, out),
+        "POOL_SCALING" => scaling(ctx, out),
+        "POOLS_MEMORY" | "POOL_MEMORY" => memory(ctx, out),
         "CLIENTS" => clients(ctx, out),
         "SERVERS" => servers(ctx, out),
         "CONNECTIONS" => {
@@ -367,6 +369,82 @@ fn coordinators(ctx: &AppContext, out: &mut BytesMut) {
             c.evictions.load(R).to_string(),
             c.reserve_acquisitions.load(R).to_string(),
             c.exhaustions.load(R).to_string(),
+        ]);
+    }
+    rs.finish("SHOW");
+}
+
+/// SHOW POOL_SCALING: how each pool's connections came about (COMPAT.md §2.2).
+fn scaling(ctx: &AppContext, out: &mut BytesMut) {
+    let mut rs = ResultSet::new(
+        out,
+        &cols(&[
+            ("user", Col::Text),
+            ("database", Col::Text),
+            ("inflight", Col::Int),
+            ("creates", Col::Int),
+            ("gate_waits", Col::Int),
+            ("gate_budget_ex", Col::Int),
+            ("antic_notify", Col::Int),
+            ("antic_timeout", Col::Int),
+            ("create_fallback", Col::Int),
+            ("replenish_def", Col::Int),
+        ]),
+    );
+    for p in ctx.pools.all() {
+        let sc = &p.stats.scaling;
+        rs.row_s(&[
+            p.settings.user.clone(),
+            p.settings.database.clone(),
+            sc.inflight.load(R).to_string(),
+            sc.creates.load(R).to_string(),
+            sc.gate_waits.load(R).to_string(),
+            sc.gate_budget_exhausted.load(R).to_string(),
+            sc.anticipation_notify.load(R).to_string(),
+            sc.anticipation_timeout.load(R).to_string(),
+            sc.create_fallback.load(R).to_string(),
+            sc.replenish_deferred.load(R).to_string(),
+        ]);
+    }
+    rs.finish("SHOW");
+}
+
+/// SHOW POOLS_MEMORY: prepared-statement memory per pool, in the pool cache and in the
+/// clients' own maps (COMPAT.md §2.2).
+fn memory(ctx: &AppContext, out: &mut BytesMut) {
+    let mut rs = ResultSet::new(
+        out,
+        &cols(&[
+            ("database", Col::Text),
+            ("user", Col::Text),
+            ("pool_prepared_count", Col::Int),
+            ("pool_prepared_bytes", Col::Int),
+            ("client_prepared_count", Col::Int),
+            ("client_prepared_bytes", Col::Int),
+            ("client_named_count", Col::Int),
+            ("client_anonymous_count", Col::Int),
+            ("client_anonymous_evictions_alive", Col::Int),
+            ("async_clients", Col::Int),
+        ]),
+    );
+    let clients = ctx.client_list.snapshot();
+    for p in ctx.pools.all() {
+        let m = crate::prepared::MemoryFigures::of(p);
+        let flushed = clients
+            .iter()
+            .filter(|c| std::ptr::eq(&*c.pool, &**p) && c.flushed.load(R))
+            .count();
+        rs.row_s(&[
+            p.settings.database.clone(),
+            p.settings.user.clone(),
+            m.pool_count.to_string(),
+            m.pool_bytes.to_string(),
+            (m.named + m.anonymous).to_string(),
+            m.client_bytes.to_string(),
+            m.named.to_string(),
+            m.anonymous.to_string(),
+            m.evictions.to_string(),
+            flushed.to_string(),
         ]);
     }
     rs.finish("SHOW");

@@ -5,7 +5,7 @@ use crate::pool::Pool;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI32, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
 /// Client states (SHOW CLIENTS `state`).
@@ -31,6 +31,8 @@ pub struct ClientInfo {
     pub application_name: Box<str>,
     /// Connected over TLS.
     pub tls: bool,
+    /// Has pipelined with Flush (SHOW POOLS_MEMORY async_clients).
+    pub flushed: AtomicBool,
     /// Login time.
     pub connected: Instant,
     /// One of [`state`].

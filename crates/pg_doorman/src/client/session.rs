@@ -268,6 +268,9 @@ impl Session {
         if at.params_changed {
             server.synced = None;
         }
+        if at.flushed {
+            self.info.flushed.store(true, Ordering::Relaxed);
+        }
         match outcome {
             Outcome::Released => {
                 if Box::pin(tidy(&mut server, &at)).await {
@@ -339,8 +342,18 @@ impl Session {
         if let Some(reg) = &server.reg {
             reg.add(t);
             let p = &server.prepared;
-            reg.info.prepared_hits.store(p.hits, r);
-            reg.info.prepared_misses.store(p.misses, r);
+            // Only this attachment writes the backend's figures; the pool totals get the
+            // difference, so they stay monotonic when backends close.
+            let hits = reg.info.prepared_hits.load(r);
+            if p.hits > hits {
+                reg.info.prepared_hits.store(p.hits, r);
+                stats.prepared_hits.fetch_add(p.hits - hits, r);
+            }
+            let misses = reg.info.prepared_misses.load(r);
+            if p.misses > misses {
+                reg.info.prepared_misses.store(p.misses, r);
+                stats.prepared_misses.fetch_add(p.misses - misses, r);
+            }
             reg.info.prepared_size.store(p.len(), r);
         }
         self.info.xacts.fetch_add(t.xacts, r);

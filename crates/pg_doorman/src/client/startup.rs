@@ -200,6 +200,7 @@ async fn welcome<'a>(
         addr: peer.into(),
         application_name,
         tls: io.stream.is_tls(),
+        flushed: Default::default(),
         connected: std::time::Instant::now(),
         state: Default::default(),
         wait_from_us: Default::default(),

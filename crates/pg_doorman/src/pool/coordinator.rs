@@ -105,15 +105,21 @@ impl Coordinator {
             .iter()
             .filter_map(Weak::upgrade)
             .collect();
-        let mut best: Option<(usize, &Arc<Pool>)> = None;
+        // Largest surplus first; between equal surpluses the slower pool (higher p95
+        // transaction time) gives up a connection, as its clients lose least by waiting.
+        let mut best: Option<((usize, u64), &Arc<Pool>)> = None;
         for p in &members {
             if std::ptr::eq(&**p, requester) {
                 continue;
             }
             let total = p.counts().sv_total;
             let surplus = total.saturating_sub(p.settings.min_guaranteed_pool_size);
-            if surplus > 0 && best.is_none_or(|(s, _)| surplus > s) {
-                best = Some((surplus, p));
+            if surplus == 0 {
+                continue;
+            }
+            let rank = (surplus, p.stats.xact_hist.quantile_us(0.95));
+            if best.is_none_or(|(r, _)| rank > r) {
+                best = Some((rank, p));
             }
         }
         let (_, victim) = best?;
@@ -153,6 +159,17 @@ impl Coordinator {
         }
         self.exhaustions.fetch_add(1, Ordering::Relaxed);
         None
+    }
+
+    /// Moves a reserve connection under the cap if there is room there now (retain cycle).
+    pub fn upgrade(&self) -> bool {
+        let mut u = self.used.lock();
+        if u.0 < self.settings.max && u.1 > 0 {
+            u.0 += 1;
+            u.1 -= 1;
+            return true;
+        }
+        false
     }
 
     /// A connection holding `permit` closed (or its connect failed).

@@ -119,6 +119,22 @@ impl Drop for SlotGuard<'_> {
     }
 }
 
+/// Counts a connect in flight (SHOW POOL_SCALING inflight) for as long as it lives.
+struct Inflight<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Inflight<'a> {
+    fn new(n: &'a std::sync::atomic::AtomicUsize) -> Self {
+        n.fetch_add(1, Ordering::Relaxed);
+        Inflight(n)
+    }
+}
+
+impl Drop for Inflight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Keeps a waiter's receiver; if the waiting future is dropped, whatever was handed to it goes
 /// back to the pool so no connection or slot is lost.
 struct WaiterGuard<'a> {
@@ -147,7 +163,9 @@ impl Drop for WaiterGuard<'_> {
 enum Step<'a> {
     Reuse(Server),
     Create(SlotGuard<'a>),
-    Wait(WaiterGuard<'a>),
+    /// Queue for a returned connection; `true` while the pool is below pool_size (anticipation:
+    /// the wait is short and ends in a create).
+    Wait(WaiterGuard<'a>, bool),
     /// Above the warm ratio: yield and look again before creating (a connection may return).
     Spin,
 }
@@ -294,19 +312,17 @@ impl Pool {
                     }
                     continue;
                 }
-                Step::Create(guard) => return self.create(guard).await,
-                Step::Wait(mut guard) => {
-                    let received = match deadline {
-                        Some(d) => tokio::time::timeout_at(d, &mut guard.rx).await.ok(),
-                        None => Some((&mut guard.rx).await),
-                    };
-                    match received {
-                        Some(Ok(h)) => h,
-                        // Timed out (or the pool went away): use anything handed over meanwhile.
-                        _ => match guard.take_pending() {
-                            Some(h) => h,
-                            None => return Err(PoolError::WaitTimeout),
-                        },
+                Step::Create(guard) => return self.create(guard, deadline).await,
+                Step::Wait(guard, anticipating) => {
+                    match self.wait(guard, anticipating, deadline).await? {
+                        Ok(h) => h,
+                        Err(slot) => {
+                            self.stats
+                                .scaling
+                                .create_fallback
+                                .fetch_add(1, Ordering::Relaxed);
+                            return self.create(slot, deadline).await;
+                        }
                     }
                 }
             };
@@ -316,9 +332,82 @@ impl Pool {
                         return Ok(s);
                     }
                 }
-                Handoff::Permit => return self.create(SlotGuard(Some(self))).await,
+                Handoff::Permit => return self.create(SlotGuard(Some(self)), deadline).await,
             }
         }
+    }
+
+    /// Waits in the FIFO for a returned connection or a free slot. An anticipating waiter (the
+    /// pool is below pool_size but above the warm ratio) waits only [`Self::anticipation`]
+    /// before it takes a slot to create one (`Err(slot)`); if the pool filled meanwhile it
+    /// keeps its place in the queue.
+    async fn wait<'a>(
+        &'a self,
+        mut guard: WaiterGuard<'a>,
+        anticipating: bool,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<Result<Handoff, SlotGuard<'a>>, PoolError> {
+        let sc = &self.stats.scaling;
+        if anticipating {
+            let until = tokio::time::Instant::now() + self.anticipation();
+            match tokio::time::timeout_at(until, &mut guard.rx).await {
+                Ok(Ok(h)) => {
+                    sc.anticipation_notify.fetch_add(1, Ordering::Relaxed);
+                    return Ok(Ok(h));
+                }
+                Ok(Err(_)) => {}
+                Err(_) => {
+                    sc.anticipation_timeout.fetch_add(1, Ordering::Relaxed);
+                    if let Some(slot) = self.try_slot() {
+                        // Leaving the queue: whatever was handed over meanwhile is used and
+                        // the slot goes back.
+                        return Ok(match guard.take_pending() {
+                            Some(h) => Ok(h),
+                            None => Err(slot),
+                        });
+                    }
+                }
+            }
+        }
+        let received = match deadline {
+            Some(d) => tokio::time::timeout_at(d, &mut guard.rx).await.ok(),
+            None => Some((&mut guard.rx).await),
+        };
+        match received {
+            Some(Ok(h)) => Ok(Ok(h)),
+            // Timed out (or the pool went away): use anything handed over meanwhile.
+            _ => guard.take_pending().map(Ok).ok_or(PoolError::WaitTimeout),
+        }
+    }
+
+    /// How long an anticipating client waits for a return before it creates a connection:
+    /// 100 ms while the pool has no transaction times yet, else twice the p99 transaction
+    /// time (at least 5 ms), at most 500 ms, ±20 %, and at most half of query_wait_timeout
+    /// (the pool-pressure rules of COMPAT.md §5).
+    fn anticipation(&self) -> std::time::Duration {
+        use std::time::Duration;
+        let p99 = self.stats.xact_hist.quantile_us(0.99);
+        let base = if p99 == 0 || self.settings.mode == crate::config::PoolMode::Session {
+            Duration::from_millis(100)
+        } else {
+            Duration::from_micros(p99 * 2)
+                .clamp(Duration::from_millis(5), Duration::from_millis(500))
+        };
+        let d = jitter(base);
+        match self.settings.query_wait_timeout {
+            Some(q) => d.min(q.saturating_sub(Duration::from_millis(500)).max(q / 2)),
+            None => d,
+        }
+    }
+
+    /// Takes a slot for a new connection if the pool is below pool_size.
+    fn try_slot(&self) -> Option<SlotGuard<'_>> {
+        let mut g = self.inner.lock();
+        if g.total < self.settings.pool_size {
+            g.total += 1;
+            return Some(SlotGuard(Some(self)));
+        }
+        None
     }
 
     fn next_step(&self, spins: u32) -> Step<'_> {
@@ -335,20 +424,23 @@ impl Pool {
             // Below scaling_warm_pool_ratio % of pool_size connections are made at once; above
             // it a burst first gives returning connections scaling_fast_retries chances.
             let warm = self.settings.pool_size * self.settings.warm_ratio / 100;
-            if g.total >= warm && spins < self.settings.fast_retries {
+            if g.total < warm {
+                g.total += 1;
+                return Step::Create(SlotGuard(Some(self)));
+            }
+            if spins < self.settings.fast_retries {
                 return Step::Spin;
             }
-            g.total += 1;
-            return Step::Create(SlotGuard(Some(self)));
         }
         // Waiters that timed out leave closed senders behind; drop those at the front so a long
         // outage cannot grow the queue without bound.
         while g.waiters.front().is_some_and(|(_, t)| t.is_closed()) {
             g.waiters.pop_front();
         }
+        let anticipating = g.total < self.settings.pool_size;
         let (tx, rx) = oneshot::channel();
         g.waiters.push_back((Instant::now(), tx));
-        Step::Wait(WaiterGuard { pool: self, rx })
+        Step::Wait(WaiterGuard { pool: self, rx }, anticipating)
     }
 
     /// Checks an idle connection before handing it out; closes it (freeing its slot) if the
@@ -390,11 +482,34 @@ impl Pool {
         }
     }
 
-    async fn create(&self, mut guard: SlotGuard<'_>) -> Result<Server, PoolError> {
+    /// Opens a connection in the slot `guard` holds. A client queued at the create gate past
+    /// `deadline` gets [`PoolError::WaitTimeout`].
+    async fn create(
+        &self,
+        mut guard: SlotGuard<'_>,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<Server, PoolError> {
+        let sc = &self.stats.scaling;
         // At most scaling_max_parallel_creates connects per pool and max_concurrent_creates in
         // all, so a burst does not hit PostgreSQL with a storm of logins. The semaphores are
         // never closed, so acquiring cannot fail.
-        let _pool_permit = self.creates.acquire().await.ok();
+        let _pool_permit = match self.creates.try_acquire() {
+            Ok(p) => Some(p),
+            Err(_) => {
+                sc.gate_waits.fetch_add(1, Ordering::Relaxed);
+                let gate = self.creates.acquire();
+                match deadline {
+                    Some(d) => match tokio::time::timeout_at(d, gate).await {
+                        Ok(p) => p.ok(),
+                        Err(_) => {
+                            sc.gate_budget_exhausted.fetch_add(1, Ordering::Relaxed);
+                            return Err(PoolError::WaitTimeout);
+                        }
+                    },
+                    None => gate.await.ok(),
+                }
+            }
+        };
         let _global_permit = self.settings.global_creates.acquire().await.ok();
         let coordinated = match &self.settings.coordinator {
             Some(c) => match c.acquire(self).await {
@@ -408,6 +523,8 @@ impl Pool {
         };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let client_key = *self.client_key.read();
+        sc.creates.fetch_add(1, Ordering::Relaxed);
+        let _inflight = Inflight::new(&sc.inflight);
         match server::connect(&self.settings, id, client_key).await {
             Ok(mut s) => {
                 guard.0 = None;
@@ -508,6 +625,20 @@ impl Pool {
         let now = Instant::now();
         let stale: Vec<Server> = {
             let mut g = self.inner.lock();
+            // Idle reserve connections of the coordinator move under the cap when there is
+            // room; the others close (below) so the reserve is free for the next burst.
+            let mut reserve_idle = Vec::new();
+            if let Some(c) = &self.settings.coordinator {
+                for s in g.idle.iter_mut() {
+                    if s.permit == Some(coordinator::Permit::Reserve) {
+                        if c.upgrade() {
+                            s.permit = Some(coordinator::Permit::Main);
+                        } else {
+                            reserve_idle.push(s.id);
+                        }
+                    }
+                }
+            }
             // Oldest first, at most `quota` (retain_connections_max) per cycle.
             let mut expired: Vec<(Instant, u64)> = g
                 .idle
@@ -517,6 +648,7 @@ impl Pool {
                 .collect();
             expired.sort();
             expired.truncate(quota);
+            expired.extend(reserve_idle.into_iter().map(|id| (now, id)));
             let mut stale = Vec::new();
             let mut keep = VecDeque::with_capacity(g.idle.len());
             for s in g.idle.drain(..) {
@@ -564,7 +696,7 @@ impl Pool {
                 g.total += 1;
                 SlotGuard(Some(self))
             };
-            let Ok(mut fresh) = self.create(guard).await else {
+            let Ok(mut fresh) = self.create(guard, None).await else {
                 break;
             };
             fresh.last_used = Instant::now();
@@ -598,10 +730,18 @@ impl Pool {
                 if g.total >= self.settings.min_pool_size || g.total >= self.settings.pool_size {
                     break;
                 }
+                // Clients creating connections come first; the next cycle tries again.
+                if self.creates.available_permits() == 0 {
+                    self.stats
+                        .scaling
+                        .replenish_deferred
+                        .fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
                 g.total += 1;
                 SlotGuard(Some(self))
             };
-            match self.create(guard).await {
+            match self.create(guard, None).await {
                 Ok(mut s) => {
                     s.last_used = Instant::now();
                     let mut g = self.inner.lock();

@@ -54,6 +54,36 @@ pub struct PoolStats {
     pub xact_hist: Histogram,
     /// Waits for a backend (buckets from 0.1 ms).
     pub wait_hist: Histogram,
+    /// How new connections came about (SHOW POOL_SCALING).
+    pub scaling: ScalingStats,
+    /// Parses of statements its backends already had (monotonic; live servers' own counts
+    /// are in SHOW SERVERS).
+    pub prepared_hits: AtomicU64,
+    /// Parses its backends had to prepare.
+    pub prepared_misses: AtomicU64,
+}
+
+/// Counters of the checkout phases that create connections (SHOW POOL_SCALING,
+/// `pg_doorman_pool_scaling*`). All monotonic except `inflight`.
+#[derive(Debug, Default)]
+pub struct ScalingStats {
+    /// Backend connects in flight now.
+    pub inflight: AtomicUsize,
+    /// Backend connects started.
+    pub creates: AtomicU64,
+    /// Connects that had to queue at the `scaling_max_parallel_creates` gate.
+    pub gate_waits: AtomicU64,
+    /// Clients whose query_wait_timeout ran out while queued at that gate.
+    pub gate_budget_exhausted: AtomicU64,
+    /// Anticipating clients (pool above `scaling_warm_pool_ratio`) that received a returned
+    /// connection or a free slot.
+    pub anticipation_notify: AtomicU64,
+    /// Anticipating clients whose wait ran out.
+    pub anticipation_timeout: AtomicU64,
+    /// Connects made after an anticipation wait ran out.
+    pub create_fallback: AtomicU64,
+    /// min_pool_size replenish rounds put off because clients were using the create gate.
+    pub replenish_deferred: AtomicU64,
 }
 
 impl Default for PoolStats {
@@ -73,6 +103,9 @@ impl Default for PoolStats {
             query_hist: Histogram::new(Duration::from_micros(500)),
             xact_hist: Histogram::new(Duration::from_millis(1)),
             wait_hist: Histogram::new(Duration::from_micros(100)),
+            scaling: Default::default(),
+            prepared_hits: Default::default(),
+            prepared_misses: Default::default(),
         }
     }
 }

@@ -1,8 +1,9 @@
 //! What a backend has prepared and what a client has named, plus the reply queue.
 
-use super::Statement;
+use super::{ClientMemory, Statement};
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 /// A reply the pooler expects from the backend, or must make up itself, in protocol order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,21 +176,41 @@ pub struct ClientStatements {
     /// Recently parsed statements by hash, so a repeated Parse takes no pool lock.
     recent: lru::LruCache<u64, Arc<Statement>>,
     recent_cap: usize,
+    /// This client's share of the pool's [`ClientMemory`] sums: (named, anonymous, bytes,
+    /// evictions), given back on drop.
+    mine: [i64; 4],
+    sums: Arc<ClientMemory>,
 }
 
 /// Statements a client remembers by hash to skip the pool cache.
 const RECENT_DEFAULT: usize = 64;
 
 impl ClientStatements {
-    /// Empty maps; `named_cap` 0 = unlimited.
-    pub fn new(named_cap: usize) -> Self {
+    /// Empty maps; `named_cap` 0 = unlimited. `sums` are the pool's totals this client adds to.
+    pub fn new(named_cap: usize, sums: Arc<ClientMemory>) -> Self {
         ClientStatements {
             named: lru::LruCache::unbounded(),
             named_cap,
             unnamed: None,
             recent: lru::LruCache::unbounded(),
             recent_cap: RECENT_DEFAULT,
+            mine: [0; 4],
+            sums,
         }
+    }
+
+    /// Adds `d` to field `i` of this client's share and the pool's sums.
+    fn count(&mut self, i: usize, d: i64) {
+        if d == 0 {
+            return;
+        }
+        self.mine[i] += d;
+        let s = &self.sums;
+        if i == EVICTIONS && d > 0 {
+            s.evictions_total.fetch_add(d as u64, Ordering::Relaxed);
+        }
+        let field = [&s.named, &s.anonymous, &s.bytes, &s.evictions][i];
+        field.fetch_add(d, Ordering::Relaxed);
     }
 
     /// The statement the client calls `name` ("" is the unnamed one); promotes it.
@@ -211,10 +232,23 @@ impl ClientStatements {
             self.unnamed = Some(s);
             return;
         }
-        if self.named_cap > 0 && self.named.len() >= self.named_cap {
-            self.named.pop_lru();
+        if self.named_cap > 0
+            && self.named.len() >= self.named_cap
+            && !self.named.contains(name)
+            && let Some((k, old)) = self.named.pop_lru()
+        {
+            self.count(NAMED, -1);
+            self.count(BYTES, -weight(&k, &old));
+            self.count(EVICTIONS, 1);
         }
-        self.named.put(name.into(), s);
+        let w = weight(name, &s);
+        match self.named.put(name.into(), s) {
+            Some(old) => self.count(BYTES, w - weight(name, &old)),
+            None => {
+                self.count(NAMED, 1);
+                self.count(BYTES, w);
+            }
+        }
     }
 
     /// Drops the name (Close / DEALLOCATE); true if it existed.
@@ -222,11 +256,21 @@ impl ClientStatements {
         if name.is_empty() {
             return self.unnamed.take().is_some();
         }
-        self.named.pop(name).is_some()
+        match self.named.pop(name) {
+            Some(old) => {
+                self.count(NAMED, -1);
+                self.count(BYTES, -weight(name, &old));
+                true
+            }
+            None => false,
+        }
     }
 
     /// Drops every name (DEALLOCATE ALL / DISCARD ALL).
     pub fn clear(&mut self) {
+        let bytes: i64 = self.named.iter().map(|(k, s)| weight(k, s)).sum();
+        self.count(NAMED, -(self.named.len() as i64));
+        self.count(BYTES, -bytes);
         self.named.clear();
         self.unnamed = None;
     }
@@ -238,9 +282,21 @@ impl ClientStatements {
 
     /// Remembers a statement by hash.
     pub fn remember(&mut self, s: &Arc<Statement>) {
-        if self.recent.len() >= self.recent_cap {
-            self.recent.pop_lru();
+        if self.recent.contains(&s.hash) {
+            if let Some(old) = self.recent.put(s.hash, s.clone()) {
+                self.count(BYTES, weight(b"", s) - weight(b"", &old));
+            }
+            return;
         }
+        if self.recent.len() >= self.recent_cap
+            && let Some((_, old)) = self.recent.pop_lru()
+        {
+            self.count(ANONYMOUS, -1);
+            self.count(BYTES, -weight(b"", &old));
+            self.count(EVICTIONS, 1);
+        }
+        self.count(ANONYMOUS, 1);
+        self.count(BYTES, weight(b"", s));
         self.recent.put(s.hash, s.clone());
     }
 
@@ -255,9 +311,29 @@ impl ClientStatements {
     }
 }
 
+impl Drop for ClientStatements {
+    fn drop(&mut self) {
+        for i in 0..self.mine.len() {
+            let d = self.mine[i];
+            self.count(i, -d);
+        }
+    }
+}
+
+const NAMED: usize = 0;
+const ANONYMOUS: usize = 1;
+const BYTES: usize = 2;
+const EVICTIONS: usize = 3;
+
+/// Bytes an entry accounts for: its name and the statement text.
+fn weight(name: &[u8], s: &Statement) -> i64 {
+    (name.len() + s.body.len()) as i64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicI64;
 
     fn st(id: u64) -> Arc<Statement> {
         Arc::new(Statement {
@@ -303,7 +379,7 @@ mod tests {
 
     #[test]
     fn client_names_are_capped() {
-        let mut c = ClientStatements::new(2);
+        let mut c = ClientStatements::new(2, Default::default());
         c.insert(b"a", st(1));
         c.insert(b"b", st(2));
         c.insert(b"c", st(3));
@@ -313,5 +389,42 @@ mod tests {
         assert_eq!(c.get(b"").map(|s| s.id), Some(4));
         assert!(c.remove(b""));
         assert!(!c.remove(b"zz"));
+    }
+
+    #[test]
+    fn client_shares_add_up_and_leave_with_the_client() {
+        let sums: Arc<ClientMemory> = Default::default();
+        let load = |f: &AtomicI64| f.load(Ordering::Relaxed);
+        let text = |id: u64, body: &[u8]| {
+            Arc::new(Statement {
+                id,
+                hash: id,
+                body: body.into(),
+                verified: Default::default(),
+            })
+        };
+        let mut c = ClientStatements::new(2, sums.clone());
+        c.insert(b"s1", text(1, b"SELECT 1"));
+        c.insert(b"s2", text(2, b"SELECT 22"));
+        c.remember(&text(3, b"SELECT 333"));
+        assert_eq!(load(&sums.named), 2);
+        assert_eq!(load(&sums.anonymous), 1);
+        assert_eq!(load(&sums.bytes), (2 + 8) + (2 + 9) + 10);
+        // Past the cap of 2 the oldest name goes and is counted as an eviction.
+        c.insert(b"s4", text(4, b"x"));
+        assert_eq!(load(&sums.named), 2);
+        assert_eq!(load(&sums.evictions), 1);
+        assert_eq!(load(&sums.bytes), (2 + 9) + 10 + (2 + 1));
+        let mut other = ClientStatements::new(0, sums.clone());
+        other.insert(b"s1", text(1, b"SELECT 1"));
+        c.clear();
+        assert_eq!(load(&sums.named), 1);
+        drop(c);
+        assert_eq!(load(&sums.anonymous), 0);
+        assert_eq!(load(&sums.evictions), 0);
+        assert_eq!(load(&sums.bytes), 2 + 8);
+        drop(other);
+        assert_eq!(load(&sums.named), 0);
+        assert_eq!(load(&sums.bytes), 0);
     }
 }

@@ -30,8 +30,9 @@ pub struct Prep<'a> {
 
 impl Prep<'_> {
     fn client(&mut self) -> &mut ClientStatements {
+        let sums = &self.pool.clients;
         self.client
-            .get_or_insert_with(|| Box::new(ClientStatements::new(self.client_cap)))
+            .get_or_insert_with(|| Box::new(ClientStatements::new(self.client_cap, sums.clone())))
     }
 }
 
@@ -213,6 +214,10 @@ pub fn scan_client(
                     at.pending += 1;
                 }
                 push(p, Expect::Ready { skippable: true });
+                sc.pass(buf, len);
+            }
+            b'H' => {
+                at.flushed = true;
                 sc.pass(buf, len);
             }
             b'E' => {

@@ -86,7 +86,8 @@ pub fn answer_without_backend(
     }
     let (steps, len) = plan(buf, pool, client)?;
     let mut out = BytesMut::with_capacity(steps.len() * 5 + 6);
-    let names = client.get_or_insert_with(|| Box::new(ClientStatements::new(client_cap)));
+    let names = client
+        .get_or_insert_with(|| Box::new(ClientStatements::new(client_cap, pool.clients.clone())));
     for step in steps {
         match step {
             Step::Parse(name, st) => {

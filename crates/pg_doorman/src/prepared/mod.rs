@@ -27,7 +27,7 @@ pub use splice::splice;
 use parking_lot::Mutex;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 /// One distinct statement of a pool: query text and parameter types, and the id that names it
 /// on every backend of the pool.
@@ -95,6 +95,26 @@ pub fn hash_body(body: &[u8]) -> u64 {
 pub struct PoolCache {
     map: Mutex<lru::LruCache<u64, Arc<Statement>>>,
     next_id: AtomicU64,
+    /// What this pool's clients hold in their own maps (SHOW POOLS_MEMORY).
+    pub clients: Arc<ClientMemory>,
+}
+
+/// Sums over the connected clients of one pool of what their [`ClientStatements`] hold,
+/// updated when an entry is added or dropped (never on Bind/Execute), read by SHOW POOLS_MEMORY
+/// and /metrics. A client's share is taken away when it leaves.
+#[derive(Debug, Default)]
+pub struct ClientMemory {
+    /// Statements the clients have named.
+    pub named: AtomicI64,
+    /// Statements the clients remember by text (their anonymous, hash-keyed caches).
+    pub anonymous: AtomicI64,
+    /// Bytes of names and statement text those entries refer to (the text is shared with the
+    /// pool cache, so this is what the clients reach, not what they alone hold).
+    pub bytes: AtomicI64,
+    /// Entries dropped by the per-client caps, of clients still connected.
+    pub evictions: AtomicI64,
+    /// Entries dropped by the per-client caps since start (monotonic).
+    pub evictions_total: AtomicU64,
 }
 
 impl PoolCache {
@@ -103,6 +123,7 @@ impl PoolCache {
         PoolCache {
             map: Mutex::new(lru::LruCache::new(capacity)),
             next_id: AtomicU64::new(1),
+            clients: Default::default(),
         }
     }
 
@@ -145,6 +166,45 @@ impl PoolCache {
     /// True when nothing is cached.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// Prepared-statement memory of one pool as SHOW POOLS_MEMORY and /metrics report it.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct MemoryFigures {
+    /// Statements in the pool cache.
+    pub pool_count: i64,
+    /// Bytes of their text.
+    pub pool_bytes: i64,
+    /// Named statements held by connected clients.
+    pub named: i64,
+    /// Statements connected clients remember by text.
+    pub anonymous: i64,
+    /// Bytes of names and text those client entries refer to.
+    pub client_bytes: i64,
+    /// Entries dropped by the per-client caps of connected clients.
+    pub evictions: i64,
+    /// Entries dropped by the per-client caps since start.
+    pub evictions_total: u64,
+}
+
+impl MemoryFigures {
+    /// The figures of `pool` (all zero without transparent prepared statements).
+    pub fn of(pool: &crate::pool::Pool) -> Self {
+        let Some(c) = &pool.statements else {
+            return Self::default();
+        };
+        let entries = c.entries();
+        let r = Ordering::Relaxed;
+        MemoryFigures {
+            pool_count: entries.len() as i64,
+            pool_bytes: entries.iter().map(|s| s.body.len() as i64).sum(),
+            named: c.clients.named.load(r),
+            anonymous: c.clients.anonymous.load(r),
+            client_bytes: c.clients.bytes.load(r),
+            evictions: c.clients.evictions.load(r),
+            evictions_total: c.clients.evictions_total.load(r),
+        }
     }
 }
 
