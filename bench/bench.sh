@@ -3,13 +3,14 @@
 # one run, on the same machine. Transaction pooling, pool of 40 server connections, MD5 auth.
 #   - pgbench script "\set aid random(1, 100000)" / "SELECT :aid;", simple, extended and prepared
 #     protocol (PgBouncer 1.18 cannot run prepared statements in transaction mode: its row fails),
-#     1, 40, 120 and 500 clients, BENCH_SECONDS each (default 15)
+#     1, 40, 120, 500 and 2000 clients, BENCH_SECONDS each (default 15); direct PostgreSQL
+#     (max_connections 700) is skipped above 600 clients
 #   - client TLS (PGSSLMODE=require, self-signed certificate) on PgBouncer and pg_doorman: 40 and
 #     500 clients, and --connect with 20 clients (a TLS handshake per transaction)
 #   - connection churn: pgbench --connect, 20 clients
 #   - idle memory: 5,000 idle clients, pooler RSS before/after
 # Prints a Markdown table (also written to bench/results/latest.md).
-# Env: BENCH_SECONDS (15), BENCH_CLIENTS ("1 40 120 500"), BENCH_WORKERS (pg_doorman worker_threads, 2),
+# Env: BENCH_SECONDS (15), BENCH_CLIENTS ("1 40 120 500 2000"), BENCH_WORKERS (pg_doorman worker_threads, 2),
 #      BENCH_IDLE (5000), BENCH_SKIP_BUILD=1 to reuse target/release/pg_doorman,
 #      BENCH_SKIP_EXTRAS=1 to skip the churn, TLS and idle-memory parts,
 #      BENCH_PROTOCOLS ("simple extended prepared").
@@ -17,7 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 SECS=${BENCH_SECONDS:-15}
-CLIENTS=${BENCH_CLIENTS:-"1 40 120 500"}
+CLIENTS=${BENCH_CLIENTS:-"1 40 120 500 2000"}
 WORKERS=${BENCH_WORKERS:-2}
 IDLE=${BENCH_IDLE:-5000}
 bash scripts/deps.sh --bench
@@ -159,7 +160,7 @@ run_one() {
 
 for proto in ${BENCH_PROTOCOLS:-simple extended prepared}; do
   for c in $CLIENTS; do
-    run_one postgres "$PG_PORT" - "$proto" "$proto" "$c"
+    [ "$c" -gt 600 ] || run_one postgres "$PG_PORT" - "$proto" "$proto" "$c"
     run_one pgbouncer "$BOUNCER_PORT" "$BOUNCER_PID" "$proto" "$proto" "$c"
     run_one pg_doorman "$DOORMAN_PORT" "$DOORMAN_PID" "$proto" "$proto" "$c"
   done

@@ -22,7 +22,7 @@ print("| protocol | clients | PG tps | PgBouncer tps | pg_doorman tps | doorman/
 print("|---|---|---|---|---|---|---|---|---|---|---|---|")
 keys = sorted({(k[1], int(k[2])) for k in runs}, key=lambda k: (["simple", "extended", "prepared", "churn", "tls", "tls-churn", "unscraped", "scraped"].index(k[0]), k[1]))
 for proto, c in keys:
-    g = lambda t: runs.get((t, proto, str(c)), ["0", "?", "nan", "nan", "-"])
+    g = lambda t: runs.get((t, proto, str(c)), ["-", "?", "nan", "nan", "-"])
     pg, b, d = g("postgres"), g("pgbouncer"), g("pg_doorman")
     tb, td, tp = num(b[0]), num(d[0]), num(pg[0])
     ratio = lambda a, z: f"{a / z:.2f}" if a and z else "-"

@@ -183,3 +183,69 @@ async fn metrics_parse_and_follow_load() {
     s.read_to_string(&mut out).unwrap();
     assert!(out.starts_with("HTTP/1.1 404"), "{out}");
 }
+
+#[tokio::test]
+async fn metrics_parse_under_pgbench_load() {
+    let pg = cluster(PgAuth::Scram);
+    let port = doorman_testkit::free_port();
+    let extra = format!("prometheus:\n  enabled: true\n  host: 127.0.0.1\n  port: {port}\n");
+    let d = doorman(
+        &pg,
+        &PoolSpec {
+            general_extra: &extra,
+            pool_size: 4,
+            ..Default::default()
+        },
+    );
+    let script = std::env::temp_dir().join(format!("metrics-load-{port}.sql"));
+    std::fs::write(&script, "SELECT 1;\n").unwrap();
+    let path = script.to_str().unwrap().to_string();
+    let key = "pg_doorman_pools_transactions_total{database=appdb,user=app}";
+    let (failed, out) = std::thread::scope(|s| {
+        let bench = s.spawn(|| {
+            let (failed, _, out) =
+                pgbench(&d, &["-n", "-c", "8", "-j", "2", "-T", "3", "-f", &path]);
+            (failed, out)
+        });
+        // Scrapes during the run: each parses, the count never goes back, and the pool never
+        // shows more backends than pool_size.
+        let mut seen = Vec::new();
+        while !bench.is_finished() {
+            let m = parse(&scrape(port).1);
+            let servers: f64 = ["active", "idle"]
+                .iter()
+                .map(|st| {
+                    m[&format!("pg_doorman_pools_servers{{database=appdb,status={st},user=app}}")]
+                })
+                .sum();
+            assert!(servers <= 4.0, "{servers} backends");
+            seen.push(m[key]);
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
+        assert!(
+            seen.windows(2).filter(|w| w[0] < w[1]).count() >= 5,
+            "transactions_total grows with load: {seen:?}"
+        );
+        bench.join().unwrap()
+    });
+    std::fs::remove_file(&script).ok();
+    assert_eq!(failed, 0, "{out}");
+    let processed: f64 = out
+        .lines()
+        .find(|l| l.starts_with("number of transactions actually processed"))
+        .and_then(|l| l.split(':').nth(1))
+        .and_then(|v| v.trim().split('/').next())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    // Every transaction pgbench made is counted, once (allow the last ones a moment to land).
+    let mut total = parse(&scrape(port).1)[key];
+    for _ in 0..50 {
+        if total == processed {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        total = parse(&scrape(port).1)[key];
+    }
+    assert_eq!(total, processed);
+}
