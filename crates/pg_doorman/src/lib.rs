@@ -6,6 +6,7 @@ pub mod app;
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod hba;
 pub mod listener;
 pub mod logging;
 pub mod memory;

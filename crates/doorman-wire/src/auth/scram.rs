@@ -109,6 +109,20 @@ pub fn salted_password(password: &str, salt: &[u8], iterations: u32) -> [u8; 32]
     out
 }
 
+impl Verifier {
+    /// Checks a password given in clear text (one PBKDF2 run): its StoredKey and ServerKey
+    /// must both match; returns its ClientKey (what a SCRAM proof carries, so a cleartext
+    /// login can still log in to the backend by SCRAM passthrough). Constant-time compares.
+    pub fn check_password(&self, password: &str) -> Option<[u8; 32]> {
+        let salted = salted_password(password, &self.salt, self.iterations);
+        let client_key = hmac(&salted, &[b"Client Key"]);
+        let stored: [u8; 32] = Sha256::digest(client_key).into();
+        let server = hmac(&salted, &[b"Server Key"]);
+        let ok = super::ct_eq(&stored, &self.stored_key) & super::ct_eq(&server, &self.server_key);
+        ok.then_some(client_key)
+    }
+}
+
 /// A random nonce: 18 random bytes, base64 (24 printable characters, as PostgreSQL does).
 pub fn random_nonce() -> String {
     let mut raw = [0u8; 18];
@@ -434,5 +448,14 @@ mod tests {
             kc.respond(server_first.as_bytes()).unwrap_err(),
             ScramError::BadVerifier
         );
+    }
+
+    #[test]
+    fn cleartext_check_against_a_verifier() {
+        let v = Verifier::from_password("s3cret", b"0123456789abcdef", 4096);
+        let key = v.check_password("s3cret").unwrap();
+        assert_eq!(<[u8; 32]>::from(Sha256::digest(key)), v.stored_key);
+        assert!(v.check_password("s3cret ").is_none());
+        assert!(v.check_password("").is_none());
     }
 }

@@ -36,6 +36,7 @@ pub async fn serve(
     mut buf: BytesMut,
     msg: &StartupMessage,
     peer: &str,
+    method: crate::hba::Method,
 ) {
     let user = msg.get("user").unwrap_or_default();
     if user != ctx.config.general.admin_username {
@@ -46,7 +47,7 @@ pub async fn serve(
         );
         return crate::client::startup::send_fatal(&stream, e).await;
     }
-    match authenticate(&stream, &mut buf, user, &ctx.admin_secret).await {
+    match authenticate(&stream, &mut buf, user, &ctx.admin_secret, method).await {
         Ok(_) => {}
         Err(AuthFailure::Gone) => return,
         Err(AuthFailure::Reject(e)) => {

@@ -34,6 +34,9 @@ pub struct AppContext {
     pub hup: Arc<tokio::sync::Notify>,
     /// Process start.
     pub started: std::time::Instant,
+    /// Client access rules (pg_hba / hba); None lets every client try to log in. Swapped on
+    /// SIGHUP.
+    pub hba: arc_swap::ArcSwapOption<crate::hba::Hba>,
 }
 
 /// Accepted connections by outcome (PgDoorman SHOW CONNECTIONS).
@@ -50,16 +53,17 @@ pub struct ConnCounters {
     /// Cancel requests.
     pub cancel: AtomicU64,
     /// Refusals by [`REJECTIONS`] reason (pg_doorman_listener_rejections_total).
-    pub rejections: [AtomicU64; 5],
+    pub rejections: [AtomicU64; 6],
 }
 
 /// Why a connection was refused before login (COMPAT.md §3 reasons this version has).
-pub const REJECTIONS: [&str; 5] = [
+pub const REJECTIONS: [&str; 6] = [
     "tls_required",
     "tls_handshake_fail",
     "invalid_startup",
     "too_many_clients",
     "login_failed",
+    "hba",
 ];
 
 impl ConnCounters {
@@ -102,6 +106,7 @@ impl AppContext {
             admin_secret,
             hup,
             started: std::time::Instant::now(),
+            hba: Default::default(),
         }
     }
 

@@ -20,6 +20,9 @@ pub enum StartError {
     /// A TLS certificate, key or CA file could not be loaded.
     #[error("TLS: {0}")]
     Tls(String),
+    /// The pg_hba rules could not be read.
+    #[error("{0}")]
+    Access(String),
     /// The listening socket could not be opened.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -48,6 +51,7 @@ pub async fn run(
     };
     let tls = crate::tls::ClientTls::from_general(&config.general)
         .map_err(|e| StartError::Tls(format!("general: {e}")))?;
+    let access = config.general.access_rules().map_err(StartError::Access)?;
     let g = &config.general;
     let backends: usize = resolved.iter().map(|p| p.pool_size).sum();
     limits::raise_nofile(g.max_connections, backends);
@@ -84,6 +88,10 @@ pub async fn run(
         tls,
         hup,
     ));
+    if let Some(rules) = access {
+        tracing::info!("client access: {} pg_hba rules", rules.len());
+        ctx.hba.store(Some(Arc::new(rules)));
+    }
     tracing::info!(
         "pg_doorman {} listening on {addr} ({} pools)",
         env!("CARGO_PKG_VERSION"),
@@ -120,8 +128,9 @@ pub async fn run(
 }
 
 /// SIGHUP: re-reads TLS certificates, keys and CA bundles (client side and every pool's backend
-/// side). New handshakes use them; established sessions keep theirs. A file that fails to load
-/// leaves the previous material in use.
+/// side) and the pg_hba rules (from the config file, inline or the file it names). New
+/// handshakes and logins use them; established sessions keep theirs. Anything that fails to
+/// load leaves the previous material in use.
 async fn reload_on_hup(ctx: Arc<AppContext>) {
     loop {
         tokio::select! {
@@ -129,8 +138,9 @@ async fn reload_on_hup(ctx: Arc<AppContext>) {
             _ = ctx.shutdown.cancelled() => return,
         }
         tracing::info!(
-            "SIGHUP: reloading TLS certificates (other configuration changes need a restart in this version)"
+            "SIGHUP: reloading TLS certificates and pg_hba rules (other configuration changes need a restart in this version)"
         );
+        reload_access(&ctx);
         match ctx.tls.reload() {
             Ok(true) => tracing::info!("client TLS certificate reloaded"),
             Ok(false) => {}
@@ -151,6 +161,28 @@ async fn reload_on_hup(ctx: Arc<AppContext>) {
                 ),
             }
         }
+    }
+}
+
+/// Re-reads the config file for its pg_hba (or hba) rules; keeps the old ones on any error.
+fn reload_access(ctx: &AppContext) {
+    let Some(path) = &ctx.config.source else {
+        return;
+    };
+    let rules = crate::config::load(path)
+        .map_err(|e| e.to_string())
+        .and_then(|c| c.general.access_rules());
+    match rules {
+        Ok(Some(r)) => {
+            tracing::info!("client access: {} pg_hba rules loaded", r.len());
+            ctx.hba.store(Some(Arc::new(r)));
+        }
+        Ok(None) => {
+            if ctx.hba.swap(None).is_some() {
+                tracing::info!("client access: pg_hba rules removed");
+            }
+        }
+        Err(e) => tracing::error!("pg_hba reload failed, keeping the old rules: {e}"),
     }
 }
 

@@ -1,6 +1,8 @@
-//! Client authentication against the configured secret: SCRAM-SHA-256 (for verifiers and
-//! plaintext passwords) and MD5 (for `md5...` secrets); protocol §55.3.
+//! Client authentication against the configured secret, by the pg_hba method: SCRAM-SHA-256
+//! (for verifiers and plaintext passwords), MD5 (for `md5...` secrets) or the password in clear
+//! text; protocol §55.3.
 
+use crate::hba::Method;
 use crate::net::{ReadError, Stream};
 use crate::pool::settings::ClientSecret;
 use bytes::BytesMut;
@@ -51,17 +53,45 @@ async fn send(stream: &Stream, out: &mut BytesMut) -> Result<(), AuthFailure> {
     r
 }
 
-/// Runs the exchange for `user` against `secret`. On success the caller sends AuthenticationOk;
-/// a SCRAM login also yields the ClientKey recovered from the proof (for SCRAM passthrough).
+/// Runs the exchange `method` asks for, for `user` against `secret`. On success the caller
+/// sends AuthenticationOk; a SCRAM or cleartext login against a verifier also yields the
+/// ClientKey (for SCRAM passthrough to the backend).
+///
+/// `Md5` is PostgreSQL's md5 method: MD5 for an `md5…` secret, SCRAM for a verifier.
+/// `ScramSha256` with an MD5 secret runs SCRAM against a made-up verifier, so the client learns
+/// only that its password was wrong (as PostgreSQL does). `Reject` never gets here.
 pub async fn authenticate(
     stream: &Stream,
     buf: &mut BytesMut,
     user: &str,
     secret: &ClientSecret,
+    method: Method,
 ) -> Result<Option<[u8; 32]>, AuthFailure> {
     let mut out = BytesMut::with_capacity(256);
-    match secret {
-        ClientSecret::Md5(stored) => {
+    match (method, secret) {
+        (Method::Trust, _) => Ok(None),
+        (Method::Reject, _) => Err(password_failed(user)),
+        (Method::Password, _) => {
+            backend::write_auth_cleartext(&mut out);
+            send(stream, &mut out).await?;
+            let msg = read_password_message(stream, buf).await?;
+            let password = frontend::parse_password(&msg).map_err(|e| protocol(e.to_string()))?;
+            cleartext_matches(user, password, secret).ok_or_else(|| password_failed(user))
+        }
+        (Method::ScramSha256, ClientSecret::Md5(_)) => {
+            let mut salt = [0u8; 16];
+            rand::fill(&mut salt);
+            let mut keys = [0u8; 64];
+            rand::fill(&mut keys);
+            let mock = scram::Verifier {
+                iterations: 4096,
+                salt: salt.to_vec(),
+                stored_key: keys[..32].try_into().unwrap_or_default(),
+                server_key: keys[32..].try_into().unwrap_or_default(),
+            };
+            scram_exchange(stream, buf, user, &mock, &mut out).await
+        }
+        (_, ClientSecret::Md5(stored)) => {
             let mut salt = [0u8; 4];
             rand::fill(&mut salt);
             backend::write_auth_md5(&mut out, salt);
@@ -74,31 +104,59 @@ pub async fn authenticate(
                 Err(password_failed(user))
             }
         }
-        ClientSecret::Scram(verifier) => {
-            backend::write_auth_sasl_scram(&mut out);
-            send(stream, &mut out).await?;
-            let msg = read_password_message(stream, buf).await?;
-            let (mech, first) =
-                frontend::parse_sasl_initial_response(&msg).map_err(|e| protocol(e.to_string()))?;
-            if mech != "SCRAM-SHA-256" {
-                return Err(protocol(format!(
-                    "client selected an invalid SASL authentication mechanism {mech:?}"
-                )));
-            }
-            let (exchange, server_first) =
-                scram::Exchange::start(verifier, first).map_err(|e| protocol(e.to_string()))?;
-            backend::write_auth_sasl_continue(&mut out, server_first.as_bytes());
-            send(stream, &mut out).await?;
-            let msg = read_password_message(stream, buf).await?;
-            match exchange.finish(verifier, &msg) {
-                Ok(ok) => {
-                    backend::write_auth_sasl_final(&mut out, ok.server_final.as_bytes());
-                    send(stream, &mut out).await?;
-                    Ok(Some(ok.client_key))
-                }
-                Err(scram::ScramError::InvalidProof) => Err(password_failed(user)),
-                Err(e) => Err(protocol(e.to_string())),
-            }
+        (_, ClientSecret::Scram(verifier)) => {
+            scram_exchange(stream, buf, user, verifier, &mut out).await
         }
+    }
+}
+
+/// Checks a password given in clear text against the secret: for a verifier, the StoredKey it
+/// derives must match (its ClientKey is returned); for an MD5 secret, md5(password || user).
+/// None when it does not match.
+fn cleartext_matches(
+    user: &str,
+    password: &str,
+    secret: &ClientSecret,
+) -> Option<Option<[u8; 32]>> {
+    match secret {
+        ClientSecret::Md5(stored) => {
+            doorman_wire::auth::ct_eq(md5::secret(user, password).as_bytes(), stored.as_bytes())
+                .then_some(None)
+        }
+        ClientSecret::Scram(v) => v.check_password(password).map(Some),
+    }
+}
+
+/// SCRAM-SHA-256 (RFC 5802, protocol §55.3.1) against `verifier`.
+async fn scram_exchange(
+    stream: &Stream,
+    buf: &mut BytesMut,
+    user: &str,
+    verifier: &scram::Verifier,
+    out: &mut BytesMut,
+) -> Result<Option<[u8; 32]>, AuthFailure> {
+    backend::write_auth_sasl_scram(out);
+    send(stream, out).await?;
+    let msg = read_password_message(stream, buf).await?;
+    let (mech, first) =
+        frontend::parse_sasl_initial_response(&msg).map_err(|e| protocol(e.to_string()))?;
+    if mech != "SCRAM-SHA-256" {
+        return Err(protocol(format!(
+            "client selected an invalid SASL authentication mechanism {mech:?}"
+        )));
+    }
+    let (exchange, server_first) =
+        scram::Exchange::start(verifier, first).map_err(|e| protocol(e.to_string()))?;
+    backend::write_auth_sasl_continue(out, server_first.as_bytes());
+    send(stream, out).await?;
+    let msg = read_password_message(stream, buf).await?;
+    match exchange.finish(verifier, &msg) {
+        Ok(ok) => {
+            backend::write_auth_sasl_final(out, ok.server_final.as_bytes());
+            send(stream, out).await?;
+            Ok(Some(ok.client_key))
+        }
+        Err(scram::ScramError::InvalidProof) => Err(password_failed(user)),
+        Err(e) => Err(protocol(e.to_string())),
     }
 }

@@ -10,6 +10,7 @@ use super::session::Session;
 use crate::app::clients::{ClientInfo, ClientReg};
 use crate::app::context::{AppContext, ClientSlot};
 use crate::config::TlsMode;
+use crate::hba::{Decision, Method};
 use crate::net::Stream;
 use crate::pool::Pool;
 use crate::pool::registry::Lookup;
@@ -139,13 +140,25 @@ async fn startup_phase(ctx: &AppContext, stream: Stream, peer: String) -> Option
             return None;
         }
     };
+    let method = match access(ctx, &stream, &msg, &peer) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!("client {peer}: {}", e.message);
+            ctx.conns.reject(5);
+            send_fatal(&stream, e).await;
+            return None;
+        }
+    };
     if crate::admin::wants_console(ctx, &msg) {
         // Rare: the console session runs inside this (boxed) startup future.
-        crate::admin::serve(ctx, stream, buf, &msg, &peer).await;
+        crate::admin::serve(ctx, stream, buf, &msg, &peer, method).await;
         return None;
     }
-    let login =
-        tokio::time::timeout(LOGIN_TIMEOUT, login(ctx, &stream, &mut buf, &msg, &peer)).await;
+    let login = tokio::time::timeout(
+        LOGIN_TIMEOUT,
+        login(ctx, &stream, &mut buf, &msg, &peer, method),
+    )
+    .await;
     let e = match login {
         Ok(Ok((pool, params))) => {
             let io = ClientIo {
@@ -169,6 +182,50 @@ async fn startup_phase(ctx: &AppContext, stream: Stream, peer: String) -> Option
     ctx.conns.reject(4);
     send_fatal(&stream, e).await;
     None
+}
+
+/// The pg_hba decision for this connection: its auth method, or the FATAL 28000 PostgreSQL
+/// sends when no rule matches or the matching rule rejects. Without rules every client may try
+/// (method md5: as its secret allows).
+fn access(
+    ctx: &AppContext,
+    stream: &Stream,
+    msg: &StartupMessage,
+    peer: &str,
+) -> Result<Method, ErrorFields> {
+    let guard = ctx.hba.load();
+    let Some(rules) = guard.as_deref() else {
+        return Ok(Method::Md5);
+    };
+    let user = msg.get("user").unwrap_or_default();
+    let database = msg
+        .get("database")
+        .filter(|d| !d.is_empty())
+        .unwrap_or(user);
+    let ip = peer
+        .parse::<std::net::SocketAddr>()
+        .map(|a| a.ip())
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    let tls = stream.is_tls();
+    let what = |verb: &str| {
+        let enc = if tls {
+            "SSL encryption"
+        } else {
+            "no encryption"
+        };
+        format!("{verb} for host \"{ip}\", user \"{user}\", database \"{database}\", {enc}")
+    };
+    match rules.decide(ip, tls, database, user) {
+        Decision::Rule(Method::Reject, _) => Err(ErrorFields::fatal(
+            sqlstate::INVALID_AUTHORIZATION,
+            what("pg_hba.conf rejects connection"),
+        )),
+        Decision::Rule(m, _) => Ok(m),
+        Decision::NoEntry => Err(ErrorFields::fatal(
+            sqlstate::INVALID_AUTHORIZATION,
+            what("no pg_hba.conf entry"),
+        )),
+    }
 }
 
 /// Registers the client's cancel key, sends AuthenticationOk, ParameterStatus, BackendKeyData
@@ -344,6 +401,7 @@ async fn login(
     buf: &mut BytesMut,
     msg: &StartupMessage,
     peer: &str,
+    method: Method,
 ) -> Result<(Arc<Pool>, ClientParams), Option<ErrorFields>> {
     let user = msg.get("user").filter(|u| !u.is_empty()).ok_or_else(|| {
         ErrorFields::fatal(
@@ -380,7 +438,7 @@ async fn login(
             return Err(Some(e));
         }
     };
-    match authenticate(stream, buf, user, &pool.settings.client_secret).await {
+    match authenticate(stream, buf, user, &pool.settings.client_secret, method).await {
         Ok(client_key) => {
             if let Some(key) = client_key {
                 pool.remember_client_key(key);

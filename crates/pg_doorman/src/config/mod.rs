@@ -66,6 +66,8 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     })?;
     let problems = validate::check(&config);
     if problems.is_empty() {
+        let mut config = config;
+        config.source = Some(path.to_path_buf());
         Ok(config)
     } else {
         Err(ConfigError::Invalid {

@@ -22,6 +22,9 @@ pub struct Config {
     /// Sections we do not implement yet (`web`/`prometheus`, `talos`, `include`) and unknown ones.
     #[serde(flatten)]
     pub unsupported: BTreeMap<String, IgnoredAny>,
+    /// The file this config was read from (SIGHUP re-reads it).
+    #[serde(skip)]
+    pub source: Option<std::path::PathBuf>,
 }
 
 /// `web` / `prometheus` section (COMPAT.md §1.5): the HTTP listener serving /metrics.
@@ -211,6 +214,10 @@ pub struct General {
     pub client_anonymous_prepared_cache_size: Option<usize>,
     /// Deprecated alias of client_anonymous_prepared_cache_size (warns on load).
     pub client_prepared_statements_cache_size: Option<usize>,
+    /// Client access rules in pg_hba.conf syntax (`{path: ...}` or `{content: ...}`).
+    pub pg_hba: Option<PgHba>,
+    /// Legacy allow-list of client networks (CIDR); not together with pg_hba.
+    pub hba: Vec<String>,
     /// Keys we recognise but do not implement yet, and unknown keys.
     #[serde(flatten)]
     pub unsupported: BTreeMap<String, IgnoredAny>,
@@ -272,12 +279,53 @@ impl Default for General {
             server_prepared_statements_cache_size: None,
             client_anonymous_prepared_cache_size: None,
             client_prepared_statements_cache_size: None,
+            pg_hba: None,
+            hba: Vec::new(),
             unsupported: BTreeMap::new(),
         }
     }
 }
 
+/// Where the pg_hba rules come from: a file, or the text inline.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PgHba {
+    /// A pg_hba.conf file (read at start and on SIGHUP).
+    pub path: Option<String>,
+    /// The rules themselves.
+    pub content: Option<String>,
+}
+
+impl PgHba {
+    /// The rules' text; errors name the file.
+    pub fn text(&self) -> Result<String, String> {
+        match (&self.path, &self.content) {
+            (Some(p), None) => std::fs::read_to_string(p)
+                .map_err(|e| format!("general.pg_hba.path: cannot read {p}: {e}")),
+            (None, Some(c)) => Ok(c.clone()),
+            _ => Err("general.pg_hba: set exactly one of path and content".into()),
+        }
+    }
+}
+
 impl General {
+    /// The client access rules: pg_hba, else the legacy hba list, else None (everyone may
+    /// try to log in). Errors say which key and line.
+    pub fn access_rules(&self) -> Result<Option<crate::hba::Hba>, String> {
+        match (&self.pg_hba, self.hba.is_empty()) {
+            (Some(_), false) => {
+                Err("general.hba and general.pg_hba cannot be used together".into())
+            }
+            (Some(h), true) => crate::hba::Hba::parse(&h.text()?)
+                .map(Some)
+                .map_err(|e| format!("general.pg_hba: {e}")),
+            (None, false) => crate::hba::Hba::from_cidrs(&self.hba)
+                .map(Some)
+                .map_err(|e| format!("general.hba: {e}")),
+            (None, true) => Ok(None),
+        }
+    }
+
     /// Per-client statement cap from either key name; 0 = unlimited.
     pub fn client_prepared_statements_cache_size(&self) -> usize {
         self.client_anonymous_prepared_cache_size

@@ -24,8 +24,6 @@ const NOT_YET_GENERAL: &[&str] = &[
     "fallback_connect_timeout",
     "fallback_lifetime",
     "daemon_pid_file",
-    "hba",
-    "pg_hba",
     "startup_parameters",
     "unix_socket_buffer_size",
 ];
@@ -109,6 +107,9 @@ fn check_general(g: &General, out: &mut Vec<String>) {
         out.push("general.admin_username: must not be empty".into());
     }
     check_client_tls(g, out);
+    if let Err(e) = g.access_rules() {
+        out.push(e);
+    }
     if g.prepared_statements && g.prepared_statements_cache_size == 0 {
         out.push("general.prepared_statements_cache_size: must be greater than 0 while prepared_statements is on".into());
     }
