@@ -50,11 +50,11 @@ pub async fn serve(listener: TcpListener, ctx: Arc<AppContext>, tracker: TaskTra
         match accepted {
             Ok((sock, peer)) => {
                 let ctx = ctx.clone();
-                tracker.spawn(crate::client::startup::handle(
-                    ctx,
-                    Stream::Tcp(sock),
-                    peer.to_string(),
-                ));
+                let accepted = crate::client::startup::Accepted {
+                    stream: Stream::Tcp(sock),
+                    peer: peer.to_string(),
+                };
+                tracker.spawn(crate::client::startup::handle(ctx, Box::new(accepted)));
             }
             Err(e) => {
                 tracing::warn!("accept failed: {e}");

@@ -16,9 +16,15 @@ async fn client_task_future_is_small() {
         tls,
         Default::default(),
     ));
-    let fut =
-        pg_doorman::client::startup::handle(ctx, pg_doorman::net::Stream::Tcp(sock), String::new());
+    let accepted = pg_doorman::client::startup::Accepted {
+        stream: pg_doorman::net::Stream::Tcp(sock),
+        peer: String::new(),
+    };
+    let fut = pg_doorman::client::startup::handle(ctx, Box::new(accepted));
     let size = std::mem::size_of_val(&fut);
     println!("client task future: {size} bytes");
-    assert!(size <= 512, "client task future is {size} bytes");
+    // tokio keeps a task in one 128-byte-aligned cell: 32 bytes of header, 48 of trailer and
+    // the future with about 32 bytes of wrapping. Up to 272 bytes it fits a 384-byte cell;
+    // past that every idle client costs 512 (and 640 past 400).
+    assert!(size <= 272, "client task future is {size} bytes");
 }

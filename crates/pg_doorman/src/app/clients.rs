@@ -1,9 +1,11 @@
 //! The logged-in clients, for SHOW CLIENTS and per-pool client counts. Entries are added at
 //! login and removed when the client leaves; per-request updates are relaxed atomic stores.
 
+use crate::params::ParamSet;
 use crate::pool::Pool;
 use parking_lot::Mutex;
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
@@ -18,25 +20,32 @@ pub mod state {
     pub const WAITING: u8 = 2;
 }
 
-/// One client as SHOW CLIENTS shows it.
+/// One client as SHOW CLIENTS shows it, and the key a CancelRequest names it by.
 #[derive(Debug)]
 pub struct ClientInfo {
-    /// `#cN` id.
+    /// `#cN` id; also the process id given in BackendKeyData (positive).
     pub id: u64,
+    /// Secret key given in BackendKeyData.
+    pub secret: i32,
     /// Its pool (database and user).
     pub pool: Arc<Pool>,
-    /// Peer address.
-    pub addr: Box<str>,
-    /// application_name from its startup packet.
-    pub application_name: Box<str>,
+    /// The backend key it holds now, `(pid << 32) | secret`, 0 when none (cancel routing).
+    pub cancel: CancelSlot,
+    /// Its session parameters at login (application_name), shared with the pool's other
+    /// clients that have the same.
+    pub params: ParamSet,
+    /// Peer IP address (kept inline: an idle client allocates nothing for it).
+    pub ip: IpAddr,
+    /// Peer port.
+    pub port: u16,
     /// Connected over TLS.
     pub tls: bool,
     /// Has pipelined with Flush (SHOW POOLS_MEMORY async_clients).
     pub flushed: AtomicBool,
-    /// Login time.
-    pub connected: Instant,
     /// One of [`state`].
     pub state: AtomicU8,
+    /// Login time.
+    pub connected: Instant,
     /// When it entered its state (µs since `connected`), for WAITING and ACTIVE.
     pub wait_from_us: AtomicU64,
     /// Transactions (wrapping at 2^32; an idle client's entry is kept small).
@@ -58,18 +67,54 @@ impl ClientInfo {
         }
         self.state.store(s, Ordering::Relaxed);
     }
+
+    /// `ip:port`.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::new(self.ip, self.port)
+    }
+
+    /// application_name of its session at login ("" if none).
+    pub fn application_name(&self) -> &str {
+        self.params.get("application_name").unwrap_or_default()
+    }
 }
 
-/// All logged-in clients.
+/// The backend key a client currently holds: `(pid << 32) | secret`, 0 when it holds none.
+pub type CancelSlot = AtomicU64;
+
+/// All logged-in clients by the process id their BackendKeyData gave them: SHOW CLIENTS, pool
+/// client counts and CancelRequest routing share this one map (touched at login, logout, cancel
+/// and SHOW only).
 #[derive(Debug, Default)]
-pub struct ClientList(Mutex<HashMap<u64, Arc<ClientInfo>>>);
+pub struct ClientList {
+    map: Mutex<HashMap<i32, Arc<ClientInfo>>>,
+    next_pid: AtomicI32,
+}
 
 impl ClientList {
-    /// Adds a client; the returned guard removes it (and the pool's count) when dropped.
-    pub fn register(&self, info: ClientInfo) -> (Arc<ClientInfo>, ClientReg<'_>) {
-        let info = Arc::new(info);
+    /// Adds a client built by `make(id, secret)` with a fresh process id and a random secret;
+    /// the returned guard removes it (and the pool's count) when dropped.
+    pub fn register(
+        &self,
+        make: impl FnOnce(u64, i32) -> ClientInfo,
+    ) -> (Arc<ClientInfo>, ClientReg<'_>) {
+        let secret: i32 = rand::random();
+        let mut map = self.map.lock();
+        let pid = loop {
+            // Positive ids like PostgreSQL's pids, skipping any still in use after wrap-around.
+            let pid = self
+                .next_pid
+                .fetch_add(1, Ordering::Relaxed)
+                .wrapping_add(1)
+                & 0x7fff_ffff;
+            if pid != 0 && !map.contains_key(&pid) {
+                break pid;
+            }
+        };
+        let info = Arc::new(make(pid as u64, secret));
         info.pool.stats.clients.fetch_add(1, Ordering::Relaxed);
-        self.0.lock().insert(info.id, info.clone());
+        map.insert(pid, info.clone());
+        drop(map);
         let reg = ClientReg {
             list: self,
             info: info.clone(),
@@ -79,9 +124,20 @@ impl ClientList {
 
     /// A snapshot, ordered by id.
     pub fn snapshot(&self) -> Vec<Arc<ClientInfo>> {
-        let mut v: Vec<_> = self.0.lock().values().cloned().collect();
+        let mut v: Vec<_> = self.map.lock().values().cloned().collect();
         v.sort_by_key(|c| c.id);
         v
+    }
+
+    /// The backend key client `pid` holds and its pool, if `secret` is its secret (constant
+    /// time) and it holds a backend.
+    pub fn cancel_target(&self, pid: i32, secret: i32) -> Option<(u64, Arc<Pool>)> {
+        let map = self.map.lock();
+        let c = map.get(&pid)?;
+        if !doorman_wire::auth::ct_eq(&c.secret.to_be_bytes(), &secret.to_be_bytes()) {
+            return None;
+        }
+        Some((c.cancel.load(Ordering::Acquire), c.pool.clone()))
     }
 }
 
@@ -93,7 +149,22 @@ pub struct ClientReg<'a> {
 
 impl Drop for ClientReg<'_> {
     fn drop(&mut self) {
-        self.info.pool.stats.clients.fetch_sub(1, Ordering::Relaxed);
-        self.list.0.lock().remove(&self.info.id);
+        self.list.unregister(&self.info);
+    }
+}
+
+impl ClientReg<'_> {
+    /// Keeps the client listed; whoever calls this removes it with [`ClientList::unregister`]
+    /// (a logged-in client's task holds one guard for everything, to stay small).
+    pub fn hand_over(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl ClientList {
+    /// Removes a client added by [`ClientList::register`] (and its pool's count).
+    pub fn unregister(&self, info: &Arc<ClientInfo>) {
+        info.pool.stats.clients.fetch_sub(1, Ordering::Relaxed);
+        self.map.lock().remove(&(info.id as i32));
     }
 }

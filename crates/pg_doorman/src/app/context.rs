@@ -1,7 +1,6 @@
 //! AppContext: the handles every task needs (config snapshot, pools, cancel registry, client
 //! count, shutdown token). No globals: tasks get an `Arc<AppContext>`.
 
-use crate::client::cancel::CancelRegistry;
 use crate::config::Config;
 use crate::pool::registry::Pools;
 use std::sync::Arc;
@@ -14,17 +13,13 @@ pub struct AppContext {
     pub config: Arc<Config>,
     /// Pools by (database, user).
     pub pools: Pools,
-    /// Cancel keys of logged-in clients.
-    pub cancel: CancelRegistry,
     /// Connected clients (counted against max_connections).
     pub clients: AtomicUsize,
-    /// Sequence for client ids in logs (`#cN`).
-    pub next_client: AtomicU64,
     /// Cancelled when the process stops.
     pub shutdown: CancellationToken,
     /// Client-facing TLS.
     pub tls: crate::tls::ClientTls,
-    /// Logged-in clients (SHOW CLIENTS).
+    /// Logged-in clients (SHOW CLIENTS, cancel keys).
     pub client_list: super::clients::ClientList,
     /// Connection counters since start (SHOW CONNECTIONS, /metrics).
     pub conns: ConnCounters,
@@ -83,6 +78,14 @@ impl Drop for ClientSlot<'_> {
     }
 }
 
+impl ClientSlot<'_> {
+    /// Keeps the unit taken; whoever calls this gives it back with [`AppContext::release_client_slot`]
+    /// (a logged-in client's task holds one guard for everything, to stay small).
+    pub fn hand_over(self) {
+        std::mem::forget(self);
+    }
+}
+
 impl AppContext {
     /// A context for `config` with pools built from `settings`.
     pub fn new(
@@ -96,9 +99,7 @@ impl AppContext {
         AppContext {
             config,
             pools: Pools::new(settings),
-            cancel: CancelRegistry::default(),
             clients: AtomicUsize::new(0),
-            next_client: AtomicU64::new(1),
             shutdown,
             tls,
             client_list: Default::default(),
@@ -108,6 +109,11 @@ impl AppContext {
             started: std::time::Instant::now(),
             hba: Default::default(),
         }
+    }
+
+    /// Gives back a unit of `clients` kept by [`ClientSlot::hand_over`].
+    pub fn release_client_slot(&self) {
+        self.clients.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Takes a client slot, or None when max_connections are connected.

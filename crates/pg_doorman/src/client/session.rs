@@ -2,7 +2,6 @@
 //! mode keeps it for the whole session), brings the backend's parameters in line, relays, and
 //! returns or discards the backend depending on how the relay ended.
 
-use super::cancel::CancelSlot;
 use super::login_params::ClientParams;
 use crate::app::clients::{ClientInfo, state};
 use crate::config::PoolMode;
@@ -36,17 +35,14 @@ enum Next {
 /// One client between login and disconnect.
 pub struct Session {
     io: ClientIo,
-    pool: Arc<Pool>,
     params: ClientParams,
-    slot: Arc<CancelSlot>,
-    label: String,
     /// The client's prepared statements (transaction mode); allocated on first use.
     statements: Option<Box<ClientStatements>>,
     /// A BEGIN answered without a backend (transaction mode), run on the backend the next
     /// statement gets.
     deferred_begin: Option<Box<str>>,
     /// Shown by SHOW CLIENTS.
-    info: Arc<ClientInfo>,
+    pub(super) info: Arc<ClientInfo>,
 }
 
 /// Brings `server` in line with the client's wishes with one simple query, only when something
@@ -99,22 +95,25 @@ pub async fn sync_params(
     Ok(None)
 }
 
+/// Displays as `[user@pool #cN]`.
+pub struct Label<'a> {
+    pool: &'a Pool,
+    id: u64,
+}
+
+impl std::fmt::Display for Label<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = &self.pool.settings;
+        write!(f, "[{}@{} #c{}]", s.user, s.database, self.id)
+    }
+}
+
 impl Session {
     /// A session for a logged-in client.
-    pub fn new(
-        io: ClientIo,
-        pool: Arc<Pool>,
-        params: ClientParams,
-        slot: Arc<CancelSlot>,
-        label: String,
-        info: Arc<ClientInfo>,
-    ) -> Self {
+    pub fn new(io: ClientIo, params: ClientParams, info: Arc<ClientInfo>) -> Self {
         Session {
             io,
-            pool,
             params,
-            slot,
-            label,
             statements: None,
             deferred_begin: None,
             info,
@@ -126,9 +125,13 @@ impl Session {
         self.info.connected.elapsed()
     }
 
-    /// The `[user@pool #cN]` tag of this client's log lines.
-    pub fn label(&self) -> &str {
-        &self.label
+    /// The `[user@pool #cN]` tag of this client's log lines (made when logged, so idle
+    /// clients keep no string for it).
+    pub fn label(&self) -> Label<'_> {
+        Label {
+            pool: &self.info.pool,
+            id: self.info.id,
+        }
     }
 
     /// Serves the client until it leaves (borrowing, so the session is stored once in the
@@ -136,40 +139,39 @@ impl Session {
     /// documents, so sessions do not watch a token on every wake-up.
     pub async fn run(&mut self) {
         loop {
-            match self.wait_for_request().await {
-                Next::Request => {
-                    if let Some(out) = self.answer_locally() {
-                        // Boxed: its write state must not enlarge every idle client's task.
-                        let stream = &self.io.stream;
-                        if Box::pin(async move { stream.write_all(&out).await })
-                            .await
-                            .is_err()
-                        {
-                            return;
-                        }
-                        // Whatever follows in the buffer is the next request.
-                        continue;
-                    }
-                }
-                Next::Terminate | Next::Gone => return,
-                Next::Protocol(msg) => {
-                    let e = ErrorFields::fatal(sqlstate::PROTOCOL_VIOLATION, msg);
-                    return self.fatal(e).await;
-                }
-            }
-            // Boxed so that an idle client's task holds only the small wait state above; the
-            // checkout/relay state machine exists only while a request runs.
-            if !Box::pin(self.transaction()).await {
+            let next = self.wait_for_request().await;
+            // Boxed so that an idle client's task holds only the small wait state above; what
+            // a request needs (the checkout/relay state machine) exists only while it runs.
+            if !Box::pin(self.serve(next)).await {
                 return;
             }
         }
+    }
+
+    /// Serves what the client sent; false when the session ends.
+    async fn serve(&mut self, next: Next) -> bool {
+        match next {
+            Next::Request => {
+                if let Some(out) = self.answer_locally() {
+                    // Whatever follows in the buffer is the next request.
+                    return self.io.stream.write_all(&out).await.is_ok();
+                }
+            }
+            Next::Terminate | Next::Gone => return false,
+            Next::Protocol(msg) => {
+                let e = ErrorFields::fatal(sqlstate::PROTOCOL_VIOLATION, msg);
+                self.fatal(e).await;
+                return false;
+            }
+        }
+        self.transaction().await
     }
 
     /// Answers without a backend what needs none (transaction mode): Parse/Close…Sync of
     /// statements the pool knows, and a standalone BEGIN, deferred until the next statement
     /// (with COMMIT/ROLLBACK right after it answered too).
     fn answer_locally(&mut self) -> Option<BytesMut> {
-        if self.pool.settings.mode != PoolMode::Transaction
+        if self.info.pool.settings.mode != PoolMode::Transaction
             || self.io.scan.ready > 0
             || self.io.scan.skip > 0
         {
@@ -180,12 +182,12 @@ impl Session {
         } else {
             b'I'
         };
-        if let Some(pool) = self.pool.statements.as_ref()
+        if let Some(pool) = self.info.pool.statements.as_ref()
             && let Some(out) = prepared::answer_without_backend(
                 &mut self.io.buf,
                 pool,
                 &mut self.statements,
-                self.pool.settings.client_prepared_cache,
+                self.info.pool.settings.client_prepared_cache,
                 status,
             )
         {
@@ -212,36 +214,38 @@ impl Session {
     /// Runs one request (transaction mode) or the rest of the session (session mode) on a
     /// backend. Returns false when the client is done.
     async fn transaction(&mut self) -> bool {
-        let release_on_idle = self.pool.settings.mode == PoolMode::Transaction;
+        let release_on_idle = self.info.pool.settings.mode == PoolMode::Transaction;
         let mut server = match self.acquire().await {
             Ok(s) => s,
             Err(e) => {
-                tracing::warn!("{} {e}", self.label);
+                tracing::warn!("{} {e}", self.label());
                 return self.reject_request(e.to_client()).await;
             }
         };
         if let Some(begin) = self.deferred_begin.take()
             && let Err(e) = server.simple_query(&begin, |_, _| {}).await
         {
-            tracing::warn!("{} {e}", self.label);
-            self.pool.discard(server);
+            tracing::warn!("{} {e}", self.label());
+            self.info.pool.discard(server);
             return self.reject_request(PoolError::Server(e).to_client()).await;
         }
-        self.slot.store(server.cancel_key(), Ordering::Release);
+        self.info
+            .cancel
+            .store(server.cancel_key(), Ordering::Release);
         self.attach(&server, true);
         let attached = std::time::Instant::now();
         let mut at = Attachment::default();
-        at.track_dirt = self.pool.settings.cleanup;
-        let log = self.pool.settings.log_param_changes;
+        at.track_dirt = self.info.pool.settings.cleanup;
+        let log = self.info.pool.settings.log_param_changes;
         let mut sink = ParamSink {
             wanted: &mut self.params.wanted,
             log,
         };
-        let mut prep = self.pool.statements.as_ref().map(|pool| Prep {
+        let mut prep = self.info.pool.statements.as_ref().map(|pool| Prep {
             pool,
             client: &mut self.statements,
-            client_cap: self.pool.settings.client_prepared_cache,
-            max_memory: self.pool.settings.max_memory,
+            client_cap: self.info.pool.settings.client_prepared_cache,
+            max_memory: self.info.pool.settings.max_memory,
         });
         let outcome = relay(
             &mut self.io,
@@ -252,13 +256,17 @@ impl Session {
             prep.as_mut(),
         )
         .await;
-        self.slot.store(0, Ordering::Release);
+        self.info.cancel.store(0, Ordering::Release);
         self.attach(&server, false);
         self.record(&server, &at.tally, attached);
         let mut prev = attached;
         for end in at.query_ends.iter().flatten() {
             let d = end.saturating_duration_since(prev);
-            self.pool.stats.query_hist.record_us(d.as_micros() as u64);
+            self.info
+                .pool
+                .stats
+                .query_hist
+                .record_us(d.as_micros() as u64);
             prev = *end;
         }
         if at.reserved > 0 {
@@ -274,15 +282,15 @@ impl Session {
         match outcome {
             Outcome::Released => {
                 if Box::pin(tidy(&mut server, &at)).await {
-                    self.pool.checkin(server);
+                    self.info.pool.checkin(server);
                 } else {
-                    self.pool.discard(server);
+                    self.info.pool.discard(server);
                 }
                 return true;
             }
             Outcome::Terminated | Outcome::ClientGone => {}
             Outcome::OverMemory => {
-                tracing::warn!("{} message would pass max_memory_usage", self.label);
+                tracing::warn!("{} message would pass max_memory_usage", self.label());
                 let e = ErrorFields::fatal(
                     sqlstate::OUT_OF_MEMORY,
                     "out of memory: the message would pass max_memory_usage of the pooler",
@@ -294,9 +302,9 @@ impl Session {
                 self.fatal(e).await;
             }
             Outcome::ServerGone(e) => {
-                tracing::warn!("{} server connection lost: {e}", self.label);
+                tracing::warn!("{} server connection lost: {e}", self.label());
                 server.bad = true;
-                self.pool.discard(server);
+                self.info.pool.discard(server);
                 let e = ErrorFields::fatal(sqlstate::CONNECTION_FAILURE, "server connection lost");
                 self.fatal(e).await;
                 return false;
@@ -323,18 +331,18 @@ impl Session {
                 .store(if on { self.info.id as i32 } else { 0 }, r);
         }
         if on {
-            self.pool.stats.active.fetch_add(1, r);
+            self.info.pool.stats.active.fetch_add(1, r);
         } else {
-            self.pool.stats.active.fetch_sub(1, r);
+            self.info.pool.stats.active.fetch_sub(1, r);
         }
     }
 
     /// Adds what one attachment did to the pool, backend and client totals.
     fn record(&self, server: &Server, t: &crate::pool::stats::Tally, since: std::time::Instant) {
         let r = Ordering::Relaxed;
-        let stats = &self.pool.stats;
+        let stats = &self.info.pool.stats;
         stats.add(t);
-        if self.pool.settings.mode == PoolMode::Transaction {
+        if self.info.pool.settings.mode == PoolMode::Transaction {
             let held = since.elapsed().as_micros() as u64;
             stats.xact_us.fetch_add(held, r);
             stats.xact_hist.record_us(held);
@@ -370,13 +378,13 @@ impl Session {
     }
 
     async fn acquire(&mut self) -> Result<Server, PoolError> {
-        let stats = &self.pool.stats;
+        let stats = &self.info.pool.stats;
         self.info.set_state(state::WAITING);
         let started = std::time::Instant::now();
         if stats.paused.load(Ordering::Relaxed) {
-            self.pool.wait_resumed().await;
+            self.info.pool.wait_resumed().await;
         }
-        let checked = self.pool.checkout().await;
+        let checked = self.info.pool.checkout().await;
         let waited = started.elapsed().as_micros() as u64;
         stats.wait_us.fetch_add(waited, Ordering::Relaxed);
         stats.wait_hist.record_us(waited);
@@ -388,13 +396,13 @@ impl Session {
                 // Values were validated at login; a failure now is logged and the backend used as is.
                 tracing::warn!(
                     "{} could not apply session parameters: {}",
-                    self.label,
+                    self.label(),
                     e.message
                 );
                 Ok(server)
             }
             Err(e) => {
-                self.pool.discard(server);
+                self.info.pool.discard(server);
                 Err(PoolError::Server(e))
             }
         }
@@ -464,7 +472,7 @@ impl Session {
             .retain(|e| !matches!(e, Expect::Synth(_)));
         if !at.is_clean(&server) {
             let recovered = if at.only_unsynced(&server, &self.io.scan) {
-                let tracked = self.pool.statements.is_some();
+                let tracked = self.info.pool.statements.is_some();
                 let r = tokio::time::timeout(RESET_TIMEOUT, server.resync(tracked)).await;
                 matches!(r, Ok(Ok(true)))
             } else if at.only_in_transaction(&server, &self.io.scan) {
@@ -478,13 +486,13 @@ impl Session {
             };
             if !recovered {
                 server.bad = true;
-                return self.pool.discard(server);
+                return self.info.pool.discard(server);
             }
         }
         if !tidy(&mut server, at).await {
-            return self.pool.discard(server);
+            return self.info.pool.discard(server);
         }
-        if self.pool.settings.mode == PoolMode::Session {
+        if self.info.pool.settings.mode == PoolMode::Session {
             let reset =
                 tokio::time::timeout(RESET_TIMEOUT, server.simple_query("DISCARD ALL", |_, _| {}))
                     .await;
@@ -493,7 +501,7 @@ impl Session {
                 _ => server.bad = true,
             }
         }
-        self.pool.checkin(server);
+        self.info.pool.checkin(server);
     }
 }
 

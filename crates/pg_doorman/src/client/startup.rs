@@ -4,10 +4,9 @@
 //! ReadyForQuery); protocol §55.2.1 and §55.2.10.
 
 use super::auth::{AuthFailure, authenticate};
-use super::cancel::Registration;
 use super::login_params::{ClientParams, from_startup};
 use super::session::Session;
-use crate::app::clients::{ClientInfo, ClientReg};
+use crate::app::clients::ClientInfo;
 use crate::app::context::{AppContext, ClientSlot};
 use crate::config::TlsMode;
 use crate::hba::{Decision, Method};
@@ -69,17 +68,33 @@ pub async fn send_fatal(stream: &Stream, mut e: ErrorFields) {
     let _ = stream.write_all(&out).await;
 }
 
-/// A client that completed startup and authentication and was sent its welcome.
+/// A connection just accepted: its socket and the peer address (for logs and pg_hba).
+pub struct Accepted {
+    /// The socket.
+    pub stream: Stream,
+    /// `ip:port` of the client.
+    pub peer: String,
+}
+
+/// A client that completed startup and authentication and was sent its welcome. Dropping it
+/// takes the client off the list and gives back its max_connections slot (one guard instead of
+/// two, so every idle client's task stays within a 384-byte tokio cell).
 struct LoggedIn<'a> {
     session: Session,
-    _slot: ClientSlot<'a>,
-    _reg: Registration<'a>,
-    _listed: ClientReg<'a>,
+    ctx: &'a AppContext,
+}
+
+impl Drop for LoggedIn<'_> {
+    fn drop(&mut self) {
+        self.ctx.client_list.unregister(&self.session.info);
+        self.ctx.release_client_slot();
+    }
 }
 
 /// Negotiation, cancel handling, login and welcome; None when the connection is done with.
 /// Takes the socket by value so that only the session it returns stays in the client's task.
-async fn startup_phase(ctx: &AppContext, stream: Stream, peer: String) -> Option<LoggedIn<'_>> {
+async fn startup_phase(ctx: &AppContext, accepted: Box<Accepted>) -> Option<LoggedIn<'_>> {
+    let Accepted { stream, peer } = *accepted;
     // Every connection counts against max_connections from the start, authenticated or not,
     // so a flood of half-open logins cannot exhaust file descriptors (as in PgBouncer).
     let slot = ctx.try_client_slot();
@@ -124,7 +139,7 @@ async fn startup_phase(ctx: &AppContext, stream: Stream, peer: String) -> Option
         Ok(Ok(Some(Negotiated::Startup(m)))) => m,
         Ok(Ok(Some(Negotiated::Cancel(pid, secret)))) => {
             ctx.conns.cancel.fetch_add(1, Ordering::Relaxed);
-            ctx.cancel.cancel(pid, secret).await;
+            super::cancel::forward(&ctx.client_list, pid, secret).await;
             return None;
         }
         Ok(Ok(None)) => return None,
@@ -166,14 +181,13 @@ async fn startup_phase(ctx: &AppContext, stream: Stream, peer: String) -> Option
                 buf,
                 scan: Scan::default(),
             };
-            let app: Box<str> = msg.get("application_name").unwrap_or_default().into();
             let counter = if io.stream.is_tls() {
                 &ctx.conns.tls
             } else {
                 &ctx.conns.plain
             };
             counter.fetch_add(1, Ordering::Relaxed);
-            return welcome(ctx, io, pool, params, slot?, &peer, app).await;
+            return welcome(ctx, io, pool, params, slot?, &peer).await;
         }
         Ok(Err(None)) => return None,
         Ok(Err(Some(e))) => e,
@@ -228,8 +242,8 @@ fn access(
     }
 }
 
-/// Registers the client's cancel key, sends AuthenticationOk, ParameterStatus, BackendKeyData
-/// and ReadyForQuery, and builds the session.
+/// Registers the client (its cancel key with it), sends AuthenticationOk, ParameterStatus,
+/// BackendKeyData and ReadyForQuery, and builds the session.
 async fn welcome<'a>(
     ctx: &'a AppContext,
     io: ClientIo,
@@ -237,48 +251,48 @@ async fn welcome<'a>(
     params: ClientParams,
     _slot: ClientSlot<'a>,
     peer: &str,
-    application_name: Box<str>,
 ) -> Option<LoggedIn<'a>> {
-    let reg = ctx.cancel.register(pool.clone());
-    let mut out = BytesMut::with_capacity(512);
-    backend::write_auth_ok(&mut out);
-    write_parameter_statuses(&mut out, &pool, &params);
-    backend::write_backend_key_data(&mut out, reg.pid, reg.secret);
-    backend::write_ready_for_query(&mut out, b'I');
-    io.stream.write_all(&out).await.ok()?;
-    let id = ctx.next_client.fetch_add(1, Ordering::Relaxed);
-    let label = format!("[{}@{} #c{id}]", pool.settings.user, pool.settings.database);
-    if ctx.config.general.log_client_connections {
-        tracing::info!("{label} client connected from {peer}");
-    }
-    let (info, listed) = ctx.client_list.register(ClientInfo {
+    let addr = peer
+        .parse::<std::net::SocketAddr>()
+        .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+    let (info, listed) = ctx.client_list.register(|id, secret| ClientInfo {
         id,
+        secret,
         pool: pool.clone(),
-        addr: peer.into(),
-        application_name,
+        cancel: Default::default(),
+        params: params.wanted.clone(),
+        ip: addr.ip(),
+        port: addr.port(),
         tls: io.stream.is_tls(),
         flushed: Default::default(),
-        connected: std::time::Instant::now(),
         state: Default::default(),
+        connected: std::time::Instant::now(),
         wait_from_us: Default::default(),
         xacts: Default::default(),
         queries: Default::default(),
         errors: Default::default(),
         server_pid: Default::default(),
     });
-    let session = Session::new(io, pool, params, reg.slot.clone(), label, info);
-    Some(LoggedIn {
-        session,
-        _slot,
-        _reg: reg,
-        _listed: listed,
-    })
+    let mut out = BytesMut::with_capacity(512);
+    backend::write_auth_ok(&mut out);
+    write_parameter_statuses(&mut out, &pool, &params);
+    backend::write_backend_key_data(&mut out, info.id as i32, info.secret);
+    backend::write_ready_for_query(&mut out, b'I');
+    io.stream.write_all(&out).await.ok()?;
+    let session = Session::new(io, params, info);
+    if ctx.config.general.log_client_connections {
+        tracing::info!("{} client connected from {peer}", session.label());
+    }
+    _slot.hand_over();
+    listed.hand_over();
+    Some(LoggedIn { session, ctx })
 }
 
 /// Serves one accepted connection until it closes.
-pub async fn handle(ctx: Arc<AppContext>, stream: Stream, peer: String) {
+pub async fn handle(ctx: Arc<AppContext>, accepted: Box<Accepted>) {
     // Boxed: the login state machine is large and must not stay in every idle client's task.
-    let Some(mut client) = Box::pin(startup_phase(&ctx, stream, peer)).await else {
+    // (The socket comes boxed too: an async fn keeps its arguments' slots for its whole life.)
+    let Some(mut client) = Box::pin(startup_phase(&ctx, accepted)).await else {
         return;
     };
     client.session.run().await;
