@@ -142,6 +142,16 @@ async fn every_show_has_compat_columns() {
     let (cols, rows) = show_until(&c, "SHOW CLIENTS", "query_count", &["1"]).await;
     assert_eq!(col(&cols, &rows, "user"), vec!["app"]);
     assert_eq!(col(&cols, &rows, "query_count"), vec!["1"]);
+    assert!(col(&cols, &rows, "addr")[0].starts_with("127.0.0.1:"));
+    // application_name as the client set it at login.
+    let named = connect(&format!("{} application_name=reporting", app_conn(&d)))
+        .await
+        .unwrap();
+    assert_eq!(one(&named, "SELECT 1").await, "1");
+    let (cols, rows) = show(&c, "SHOW CLIENTS").await;
+    let names = col(&cols, &rows, "application_name");
+    assert!(names.contains(&"reporting".to_string()), "{names:?}");
+    drop(named);
     let (cols, rows) = show(&c, "SHOW SERVERS").await;
     assert_eq!(col(&cols, &rows, "state"), vec!["idle"]);
     let (cols, rows) = show(&c, "SHOW VERSION").await;
