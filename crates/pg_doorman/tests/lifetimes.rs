@@ -240,6 +240,42 @@ async fn backend_connects_in_flight_are_capped() {
 }
 
 #[tokio::test]
+async fn a_client_queued_for_a_connect_takes_a_returned_connection() {
+    let pg = cluster(PgAuth::Scram);
+    let d = doorman(
+        &pg,
+        &PoolSpec {
+            pool_size: 3,
+            general_extra: "  scaling_max_parallel_creates: 1\n  scaling_warm_pool_ratio: 100\n  query_wait_timeout: 30s\n",
+            ..Default::default()
+        },
+    );
+    // A holds the one backend there is (opened before logins got slow).
+    let a = connect(&app_conn(&d)).await.unwrap();
+    a.batch_execute("BEGIN").await.unwrap();
+    one(&a, "SELECT 1").await;
+    pg.psql("ALTER SYSTEM SET post_auth_delay = 1");
+    pg.psql("SELECT pg_reload_conf()");
+    let timed = |conn: String| async move {
+        let c = connect(&conn).await.unwrap();
+        let start = Instant::now();
+        c.simple_query("SELECT 1").await.unwrap();
+        start.elapsed()
+    };
+    // B opens a second backend (a second's login); C queues at the one-connect gate behind it.
+    let b = tokio::spawn(timed(app_conn(&d)));
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let c = tokio::spawn(timed(app_conn(&d)));
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    // A's backend comes back: C, waiting at the gate, takes it instead of waiting for B's
+    // connect and then its own.
+    a.batch_execute("COMMIT").await.unwrap();
+    let (b, c) = (b.await.unwrap(), c.await.unwrap());
+    assert!(b >= Duration::from_millis(900), "B {b:?}");
+    assert!(c < Duration::from_millis(700), "C {c:?}");
+}
+
+#[tokio::test]
 async fn connections_near_their_lifetime_are_replaced_ahead() {
     let pg = cluster(PgAuth::Scram);
     let d = doorman(

@@ -159,6 +159,15 @@ impl Drop for WaiterGuard<'_> {
     }
 }
 
+/// What the create gate gave.
+#[allow(clippy::large_enum_variant)] // as Handoff: no allocation per checkout
+enum Gate<'a> {
+    /// Connect now (the permit is held while connecting).
+    Open(Option<tokio::sync::SemaphorePermit<'a>>),
+    /// A connection another client returned.
+    Returned(Server),
+}
+
 #[allow(clippy::large_enum_variant)] // as Handoff: no allocation per checkout
 enum Step<'a> {
     Reuse(Server),
@@ -312,7 +321,7 @@ impl Pool {
                     }
                     continue;
                 }
-                Step::Create(guard) => return self.create(guard, deadline).await,
+                Step::Create(guard) => return self.create(guard, deadline, true).await,
                 Step::Wait(guard, anticipating) => {
                     match self.wait(guard, anticipating, deadline).await? {
                         Ok(h) => h,
@@ -321,7 +330,7 @@ impl Pool {
                                 .scaling
                                 .create_fallback
                                 .fetch_add(1, Ordering::Relaxed);
-                            return self.create(slot, deadline).await;
+                            return self.create(slot, deadline, true).await;
                         }
                     }
                 }
@@ -332,7 +341,7 @@ impl Pool {
                         return Ok(s);
                     }
                 }
-                Handoff::Permit => return self.create(SlotGuard(Some(self)), deadline).await,
+                Handoff::Permit => return self.create(SlotGuard(Some(self)), deadline, true).await,
             }
         }
     }
@@ -398,6 +407,65 @@ impl Pool {
             Some(q) => d.min(q.saturating_sub(Duration::from_millis(500)).max(q / 2)),
             None => d,
         }
+    }
+
+    /// The `scaling_max_parallel_creates` gate: a permit to connect now, or (for a client) a
+    /// connection returned while it waited there, as the oldest waiter of the FIFO.
+    async fn pass_gate(
+        &self,
+        deadline: Option<tokio::time::Instant>,
+        client: bool,
+    ) -> Result<Gate<'_>, PoolError> {
+        if let Ok(p) = self.creates.try_acquire() {
+            return Ok(Gate::Open(Some(p)));
+        }
+        let sc = &self.stats.scaling;
+        sc.gate_waits.fetch_add(1, Ordering::Relaxed);
+        let expired = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(expired);
+        let mut waiter = client.then(|| self.enqueue());
+        loop {
+            let returned = async {
+                match waiter.as_mut() {
+                    Some(w) => (&mut w.rx).await.ok(),
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                h = returned => {
+                    match h {
+                        Some(Handoff::Server(s)) => {
+                            if let Some(s) = self.usable(s) {
+                                return Ok(Gate::Returned(s));
+                            }
+                        }
+                        // A freed slot: this client already holds one.
+                        Some(Handoff::Permit) => self.release_slot(),
+                        None => {}
+                    }
+                    waiter = Some(self.enqueue());
+                }
+                // The semaphore is never closed, so acquiring cannot fail.
+                p = self.creates.acquire() => return Ok(Gate::Open(p.ok())),
+                _ = &mut expired => {
+                    sc.gate_budget_exhausted.fetch_add(1, Ordering::Relaxed);
+                    return Err(PoolError::WaitTimeout);
+                }
+            }
+        }
+    }
+
+    /// Queues a waiter at the back of the FIFO.
+    fn enqueue(&self) -> WaiterGuard<'_> {
+        let (tx, rx) = oneshot::channel();
+        self.inner.lock().waiters.push_back((Instant::now(), tx));
+        WaiterGuard { pool: self, rx }
     }
 
     /// Takes a slot for a new connection if the pool is below pool_size.
@@ -482,32 +550,25 @@ impl Pool {
         }
     }
 
-    /// Opens a connection in the slot `guard` holds. A client queued at the create gate past
-    /// `deadline` gets [`PoolError::WaitTimeout`].
+    /// Opens a connection in the slot `guard` holds. A client (`client`: not the background
+    /// replenish) queued at the create gate takes a returned connection if one comes first, and
+    /// past `deadline` gets [`PoolError::WaitTimeout`].
     async fn create(
         &self,
         mut guard: SlotGuard<'_>,
         deadline: Option<tokio::time::Instant>,
+        client: bool,
     ) -> Result<Server, PoolError> {
         let sc = &self.stats.scaling;
         // At most scaling_max_parallel_creates connects per pool and max_concurrent_creates in
-        // all, so a burst does not hit PostgreSQL with a storm of logins. The semaphores are
-        // never closed, so acquiring cannot fail.
-        let _pool_permit = match self.creates.try_acquire() {
-            Ok(p) => Some(p),
-            Err(_) => {
-                sc.gate_waits.fetch_add(1, Ordering::Relaxed);
-                let gate = self.creates.acquire();
-                match deadline {
-                    Some(d) => match tokio::time::timeout_at(d, gate).await {
-                        Ok(p) => p.ok(),
-                        Err(_) => {
-                            sc.gate_budget_exhausted.fetch_add(1, Ordering::Relaxed);
-                            return Err(PoolError::WaitTimeout);
-                        }
-                    },
-                    None => gate.await.ok(),
-                }
+        // all, so a burst does not hit PostgreSQL with a storm of logins.
+        let _pool_permit = match self.pass_gate(deadline, client).await? {
+            Gate::Open(p) => p,
+            Gate::Returned(s) => {
+                // Served by a returned connection instead: the slot held for a new one goes
+                // back (to the next waiter).
+                drop(guard);
+                return Ok(s);
             }
         };
         let _global_permit = self.settings.global_creates.acquire().await.ok();
@@ -696,7 +757,7 @@ impl Pool {
                 g.total += 1;
                 SlotGuard(Some(self))
             };
-            let Ok(mut fresh) = self.create(guard, None).await else {
+            let Ok(mut fresh) = self.create(guard, None, false).await else {
                 break;
             };
             fresh.last_used = Instant::now();
@@ -741,7 +802,7 @@ impl Pool {
                 g.total += 1;
                 SlotGuard(Some(self))
             };
-            match self.create(guard, None).await {
+            match self.create(guard, None, false).await {
                 Ok(mut s) => {
                     s.last_used = Instant::now();
                     let mut g = self.inner.lock();
