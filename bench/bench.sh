@@ -88,9 +88,12 @@ INI
 echo "\"bench\" \"$MD5\"" > "$WORK/userlist.txt"
 [ "$(id -u)" -eq 0 ] && chown postgres "$WORK"/pgbouncer.ini "$WORK"/userlist.txt
 # As root, -u drops privileges without runuser/PAM, so the raised fd limit (5,000 idle clients) stays.
-if [ "$(id -u)" -eq 0 ]; then "$PGBOUNCER" -u postgres "$WORK/pgbouncer.ini" >/dev/null 2>&1 & else "$PGBOUNCER" "$WORK/pgbouncer.ini" >/dev/null 2>&1 & fi
-sleep 1
-BOUNCER_PID=$(cat "$WORK/pgbouncer.pid"); PIDS+=("$BOUNCER_PID")
+start_bouncer() {
+  if [ "$(id -u)" -eq 0 ]; then "$PGBOUNCER" -u postgres "$WORK/pgbouncer.ini" >/dev/null 2>&1 & else "$PGBOUNCER" "$WORK/pgbouncer.ini" >/dev/null 2>&1 & fi
+  sleep 1
+  BOUNCER_PID=$(cat "$WORK/pgbouncer.pid"); PIDS+=("$BOUNCER_PID")
+}
+start_bouncer
 
 echo "== pg_doorman on $DOORMAN_PORT (worker_threads $WORKERS)"
 cat > "$WORK/pg_doorman.yaml" <<YAML
@@ -125,7 +128,7 @@ for _ in $(seq 100); do (echo > "/dev/tcp/127.0.0.1/$DOORMAN_PORT") 2>/dev/null 
 pgbench -q -i -s 10 -h 127.0.0.1 -p "$PG_PORT" -U bench bench >/dev/null 2>&1
 printf '\\set aid random(1, 100000)\nSELECT :aid;\n' > "$WORK/select.sql"
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 TICKS=$(getconf CLK_TCK)
 RESULTS=$WORK/results.tsv
 : > "$RESULTS"
@@ -151,6 +154,11 @@ run_one() {
   # Clients that abort (PgBouncer 1.18 with -M prepared: "P_0 already exists") fail the row.
   if echo "$out" | grep -q "aborted"; then
     failed="aborted: $(echo "$out" | grep -m1 -oE 'ERROR: .{0,50}')"
+  fi
+  # A pooler that died during the run fails its row (and PgBouncer is started again for the next).
+  if [ "$pid" != - ] && ! kill -0 "$pid" 2>/dev/null; then
+    failed="pooler process died"; cpu="-"
+    [ "$target" = pgbouncer ] && start_bouncer
   fi
   [ -n "$tps" ] || { tps=0; failed="error: $(echo "$out" | grep -m1 -iE 'error|fatal' | cut -c1-60)"; echo "$out" | tail -3 >&2; }
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$target" "$label" "$c" "$tps" "${failed:-?}" "$p50" "$p99" "$cpu" >> "$RESULTS"
