@@ -238,6 +238,8 @@ async fn between_equal_surpluses_the_slower_pool_gives_up_a_connection() {
     let spec = PoolSpec {
         pool_size: 4,
         pool_extra: "    max_db_connections: 4\n    min_connection_lifetime: 0\n    reserve_pool_timeout: 200ms\n",
+        // Connects at once: no anticipation wait inside app's (fast) transactions.
+        general_extra: "  scaling_warm_pool_ratio: 100\n",
         ..Default::default()
     };
     let yaml = format!(
@@ -245,13 +247,13 @@ async fn between_equal_surpluses_the_slower_pool_gives_up_a_connection() {
         yaml(&pg, &spec)
     );
     let d = Doorman::start(binary(), &yaml);
-    // app and bob hold two backends each (the cap); bob's transactions are slow (~60 ms),
+    // app and bob hold two backends each (the cap); bob's transactions are slow (~300 ms),
     // app's fast. (app is the first pool of the database: without the p95 ranking it would be
     // the one to give up a connection.)
     let mut clients = Vec::new();
     for (user, pw, sql) in [
         ("app", "app_pw", "SELECT 1"),
-        ("bob", "bob_pw", "SELECT pg_sleep(0.06)"),
+        ("bob", "bob_pw", "SELECT pg_sleep(0.3)"),
     ] {
         let a = connect(&d.conn_str(user, pw, "appdb")).await.unwrap();
         let b = connect(&d.conn_str(user, pw, "appdb")).await.unwrap();
