@@ -42,6 +42,18 @@ fn two_users_with(pg: &TempCluster, pool_extra: &str, general_extra: &str) -> Do
     Doorman::start(binary(), &yaml)
 }
 
+/// `n` app clients, each inside a transaction that holds a backend.
+async fn app_in_transactions(d: &Doorman, n: usize) -> Vec<tokio_postgres::Client> {
+    let mut held = Vec::new();
+    for _ in 0..n {
+        let c = connect(&app_conn(d)).await.unwrap();
+        c.batch_execute("BEGIN").await.unwrap();
+        one(&c, "SELECT 1").await;
+        held.push(c);
+    }
+    held
+}
+
 fn coordinator_row(d: &Doorman) -> Vec<String> {
     let (ok, out, err) = psql(
         d,
@@ -119,13 +131,7 @@ async fn the_reserve_is_used_when_nothing_can_be_evicted() {
         &pg,
         "    max_db_connections: 2\n    reserve_pool_size: 1\n    min_connection_lifetime: 1h\n    reserve_pool_timeout: 200ms\n",
     );
-    let mut held = Vec::new();
-    for _ in 0..2 {
-        let c = connect(&app_conn(&d)).await.unwrap();
-        c.batch_execute("BEGIN").await.unwrap();
-        one(&c, "SELECT 1").await;
-        held.push(c);
-    }
+    let held = app_in_transactions(&d, 2).await;
     // Both places are busy and too young to evict: bob gets the reserve.
     let bob = connect(&d.conn_str("bob", "bob_pw", "appdb"))
         .await
@@ -165,13 +171,7 @@ async fn the_retain_cycle_upgrades_or_closes_idle_reserve_connections() {
         "    max_db_connections: 2\n    reserve_pool_size: 1\n    min_connection_lifetime: 1h\n    reserve_pool_timeout: 200ms\n",
         "  retain_connections_time: 300ms\n",
     );
-    let mut held = Vec::new();
-    for _ in 0..2 {
-        let c = connect(&app_conn(&d)).await.unwrap();
-        c.batch_execute("BEGIN").await.unwrap();
-        one(&c, "SELECT 1").await;
-        held.push(c);
-    }
+    let held = app_in_transactions(&d, 2).await;
     let bob = connect(&d.conn_str("bob", "bob_pw", "appdb"))
         .await
         .unwrap();

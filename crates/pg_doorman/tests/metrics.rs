@@ -59,21 +59,27 @@ fn scrape(port: u16) -> (String, String) {
     (head.to_string(), body.to_string())
 }
 
-#[tokio::test]
-async fn metrics_parse_and_follow_load() {
-    let pg = cluster(PgAuth::Scram);
+/// pg_doorman with /metrics on a free port; returns it and the port.
+fn with_metrics(pg: &TempCluster, pool_size: usize, pool_extra: &str) -> (Doorman, u16) {
     let port = doorman_testkit::free_port();
     let extra = format!("prometheus:\n  enabled: true\n  host: 127.0.0.1\n  port: {port}\n");
     let d = doorman(
-        &pg,
+        pg,
         &PoolSpec {
             general_extra: &extra,
-            pool_size: 2,
-            // The coordinator's families show only for a database that has one.
-            pool_extra: "    max_db_connections: 5\n",
+            pool_size,
+            pool_extra,
             ..Default::default()
         },
     );
+    (d, port)
+}
+
+#[tokio::test]
+async fn metrics_parse_and_follow_load() {
+    let pg = cluster(PgAuth::Scram);
+    // The coordinator's families show only for a database that has one.
+    let (d, port) = with_metrics(&pg, 2, "    max_db_connections: 5\n");
     let (head, body) = scrape(port);
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(head.contains("application/openmetrics-text"), "{head}");
@@ -187,16 +193,7 @@ async fn metrics_parse_and_follow_load() {
 #[tokio::test]
 async fn metrics_parse_under_pgbench_load() {
     let pg = cluster(PgAuth::Scram);
-    let port = doorman_testkit::free_port();
-    let extra = format!("prometheus:\n  enabled: true\n  host: 127.0.0.1\n  port: {port}\n");
-    let d = doorman(
-        &pg,
-        &PoolSpec {
-            general_extra: &extra,
-            pool_size: 4,
-            ..Default::default()
-        },
-    );
+    let (d, port) = with_metrics(&pg, 4, "");
     let script = std::env::temp_dir().join(format!("metrics-load-{port}.sql"));
     std::fs::write(&script, "SELECT 1;\n").unwrap();
     let path = script.to_str().unwrap().to_string();
