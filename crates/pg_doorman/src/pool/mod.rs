@@ -38,20 +38,42 @@ struct Inner {
     idle: VecDeque<Server>,
     /// Connections that exist or are being created (idle + in use + connecting).
     total: usize,
-    /// Waiting clients, oldest first, with the time each started waiting (SHOW POOLS maxwait).
-    waiters: VecDeque<(Instant, oneshot::Sender<Handoff>)>,
+    /// Waiting clients, oldest first (SHOW POOLS maxwait).
+    waiters: VecDeque<Waiter>,
+}
+
+/// A client waiting in the FIFO.
+#[derive(Debug)]
+struct Waiter {
+    /// When it started waiting.
+    since: Instant,
+    tx: oneshot::Sender<Handoff>,
+    /// False for a client queued at the create gate: it holds a slot already, so it takes
+    /// returned connections only, never a freed slot (two such clients would pass a slot
+    /// back and forth).
+    takes_slots: bool,
 }
 
 impl Inner {
-    /// Gives `h` to the oldest live waiter; returns it if nobody took it.
+    /// Gives `h` to the oldest live waiter that can use it; returns it if nobody took it.
     fn hand_off(&mut self, mut h: Handoff) -> Option<Handoff> {
-        while let Some((_, tx)) = self.waiters.pop_front() {
-            match tx.send(h) {
+        loop {
+            let next = match h {
+                Handoff::Server(_) => self.waiters.pop_front(),
+                Handoff::Permit => self
+                    .waiters
+                    .iter()
+                    .position(|w| w.takes_slots)
+                    .and_then(|i| self.waiters.remove(i)),
+            };
+            let Some(w) = next else {
+                return Some(h);
+            };
+            match w.tx.send(h) {
                 Ok(()) => return None,
                 Err(back) => h = back,
             }
         }
-        Some(h)
     }
 }
 
@@ -254,7 +276,7 @@ impl Pool {
         PoolCounts {
             sv_idle: g.idle.len(),
             sv_total: g.total,
-            cl_waiting: g.waiters.iter().filter(|(_, t)| !t.is_closed()).count(),
+            cl_waiting: g.waiters.iter().filter(|w| !w.tx.is_closed()).count(),
         }
     }
 
@@ -263,8 +285,8 @@ impl Pool {
         let g = self.inner.lock();
         g.waiters
             .iter()
-            .find(|(_, t)| !t.is_closed())
-            .map(|(at, _)| at.elapsed())
+            .find(|w| !w.tx.is_closed())
+            .map(|w| w.since.elapsed())
             .unwrap_or_default()
     }
 
@@ -428,7 +450,7 @@ impl Pool {
             }
         };
         tokio::pin!(expired);
-        let mut waiter = client.then(|| self.enqueue());
+        let mut waiter = client.then(|| self.enqueue_at_gate());
         loop {
             let returned = async {
                 match waiter.as_mut() {
@@ -445,11 +467,11 @@ impl Pool {
                                 return Ok(Gate::Returned(s));
                             }
                         }
-                        // A freed slot: this client already holds one.
+                        // Not sent to gate waiters; should one come, the slot goes back.
                         Some(Handoff::Permit) => self.release_slot(),
                         None => {}
                     }
-                    waiter = Some(self.enqueue());
+                    waiter = Some(self.enqueue_at_gate());
                 }
                 // The semaphore is never closed, so acquiring cannot fail.
                 p = self.creates.acquire() => return Ok(Gate::Open(p.ok())),
@@ -461,10 +483,15 @@ impl Pool {
         }
     }
 
-    /// Queues a waiter at the back of the FIFO.
-    fn enqueue(&self) -> WaiterGuard<'_> {
+    /// Queues a client waiting at the create gate at the back of the FIFO (for returned
+    /// connections only).
+    fn enqueue_at_gate(&self) -> WaiterGuard<'_> {
         let (tx, rx) = oneshot::channel();
-        self.inner.lock().waiters.push_back((Instant::now(), tx));
+        self.inner.lock().waiters.push_back(Waiter {
+            since: Instant::now(),
+            tx,
+            takes_slots: false,
+        });
         WaiterGuard { pool: self, rx }
     }
 
@@ -502,12 +529,16 @@ impl Pool {
         }
         // Waiters that timed out leave closed senders behind; drop those at the front so a long
         // outage cannot grow the queue without bound.
-        while g.waiters.front().is_some_and(|(_, t)| t.is_closed()) {
+        while g.waiters.front().is_some_and(|w| w.tx.is_closed()) {
             g.waiters.pop_front();
         }
         let anticipating = g.total < self.settings.pool_size;
         let (tx, rx) = oneshot::channel();
-        g.waiters.push_back((Instant::now(), tx));
+        g.waiters.push_back(Waiter {
+            since: Instant::now(),
+            tx,
+            takes_slots: true,
+        });
         Step::Wait(WaiterGuard { pool: self, rx }, anticipating)
     }
 
