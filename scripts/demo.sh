@@ -53,8 +53,8 @@ for proto in simple extended prepared; do
     pgbench $script -M "$proto" -c 50 -j 2 -T 5 -h 127.0.0.1 -p "$DPORT" -U bench bench 2>&1 | grep -E "^(transaction type|number of failed|latency average|tps)"
   done
 done
-echo "== admin console: SHOW POOLS and SHOW STATS (psql -U admin pgdoorman)"
-PGPASSWORD=change_me psql -X -h 127.0.0.1 -p "$DPORT" -U admin pgdoorman -c "SHOW POOLS" -c "SHOW STATS"
+echo "== admin console: SHOW POOLS, SHOW STATS, SHOW POOL_SCALING (psql -U admin pgdoorman)"
+PGPASSWORD=change_me psql -X -h 127.0.0.1 -p "$DPORT" -U admin pgdoorman -c "SHOW POOLS" -c "SHOW STATS" -c "SHOW POOL_SCALING"
 echo "== /metrics (a few families)"
 curl -s "http://127.0.0.1:$MPORT/metrics" | grep -E "^pg_doorman_pools_(transactions_total|clients|servers)" || true
 echo "== backend connections PostgreSQL saw for user bench (at most pool_size 20):"
