@@ -340,6 +340,13 @@ impl Doorman {
         panic!("pg_doorman did not start listening: {}", self.log_text());
     }
 
+    /// Replaces its config file with `yaml` (`{port}` as in [`Doorman::start`]); send HUP
+    /// for it to be read.
+    pub fn rewrite_config(&self, yaml: &str) {
+        let path = self._dir.path().join("pg_doorman.yaml");
+        std::fs::write(&path, yaml.replace("{port}", &self.port.to_string())).unwrap();
+    }
+
     /// The log so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

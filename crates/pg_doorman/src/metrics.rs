@@ -82,7 +82,7 @@ fn rss_bytes() -> u64 {
 impl Collector for View {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let ctx = &self.0;
-        let pools: Vec<_> = ctx.pools.all().cloned().collect();
+        let pools: Vec<_> = ctx.pools.all();
         let info = vec![("version", env!("CARGO_PKG_VERSION").to_string())];
         enc.encode_descriptor("build", "pg_doorman version", None, MetricType::Info)?
             .encode_info(&info)?;

@@ -297,8 +297,17 @@ async fn pools_memory_and_scaling_follow_use() {
     }
     let (cols, rows) = show(&c, "SHOW POOL_SCALING").await;
     let n = |name: &str| -> u64 { col(&cols, &rows, name)[0].parse().unwrap() };
-    // The raw client above opened the first backend; this burst needed five more.
-    assert_eq!(n("creates"), 6, "{rows:?}");
+    // The raw client above opened the first backend; the burst needed more (up to five: a
+    // client queued for a connect may instead get one that came back). Every connect made a
+    // backend, and none closed.
+    let creates = n("creates");
+    assert!((3..=6).contains(&creates), "{rows:?}");
+    let live: u64 = pg
+        .psql("SELECT count(*) FROM pg_stat_activity WHERE usename = 'app'")
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(live, creates, "{rows:?}");
     assert_eq!(n("inflight"), 0);
     assert!(n("antic_timeout") >= 1, "{rows:?}");
     assert!(n("create_fallback") >= 1, "{rows:?}");
@@ -408,7 +417,7 @@ async fn pause_resume_reconnect_reload_shutdown() {
     assert_ne!(one(&a, "SELECT pg_backend_pid()").await, pid);
     show(&c, "RELOAD").await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(d.log_text().contains("SIGHUP: reloading TLS certificates"));
+    assert!(d.log_text().contains("SIGHUP: reloading pools"));
     let (cols, rows) = show(&c, "SHUTDOWN").await;
     assert_eq!(col(&cols, &rows, "success"), vec!["t"]);
     let status = d.wait_exit(Duration::from_secs(10));

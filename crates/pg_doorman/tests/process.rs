@@ -131,5 +131,5 @@ async fn sighup_does_not_kill() {
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let c = connect(&app_conn(&d)).await.unwrap();
     assert_eq!(one(&c, "SELECT 1").await, "1");
-    assert!(d.log_text().contains("SIGHUP: reloading TLS certificates"));
+    assert!(d.log_text().contains("SIGHUP: reloading pools"));
 }

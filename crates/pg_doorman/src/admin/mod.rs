@@ -26,7 +26,7 @@ pub fn wants_console(ctx: &AppContext, msg: &StartupMessage) -> bool {
         .get("database")
         .filter(|d| !d.is_empty())
         .unwrap_or(user);
-    DATABASES.contains(&db) && !ctx.pools.all().any(|p| p.settings.database == db)
+    DATABASES.contains(&db) && !ctx.pools.all().iter().any(|p| p.settings.database == db)
 }
 
 /// Authenticates the admin and serves console commands until the client leaves.
@@ -170,13 +170,14 @@ fn unknown(text: &str) -> ErrorFields {
     .with_detail("SHOW HELP lists the commands")
 }
 
-fn pools_of<'a>(
-    ctx: &'a AppContext,
+fn pools_of(
+    ctx: &AppContext,
     db: Option<&str>,
-) -> Result<Vec<&'a std::sync::Arc<crate::pool::Pool>>, ErrorFields> {
+) -> Result<Vec<std::sync::Arc<crate::pool::Pool>>, ErrorFields> {
     let pools: Vec<_> = ctx
         .pools
         .all()
+        .into_iter()
         .filter(|p| db.is_none_or(|d| p.settings.database == d))
         .collect();
     if pools.is_empty()

@@ -82,7 +82,7 @@ pub fn show(ctx: &AppContext, args: &[&str], out: &mut BytesMut) -> Result<(), E
         "USERS" => {
             let mut rs = ResultSet::new(out, &[("name", Col::Text), ("pool_mode", Col::Text)]);
             let mut seen = std::collections::BTreeSet::new();
-            for p in ctx.pools.all() {
+            for p in &ctx.pools.all() {
                 if seen.insert((p.settings.user.clone(), p.settings.mode.as_str())) {
                     rs.row(&[Some(&p.settings.user), Some(p.settings.mode.as_str())]);
                 }
@@ -102,8 +102,11 @@ pub fn show(ctx: &AppContext, args: &[&str], out: &mut BytesMut) -> Result<(), E
     Ok(())
 }
 
+/// SHOW CONFIG: the config last loaded (at start or by a reload). Keys outside pools, users
+/// and pg_hba keep their start values until a restart; `changeable` says which.
 fn config(ctx: &AppContext, out: &mut BytesMut) {
-    let g = &ctx.config.general;
+    let reloaded = ctx.reloaded.load_full();
+    let g = &reloaded.as_deref().unwrap_or(&ctx.config).general;
     let mut rs = ResultSet::new(
         out,
         &cols(&[
@@ -114,32 +117,39 @@ fn config(ctx: &AppContext, out: &mut BytesMut) {
         ]),
     );
     let ms = |d: &crate::config::units::Millis| d.0.as_millis().to_string();
-    let rows: Vec<(&str, String)> = vec![
-        ("host", g.host.clone()),
-        ("port", g.port.to_string()),
-        ("worker_threads", g.worker_threads.to_string()),
-        ("connect_timeout", ms(&g.connect_timeout)),
-        ("query_wait_timeout", ms(&g.query_wait_timeout)),
-        ("idle_timeout", ms(&g.idle_timeout)),
-        ("server_lifetime", ms(&g.server_lifetime)),
-        ("retain_connections_time", ms(&g.retain_connections_time)),
-        ("max_connections", g.max_connections.to_string()),
-        ("admin_username", g.admin_username.clone()),
-        ("tls_mode", g.tls_mode.as_str().to_string()),
-        ("prepared_statements", g.prepared_statements.to_string()),
+    // Keys a reload applies show the loaded value; the others the one in force until restart.
+    let run = &ctx.config.general;
+    let rows: Vec<(&str, String, bool)> = vec![
+        ("host", run.host.clone(), false),
+        ("port", run.port.to_string(), false),
+        ("worker_threads", run.worker_threads.to_string(), false),
+        ("connect_timeout", ms(&g.connect_timeout), true),
+        ("query_wait_timeout", ms(&g.query_wait_timeout), true),
+        ("idle_timeout", ms(&g.idle_timeout), true),
+        ("server_lifetime", ms(&g.server_lifetime), true),
+        (
+            "retain_connections_time",
+            ms(&run.retain_connections_time),
+            false,
+        ),
+        ("max_connections", run.max_connections.to_string(), false),
+        ("admin_username", run.admin_username.clone(), false),
+        ("tls_mode", run.tls_mode.as_str().to_string(), false),
+        (
+            "prepared_statements",
+            g.prepared_statements.to_string(),
+            true,
+        ),
         (
             "prepared_statements_cache_size",
             g.prepared_statements_cache_size.to_string(),
+            true,
         ),
-        ("max_memory_usage", g.max_memory_usage.0.to_string()),
-        ("log_level", crate::logging::current()),
+        ("max_memory_usage", g.max_memory_usage.0.to_string(), true),
+        ("log_level", crate::logging::current(), true),
     ];
-    for (k, v) in rows {
-        let changeable = if matches!(k, "host" | "port") {
-            "no"
-        } else {
-            "yes"
-        };
+    for (k, v, reloads) in rows {
+        let changeable = if reloads { "yes" } else { "no" };
         rs.row(&[Some(k), Some(&v), Some("-"), Some(changeable)]);
     }
     rs.finish("SHOW");
@@ -162,7 +172,7 @@ fn databases(ctx: &AppContext, out: &mut BytesMut) {
             ("current_connections", Col::Int),
         ]),
     );
-    for p in ctx.pools.all() {
+    for p in &ctx.pools.all() {
         let s = &p.settings;
         let (host, port) = match &s.address {
             crate::pool::settings::ServerAddress::Tcp { host, port } => (host.clone(), *port),
@@ -229,7 +239,7 @@ fn pools(ctx: &AppContext, out: &mut BytesMut) {
     );
     // One snapshot of the client list for every pool's oldest_active_age_ms.
     let clients = ctx.client_list.snapshot();
-    for p in ctx.pools.all() {
+    for p in &ctx.pools.all() {
         let c = p.counts();
         let st = &p.stats;
         let logged_in = st.clients.load(R);
@@ -302,7 +312,7 @@ fn pools_extended(ctx: &AppContext, out: &mut BytesMut) {
             ("transaction_0.5", Col::Int),
         ]),
     );
-    for p in ctx.pools.all() {
+    for p in &ctx.pools.all() {
         let c = p.counts();
         let st = &p.stats;
         let Occupancy {
@@ -352,7 +362,7 @@ fn coordinators(ctx: &AppContext, out: &mut BytesMut) {
         ]),
     );
     let mut seen = std::collections::BTreeSet::new();
-    for p in ctx.pools.all() {
+    for p in &ctx.pools.all() {
         let Some(c) = &p.settings.coordinator else {
             continue;
         };
@@ -391,7 +401,7 @@ fn scaling(ctx: &AppContext, out: &mut BytesMut) {
             ("replenish_def", Col::Int),
         ]),
     );
-    for p in ctx.pools.all() {
+    for p in &ctx.pools.all() {
         let sc = &p.stats.scaling;
         rs.row_s(&[
             p.settings.user.clone(),
@@ -428,7 +438,7 @@ fn memory(ctx: &AppContext, out: &mut BytesMut) {
         ]),
     );
     let clients = ctx.client_list.snapshot();
-    for p in ctx.pools.all() {
+    for p in &ctx.pools.all() {
         let m = crate::prepared::MemoryFigures::of(p);
         let flushed = clients
             .iter()
@@ -475,7 +485,7 @@ fn stats(ctx: &AppContext, out: &mut BytesMut) {
         ]),
     );
     let secs = ctx.started.elapsed().as_secs().max(1);
-    for p in ctx.pools.all() {
+    for p in &ctx.pools.all() {
         let st = &p.stats;
         let (x, q) = (st.xacts.load(R), st.queries.load(R));
         let (rcv, snt) = (st.received.load(R), st.sent.load(R));
@@ -577,7 +587,7 @@ fn servers(ctx: &AppContext, out: &mut BytesMut) {
             ("prepare_cache_size", Col::Int),
         ]),
     );
-    for p in ctx.pools.all() {
+    for p in &ctx.pools.all() {
         let app = p.settings.application_name.clone().unwrap_or_default();
         for s in p.servers.snapshot() {
             let active = s.active.load(R);
@@ -606,7 +616,7 @@ fn servers(ctx: &AppContext, out: &mut BytesMut) {
 
 fn lists(ctx: &AppContext, out: &mut BytesMut) {
     let mut rs = ResultSet::new(out, &[("list", Col::Text), ("items", Col::Int)]);
-    let pools: Vec<_> = ctx.pools.all().collect();
+    let pools = ctx.pools.all();
     let dbs: std::collections::BTreeSet<_> = pools.iter().map(|p| &p.settings.database).collect();
     let users: std::collections::BTreeSet<_> = pools.iter().map(|p| &p.settings.user).collect();
     let clients = ctx.client_list.snapshot();
@@ -651,7 +661,7 @@ fn prepared(ctx: &AppContext, out: &mut BytesMut) {
             ("kind", Col::Text),
         ]),
     );
-    for p in ctx.pools.all() {
+    for p in &ctx.pools.all() {
         let Some(cache) = &p.statements else { continue };
         for st in cache.entries() {
             let q = st.body.split(|&c| c == 0).next().unwrap_or_default();

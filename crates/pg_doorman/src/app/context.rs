@@ -29,6 +29,8 @@ pub struct AppContext {
     pub hup: Arc<tokio::sync::Notify>,
     /// Process start.
     pub started: std::time::Instant,
+    /// The config last read by a reload (SHOW CONFIG); None until one succeeded.
+    pub reloaded: arc_swap::ArcSwapOption<Config>,
     /// Client access rules (pg_hba / hba); None lets every client try to log in. Swapped on
     /// SIGHUP.
     pub hba: arc_swap::ArcSwapOption<crate::hba::Hba>,
@@ -108,6 +110,7 @@ impl AppContext {
             hup,
             started: std::time::Instant::now(),
             hba: Default::default(),
+            reloaded: Default::default(),
         }
     }
 

@@ -95,7 +95,7 @@ pub async fn run(
     tracing::info!(
         "pg_doorman {} listening on {addr} ({} pools)",
         env!("CARGO_PKG_VERSION"),
-        ctx.pools.all().count()
+        ctx.pools.all().len()
     );
     let tracker = TaskTracker::new();
     if let Some((l, web)) = metrics_listener {
@@ -108,7 +108,7 @@ pub async fn run(
     // Prewarm min_pool_size in the background: serving starts at once.
     let warm = ctx.clone();
     tracker.spawn(async move {
-        for p in warm.pools.all() {
+        for p in &warm.pools.all() {
             let n = p.replenish().await;
             if n > 0 {
                 tracing::info!(pool = %p.name(), "prewarmed {n} server connections (min_pool_size)");
@@ -118,7 +118,7 @@ pub async fn run(
     crate::listener::serve(listener, ctx.clone(), tracker.clone()).await;
     let in_use = ctx.clients.load(Ordering::Relaxed);
     tracing::info!("shutting down: {in_use} clients connected");
-    for p in ctx.pools.all() {
+    for p in &ctx.pools.all() {
         p.close_idle();
     }
     tracker.close();
@@ -127,27 +127,25 @@ pub async fn run(
     Ok(())
 }
 
-/// SIGHUP: re-reads TLS certificates, keys and CA bundles (client side and every pool's backend
-/// side) and the pg_hba rules (from the config file, inline or the file it names). New
+/// SIGHUP: re-reads the config file (pools, users, passwords, pg_hba rules) and TLS
+/// certificates, keys and CA bundles (client side and every pool's backend side). New
 /// handshakes and logins use them; established sessions keep theirs. Anything that fails to
-/// load leaves the previous material in use.
+/// load leaves the previous configuration or material in use.
 async fn reload_on_hup(ctx: Arc<AppContext>) {
     loop {
         tokio::select! {
             _ = ctx.hup.notified() => {}
             _ = ctx.shutdown.cancelled() => return,
         }
-        tracing::info!(
-            "SIGHUP: reloading TLS certificates and pg_hba rules (other configuration changes need a restart in this version)"
-        );
-        reload_access(&ctx);
+        tracing::info!("SIGHUP: reloading pools, pg_hba rules and TLS certificates");
+        reload_config(&ctx).await;
         match ctx.tls.reload() {
             Ok(true) => tracing::info!("client TLS certificate reloaded"),
             Ok(false) => {}
             Err(e) => tracing::error!("client TLS reload failed, keeping the old certificate: {e}"),
         }
         let mut seen = std::collections::HashSet::new();
-        for p in ctx.pools.all() {
+        for p in &ctx.pools.all() {
             let tls = &p.settings.tls;
             if !seen.insert(Arc::as_ptr(tls) as usize) {
                 continue;
@@ -164,26 +162,49 @@ async fn reload_on_hup(ctx: Arc<AppContext>) {
     }
 }
 
-/// Re-reads the config file for its pg_hba (or hba) rules; keeps the old ones on any error.
-fn reload_access(ctx: &AppContext) {
-    let Some(path) = &ctx.config.source else {
+/// Re-reads the config file: pools (added, removed, changed; unchanged ones keep their
+/// connections) and the pg_hba (or hba) rules. A file that does not load or validate changes
+/// nothing. Listener, TLS-mode and other process-wide keys need a restart.
+async fn reload_config(ctx: &AppContext) {
+    let Some(path) = ctx.config.source.clone() else {
         return;
     };
-    let rules = crate::config::load(path)
-        .map_err(|e| e.to_string())
-        .and_then(|c| c.general.access_rules());
-    match rules {
-        Ok(Some(r)) => {
+    // PBKDF2 for plaintext passwords: off the async workers.
+    let loaded = tokio::task::spawn_blocking(move || {
+        let c = crate::config::load(&path).map_err(|e| e.to_string())?;
+        let access = c.general.access_rules()?;
+        let pools = settings::resolve(&c)?;
+        Ok::<_, String>((access, pools, c))
+    })
+    .await
+    .unwrap_or_else(|e| Err(e.to_string()));
+    let (access, pools, config) = match loaded {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::error!("reload failed, keeping the running configuration: {e}");
+            return;
+        }
+    };
+    match access {
+        Some(r) => {
             tracing::info!("client access: {} pg_hba rules loaded", r.len());
             ctx.hba.store(Some(Arc::new(r)));
         }
-        Ok(None) => {
+        None => {
             if ctx.hba.swap(None).is_some() {
                 tracing::info!("client access: pg_hba rules removed");
             }
         }
-        Err(e) => tracing::error!("pg_hba reload failed, keeping the old rules: {e}"),
     }
+    let r = ctx.pools.reload(pools);
+    ctx.reloaded.store(Some(Arc::new(config)));
+    tracing::info!(
+        "pools reloaded: {} kept, {} added, {} changed, {} removed",
+        r.kept,
+        r.added,
+        r.changed,
+        r.removed
+    );
 }
 
 /// Period of the stats log line (PgBouncer's stats_period); `PG_DOORMAN_STATS_PERIOD_MS`
@@ -211,7 +232,7 @@ async fn stats_log(ctx: Arc<AppContext>) {
             _ = ctx.shutdown.cancelled() => return,
         }
         let secs = period.as_secs_f64().max(0.001);
-        for p in ctx.pools.all() {
+        for p in &ctx.pools.all() {
             let s = &p.stats;
             let now = [
                 s.xacts.load(Relaxed),
@@ -258,7 +279,7 @@ async fn retain_cycle(ctx: Arc<AppContext>) {
         // new random order each cycle so none is always last.
         let max = ctx.config.general.retain_connections_max;
         let mut quota = if max == 0 { usize::MAX } else { max };
-        let mut pools: Vec<_> = ctx.pools.all().cloned().collect();
+        let mut pools: Vec<_> = ctx.pools.all();
         for i in (1..pools.len()).rev() {
             pools.swap(i, rand::random_range(0..=i));
         }

@@ -312,6 +312,13 @@ impl Pool {
         }
     }
 
+    /// A reload replaced or removed this pool: no new logins reach it; idle connections close
+    /// now, connections in use when returned, waiting clients are served by connects.
+    pub fn retire(&self) {
+        self.stats.retired.store(true, Ordering::Release);
+        self.close_idle();
+    }
+
     /// RECONNECT: idle connections close now, connections in use close when returned.
     pub fn reconnect(&self) {
         self.stats.epoch.fetch_add(1, Ordering::AcqRel);
@@ -682,6 +689,7 @@ impl Pool {
         if s.bad
             || s.status != b'I'
             || s.epoch != self.stats.epoch.load(Ordering::Relaxed)
+            || self.stats.retired.load(Ordering::Relaxed)
             || s.too_old(now)
         {
             self.discard(s);

@@ -1,14 +1,20 @@
-//! All pools of a config snapshot, looked up by (database, user) at client login.
+//! All pools, looked up by (database, user) at client login, and swapped whole by a reload
+//! (SIGHUP, admin RELOAD): pools whose config did not change are kept as they are; changed
+//! and removed ones are retired (no new logins; their clients finish on them, their
+//! connections close as they come back).
 
 use super::Pool;
 use super::settings::PoolSettings;
+use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::sync::Arc;
+
+type ByDb = HashMap<String, HashMap<String, Arc<Pool>>>;
 
 /// Pools by database, then user.
 #[derive(Debug, Default)]
 pub struct Pools {
-    by_db: HashMap<String, HashMap<String, Arc<Pool>>>,
+    by_db: ArcSwap<ByDb>,
 }
 
 /// Why a login found no pool.
@@ -20,27 +26,104 @@ pub enum Lookup {
     NoUser,
 }
 
+/// What a reload did, in pools.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Reloaded {
+    /// Unchanged pools kept with their connections.
+    pub kept: usize,
+    /// New (database, user) pairs.
+    pub added: usize,
+    /// Pools rebuilt because their config changed (their totals carry over).
+    pub changed: usize,
+    /// Pools no longer in the config.
+    pub removed: usize,
+}
+
 impl Pools {
     /// Builds empty pools for every resolved setting.
     pub fn new(settings: Vec<PoolSettings>) -> Pools {
-        let mut by_db: HashMap<String, HashMap<String, Arc<Pool>>> = HashMap::new();
+        let mut by_db = ByDb::new();
         for s in settings {
             by_db
                 .entry(s.database.clone())
                 .or_default()
                 .insert(s.user.clone(), Pool::new(s));
         }
-        Pools { by_db }
+        Pools {
+            by_db: ArcSwap::from_pointee(by_db),
+        }
     }
 
     /// The pool for `database` and `user`.
     pub fn get(&self, database: &str, user: &str) -> Result<Arc<Pool>, Lookup> {
-        let users = self.by_db.get(database).ok_or(Lookup::NoDatabase)?;
+        let map = self.by_db.load();
+        let users = map.get(database).ok_or(Lookup::NoDatabase)?;
         users.get(user).cloned().ok_or(Lookup::NoUser)
     }
 
-    /// Every pool.
-    pub fn all(&self) -> impl Iterator<Item = &Arc<Pool>> {
-        self.by_db.values().flat_map(|u| u.values())
+    /// Every pool now in the config.
+    pub fn all(&self) -> Vec<Arc<Pool>> {
+        let map = self.by_db.load();
+        map.values().flat_map(|u| u.values().cloned()).collect()
+    }
+
+    /// Replaces the pools with those of `settings`: a pool whose fingerprint is unchanged is
+    /// kept (with its connections); others are built new, taking the old pool's totals; old
+    /// pools not kept are retired.
+    pub fn reload(&self, settings: Vec<PoolSettings>) -> Reloaded {
+        let old = self.by_db.load_full();
+        // One max_concurrent_creates gate for old and new pools alike.
+        let global = old
+            .values()
+            .flat_map(|u| u.values())
+            .next()
+            .map(|p| p.settings.global_creates.clone());
+        let mut r = Reloaded::default();
+        let mut by_db = ByDb::new();
+        for mut s in settings {
+            let prev = old.get(&s.database).and_then(|u| u.get(&s.user));
+            let pool = match prev {
+                Some(p) if p.settings.fingerprint == s.fingerprint => {
+                    r.kept += 1;
+                    p.clone()
+                }
+                _ => {
+                    if let Some(g) = &global {
+                        s.global_creates = g.clone();
+                    }
+                    let fresh = Pool::new(s);
+                    match prev {
+                        Some(p) => {
+                            fresh.stats.carry_over(&p.stats);
+                            r.changed += 1;
+                        }
+                        None => r.added += 1,
+                    }
+                    fresh
+                }
+            };
+            by_db
+                .entry(pool.settings.database.clone())
+                .or_default()
+                .insert(pool.settings.user.clone(), pool);
+        }
+        for p in old.values().flat_map(|u| u.values()) {
+            let still = by_db
+                .get(&p.settings.database)
+                .and_then(|u| u.get(&p.settings.user))
+                .is_some_and(|n| Arc::ptr_eq(n, p));
+            if !still {
+                if by_db
+                    .get(&p.settings.database)
+                    .and_then(|u| u.get(&p.settings.user))
+                    .is_none()
+                {
+                    r.removed += 1;
+                }
+                p.retire();
+            }
+        }
+        self.by_db.store(Arc::new(by_db));
+        r
     }
 }

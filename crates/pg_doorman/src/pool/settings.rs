@@ -46,6 +46,9 @@ pub enum ServerSecret {
 /// Everything a pool and its connections need, resolved.
 #[derive(Debug, Clone)]
 pub struct PoolSettings {
+    /// What this pool was built from (its pool section, all its users, and the general keys
+    /// pools read), as text: a reload keeps a pool whose fingerprint did not change.
+    pub fingerprint: String,
     /// Pool (database) name clients connect to.
     pub database: String,
     /// User name clients log in with.
@@ -178,6 +181,56 @@ fn server_secret(u: &User, server_user: &str) -> ServerSecret {
     }
 }
 
+/// The config a pool section's pools are built from, as text (see
+/// [`PoolSettings::fingerprint`]). A key missing here would only make a reload keep a pool
+/// it could have rebuilt; a key that does not matter only rebuilds pools needlessly.
+fn fingerprint(g: &crate::config::General, p: &crate::config::Pool) -> String {
+    format!(
+        "{:?}",
+        (
+            (
+                &g.server_idle_check_timeout,
+                &g.pooler_check_query,
+                g.scaling_max_parallel_creates,
+                g.scaling_warm_pool_ratio,
+                g.scaling_fast_retries,
+                &g.connect_timeout,
+                &g.query_wait_timeout,
+                &g.idle_timeout,
+                &g.server_lifetime,
+                g.server_round_robin,
+            ),
+            (
+                g.prepared_statements,
+                g.prepared_statements_cache_size,
+                g.server_prepared_statements_cache_size,
+                g.client_prepared_statements_cache_size(),
+                &g.max_memory_usage,
+                g.max_concurrent_creates,
+            ),
+            (
+                g.tcp_no_delay,
+                g.tcp_keepalives_idle,
+                g.tcp_keepalives_interval,
+                g.tcp_keepalives_count,
+                g.tcp_so_linger,
+                &g.tcp_user_timeout,
+                &g.tcp_socket_buffer_size,
+            ),
+            (
+                &g.server_tls_mode,
+                &g.server_tls_ca_cert,
+                &g.server_tls_certificate,
+                &g.server_tls_private_key,
+                &g.server_tls_protocols,
+                &g.server_tls_ciphers,
+                &g.server_tls13_ciphers,
+            ),
+            p,
+        )
+    )
+}
+
 /// Resolves every (pool, user) of a validated config. Derives SCRAM verifiers for plaintext
 /// passwords (PBKDF2, 4096 rounds each), so call it off the async workers for large configs.
 /// Errors when a pool's TLS files cannot be loaded (`pools.<name>: reason`).
@@ -213,12 +266,14 @@ pub fn resolve(c: &Config) -> Result<Vec<PoolSettings>, String> {
         let tls = std::sync::Arc::new(
             crate::tls::BackendTls::from_config(g, p).map_err(|e| format!("pools.{name}: {e}"))?,
         );
+        let fingerprint = fingerprint(g, p);
         for u in &p.users {
             let server_user = u
                 .server_username
                 .clone()
                 .unwrap_or_else(|| u.username.clone());
             out.push(PoolSettings {
+                fingerprint: fingerprint.clone(),
                 database: name.clone(),
                 user: u.username.clone(),
                 mode: u.pool_mode.unwrap_or(p.pool_mode),

@@ -48,6 +48,8 @@ pub struct PoolStats {
     pub paused: AtomicBool,
     /// Bumped by RECONNECT: connections from older epochs are closed at checkin.
     pub epoch: AtomicU64,
+    /// Replaced or removed by a reload: connections close when they come back.
+    pub retired: AtomicBool,
     /// Query durations (buckets from 0.5 ms).
     pub query_hist: Histogram,
     /// Transaction-mode hold times (buckets from 1 ms).
@@ -100,6 +102,7 @@ impl Default for PoolStats {
             errors: Default::default(),
             paused: Default::default(),
             epoch: Default::default(),
+            retired: Default::default(),
             query_hist: Histogram::new(Duration::from_micros(500)),
             xact_hist: Histogram::new(Duration::from_millis(1)),
             wait_hist: Histogram::new(Duration::from_micros(100)),
@@ -137,6 +140,27 @@ impl PoolStats {
             if *n > 0 {
                 self.errors[i].fetch_add(u64::from(*n), r);
             }
+        }
+    }
+
+    /// Starts a rebuilt pool's totals where the pool it replaces left them, so counters never
+    /// go back across a reload (the histograms start empty).
+    pub fn carry_over(&self, old: &PoolStats) {
+        let r = Ordering::Relaxed;
+        for (new, old) in [
+            (&self.xacts, &old.xacts),
+            (&self.queries, &old.queries),
+            (&self.received, &old.received),
+            (&self.sent, &old.sent),
+            (&self.xact_us, &old.xact_us),
+            (&self.wait_us, &old.wait_us),
+            (&self.prepared_hits, &old.prepared_hits),
+            (&self.prepared_misses, &old.prepared_misses),
+        ] {
+            new.fetch_add(old.load(r), r);
+        }
+        for (new, old) in self.errors.iter().zip(&old.errors) {
+            new.fetch_add(old.load(r), r);
         }
     }
 
