@@ -1,5 +1,5 @@
-//! SIGHUP re-reads the config file: a user's new password, a new user, a resized pool and a
-//! removed user take effect for new logins; sessions already logged in go on; counters carry
+//! SIGHUP re-reads the config file: a user's new password, a new user, a resized pool, a
+//! removed user and the admin password take effect for new logins; sessions already logged in go on; counters carry
 //! over; a config that does not validate changes nothing.
 #![allow(
     clippy::unwrap_used,
@@ -55,8 +55,8 @@ async fn sighup_applies_users_passwords_and_pool_sizes() {
             "        pool_size: 3\n        server_username: app\n        server_password: app_pw\n",
         )
         .replace(
-            "  admin_username: boss\n",
-            "  admin_username: boss\n  query_wait_timeout: 7s\n",
+            "  admin_password: boss_pw\n",
+            "  admin_password: boss_pw2\n  query_wait_timeout: 7s\n",
         );
     d.rewrite_config(&next);
     d.signal_and_expect_log(
@@ -86,7 +86,13 @@ async fn sighup_applies_users_passwords_and_pool_sizes() {
     // Three transactions at once on the resized pool (plus the old session's idle backend,
     // which closes when that session next returns it).
     assert!(backends(&pg, "app") >= 3);
-    let admin = connect(&d.conn_str("boss", "boss_pw", "pgdoorman"))
+    // The admin password is reloaded too.
+    let e = connect(&d.conn_str("boss", "boss_pw", "pgdoorman"))
+        .await
+        .err()
+        .expect("old admin password");
+    assert_eq!(sqlstate(&e), "28P01");
+    let admin = connect(&d.conn_str("boss", "boss_pw2", "pgdoorman"))
         .await
         .unwrap();
     let rows = admin.simple_query("SHOW STATS").await.unwrap();

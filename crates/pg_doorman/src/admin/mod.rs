@@ -39,7 +39,8 @@ pub async fn serve(
     method: crate::hba::Method,
 ) {
     let user = msg.get("user").unwrap_or_default();
-    if user != ctx.config.general.admin_username {
+    let admin = ctx.admin.load_full();
+    if user != admin.0 {
         tracing::warn!("client {peer}: admin console refused for user {user:?}");
         let e = ErrorFields::fatal(
             sqlstate::INVALID_AUTHORIZATION,
@@ -47,7 +48,7 @@ pub async fn serve(
         );
         return crate::client::startup::send_fatal(&stream, e).await;
     }
-    match authenticate(&stream, &mut buf, user, &ctx.admin_secret, method).await {
+    match authenticate(&stream, &mut buf, user, &admin.1, method).await {
         Ok(_) => {}
         Err(AuthFailure::Gone) => return,
         Err(AuthFailure::Reject(e)) => {

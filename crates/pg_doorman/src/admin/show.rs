@@ -133,7 +133,7 @@ fn config(ctx: &AppContext, out: &mut BytesMut) {
             false,
         ),
         ("max_connections", run.max_connections.to_string(), false),
-        ("admin_username", run.admin_username.clone(), false),
+        ("admin_username", g.admin_username.clone(), true),
         ("tls_mode", run.tls_mode.as_str().to_string(), false),
         (
             "prepared_statements",

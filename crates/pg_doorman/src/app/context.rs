@@ -23,8 +23,9 @@ pub struct AppContext {
     pub client_list: super::clients::ClientList,
     /// Connection counters since start (SHOW CONNECTIONS, /metrics).
     pub conns: ConnCounters,
-    /// Secret of `admin_username` (admin console).
-    pub admin_secret: crate::pool::settings::ClientSecret,
+    /// `admin_username` and the secret of `admin_password` (admin console); swapped by a
+    /// reload.
+    pub admin: arc_swap::ArcSwap<(String, crate::pool::settings::ClientSecret)>,
     /// Notified for a TLS reload (SIGHUP, admin RELOAD).
     pub hup: Arc<tokio::sync::Notify>,
     /// Process start.
@@ -97,7 +98,10 @@ impl AppContext {
         tls: crate::tls::ClientTls,
         hup: Arc<tokio::sync::Notify>,
     ) -> Self {
-        let admin_secret = crate::pool::settings::secret_from(&config.general.admin_password);
+        let admin = arc_swap::ArcSwap::from_pointee((
+            config.general.admin_username.clone(),
+            crate::pool::settings::secret_from(&config.general.admin_password),
+        ));
         AppContext {
             config,
             pools: Pools::new(settings),
@@ -106,7 +110,7 @@ impl AppContext {
             tls,
             client_list: Default::default(),
             conns: Default::default(),
-            admin_secret,
+            admin,
             hup,
             started: std::time::Instant::now(),
             hba: Default::default(),

@@ -174,11 +174,12 @@ async fn reload_config(ctx: &AppContext) {
         let c = crate::config::load(&path).map_err(|e| e.to_string())?;
         let access = c.general.access_rules()?;
         let pools = settings::resolve(&c)?;
-        Ok::<_, String>((access, pools, c))
+        let admin = settings::secret_from(&c.general.admin_password);
+        Ok::<_, String>((access, pools, admin, c))
     })
     .await
     .unwrap_or_else(|e| Err(e.to_string()));
-    let (access, pools, config) = match loaded {
+    let (access, pools, admin, config) = match loaded {
         Ok(v) => v,
         Err(e) => {
             tracing::error!("reload failed, keeping the running configuration: {e}");
@@ -197,6 +198,8 @@ async fn reload_config(ctx: &AppContext) {
         }
     }
     let r = ctx.pools.reload(pools);
+    ctx.admin
+        .store(Arc::new((config.general.admin_username.clone(), admin)));
     ctx.reloaded.store(Some(Arc::new(config)));
     tracing::info!(
         "pools reloaded: {} kept, {} added, {} changed, {} removed",
