@@ -412,6 +412,22 @@ async fn pause_resume_reconnect_reload_shutdown() {
         .unwrap()
         .unwrap();
     assert_eq!(v, "after resume");
+    // PAUSE returns only once transactions in progress have finished.
+    a.batch_execute("BEGIN").await.unwrap();
+    one(&a, "SELECT 1").await;
+    let admin = connect(&admin_conn(&d)).await.unwrap();
+    let pause = tokio::spawn(async move {
+        admin.simple_query("PAUSE appdb").await.unwrap();
+        admin
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!pause.is_finished(), "PAUSE waits for the open transaction");
+    a.batch_execute("COMMIT").await.unwrap();
+    let admin = tokio::time::timeout(Duration::from_secs(5), pause)
+        .await
+        .unwrap()
+        .unwrap();
+    admin.simple_query("RESUME appdb").await.unwrap();
     // RECONNECT: the idle backend is closed, the next request gets a new one.
     show(&c, "RECONNECT appdb").await;
     assert_ne!(one(&a, "SELECT pg_backend_pid()").await, pid);

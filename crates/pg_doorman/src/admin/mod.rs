@@ -92,9 +92,12 @@ pub async fn serve(
             b'X' => return,
             b'Q' => {
                 let sql = String::from_utf8_lossy(body.strip_suffix(b"\0").unwrap_or(&body));
-                if let Err(e) = run(ctx, &sql, &mut out) {
-                    out.clear();
-                    e.write(&mut out);
+                match run(ctx, &sql, &mut out) {
+                    Ok(()) => pause_completes(ctx, &sql).await,
+                    Err(e) => {
+                        out.clear();
+                        e.write(&mut out);
+                    }
                 }
                 backend::write_ready_for_query(&mut out, b'I');
                 if stream.write_all(&out).await.is_err() {
@@ -109,6 +112,28 @@ pub async fn serve(
                 return crate::client::startup::send_fatal(&stream, e).await;
             }
         }
+    }
+}
+
+/// After `PAUSE [db]`: returns once no client of those pools holds a backend (transactions
+/// in progress finish first, as with PgBouncer's PAUSE), or when they are resumed meanwhile.
+async fn pause_completes(ctx: &AppContext, sql: &str) {
+    let mut words = sql.trim().trim_end_matches(';').split_whitespace();
+    if !words
+        .next()
+        .is_some_and(|w| w.eq_ignore_ascii_case("PAUSE"))
+    {
+        return;
+    }
+    let Ok(pools) = pools_of(ctx, words.next()) else {
+        return;
+    };
+    let busy = |p: &crate::pool::Pool| {
+        p.stats.paused.load(std::sync::atomic::Ordering::Acquire)
+            && p.stats.active.load(std::sync::atomic::Ordering::Relaxed) > 0
+    };
+    while pools.iter().any(|p| busy(p)) {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
 
