@@ -357,20 +357,18 @@ impl Doorman {
         self.child.id()
     }
 
-    /// Sends `signal` (e.g. "TERM") with kill(1) and waits up to 10 s for exit; returns the status.
-    pub fn signal_and_wait(&mut self, signal: &str) -> Option<std::process::ExitStatus> {
+    /// Sends `signal` (e.g. "HUP") with kill(1).
+    fn signal(&self, signal: &str) {
         let _ = Command::new("kill")
             .arg(format!("-{signal}"))
             .arg(self.child.id().to_string())
             .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(s)) = self.child.try_wait() {
-                return Some(s);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
+    }
+
+    /// Sends `signal` (e.g. "TERM") and waits up to 10 s for exit; returns the status.
+    pub fn signal_and_wait(&mut self, signal: &str) -> Option<std::process::ExitStatus> {
+        self.signal(signal);
+        self.wait_exit(Duration::from_secs(10))
     }
 
     /// Waits up to `limit` for the process to exit by itself.
@@ -389,10 +387,7 @@ impl Doorman {
     /// `needle`; panics if none comes.
     pub fn signal_and_expect_log(&self, signal: &str, needle: &str) {
         let before = self.log_text().matches(needle).count();
-        let _ = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.child.id().to_string())
-            .status();
+        self.signal(signal);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if self.log_text().matches(needle).count() > before {
