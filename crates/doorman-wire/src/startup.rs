@@ -50,6 +50,19 @@ impl StartupMessage {
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     }
+
+    /// The `user` parameter ("" if not sent).
+    pub fn user(&self) -> &str {
+        self.get("user").unwrap_or_default()
+    }
+
+    /// The `database` parameter, defaulting to the user name when absent or empty (protocol
+    /// §55.7, StartupMessage).
+    pub fn database(&self) -> &str {
+        self.get("database")
+            .filter(|d| !d.is_empty())
+            .unwrap_or(self.user())
+    }
 }
 
 /// Reads the length word of a startup packet and checks it against [`MAX_STARTUP_LEN`].

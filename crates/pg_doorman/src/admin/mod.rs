@@ -21,11 +21,7 @@ pub const DATABASES: [&str; 2] = ["pgdoorman", "pgbouncer"];
 
 /// True when a client asks for the console (and no pool has that name).
 pub fn wants_console(ctx: &AppContext, msg: &StartupMessage) -> bool {
-    let user = msg.get("user").unwrap_or_default();
-    let db = msg
-        .get("database")
-        .filter(|d| !d.is_empty())
-        .unwrap_or(user);
+    let db = msg.database();
     DATABASES.contains(&db) && !ctx.pools.all().iter().any(|p| p.settings.database == db)
 }
 
@@ -38,7 +34,7 @@ pub async fn serve(
     peer: &str,
     method: crate::hba::Method,
 ) {
-    let user = msg.get("user").unwrap_or_default();
+    let user = msg.user();
     let admin = ctx.admin.load_full();
     if user != admin.0 {
         tracing::warn!("client {peer}: admin console refused for user {user:?}");

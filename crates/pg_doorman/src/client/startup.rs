@@ -125,7 +125,7 @@ async fn startup_phase(ctx: &AppContext, accepted: Box<Accepted>) -> Option<Logg
         {
             tracing::warn!("client {peer}: refused, plain connection while tls_mode requires TLS");
             ctx.conns.reject(0);
-            let user = m.get("user").unwrap_or_default().to_string();
+            let user = m.user().to_string();
             let e = ErrorFields::fatal(
                 sqlstate::INVALID_AUTHORIZATION,
                 format!(
@@ -211,11 +211,7 @@ fn access(
     let Some(rules) = guard.as_deref() else {
         return Ok(Method::Md5);
     };
-    let user = msg.get("user").unwrap_or_default();
-    let database = msg
-        .get("database")
-        .filter(|d| !d.is_empty())
-        .unwrap_or(user);
+    let (user, database) = (msg.user(), msg.database());
     let ip = peer
         .parse::<std::net::SocketAddr>()
         .map(|a| a.ip())
@@ -417,16 +413,13 @@ async fn login(
     peer: &str,
     method: Method,
 ) -> Result<(Arc<Pool>, ClientParams), Option<ErrorFields>> {
-    let user = msg.get("user").filter(|u| !u.is_empty()).ok_or_else(|| {
+    let user = Some(msg.user()).filter(|u| !u.is_empty()).ok_or_else(|| {
         ErrorFields::fatal(
             sqlstate::INVALID_AUTHORIZATION,
             "no PostgreSQL user name specified in startup packet",
         )
     })?;
-    let database = msg
-        .get("database")
-        .filter(|d| !d.is_empty())
-        .unwrap_or(user);
+    let database = msg.database();
     if msg.minor > 0 || !msg.protocol_options.is_empty() {
         let mut out = BytesMut::new();
         backend::write_negotiate_protocol_version(&mut out, &msg.protocol_options);
