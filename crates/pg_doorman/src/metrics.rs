@@ -460,11 +460,7 @@ fn prepared_memory(
     let mut counters: [Vec<(Labels, u64)>; 3] = Default::default();
     for p in pools {
         let l = pool_labels(p);
-        let m = crate::prepared::MemoryFigures::of(p);
-        let flushed = clients
-            .iter()
-            .filter(|c| std::ptr::eq(&*c.pool, &**p) && c.flushed.load(R))
-            .count() as i64;
+        let m = crate::prepared::MemoryFigures::of(p, clients);
         let servers = p.servers.snapshot();
         let hits: u64 = servers.iter().map(|s| s.prepared_hits.load(R)).sum();
         let misses: u64 = servers.iter().map(|s| s.prepared_misses.load(R)).sum();
@@ -473,7 +469,7 @@ fn prepared_memory(
             m.client_bytes,
             m.named,
             m.anonymous,
-            flushed,
+            m.async_clients,
             hits as i64,
             misses as i64,
         ];

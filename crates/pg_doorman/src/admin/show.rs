@@ -439,11 +439,7 @@ fn memory(ctx: &AppContext, out: &mut BytesMut) {
     );
     let clients = ctx.client_list.snapshot();
     for p in &ctx.pools.all() {
-        let m = crate::prepared::MemoryFigures::of(p);
-        let flushed = clients
-            .iter()
-            .filter(|c| std::ptr::eq(&*c.pool, &**p) && c.flushed.load(R))
-            .count();
+        let m = crate::prepared::MemoryFigures::of(p, &clients);
         rs.row_s(&[
             p.settings.database.clone(),
             p.settings.user.clone(),
@@ -454,7 +450,7 @@ fn memory(ctx: &AppContext, out: &mut BytesMut) {
             m.named.to_string(),
             m.anonymous.to_string(),
             m.evictions.to_string(),
-            flushed.to_string(),
+            m.async_clients.to_string(),
         ]);
     }
     rs.finish("SHOW");

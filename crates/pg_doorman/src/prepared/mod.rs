@@ -186,13 +186,23 @@ pub struct MemoryFigures {
     pub evictions: i64,
     /// Entries dropped by the per-client caps since start.
     pub evictions_total: u64,
+    /// Connected clients of the pool that have pipelined with Flush.
+    pub async_clients: i64,
 }
 
 impl MemoryFigures {
-    /// The figures of `pool` (all zero without transparent prepared statements).
-    pub fn of(pool: &crate::pool::Pool) -> Self {
+    /// The figures of `pool`, with `clients` a snapshot of the client list (the statement
+    /// figures are zero without transparent prepared statements).
+    pub fn of(pool: &crate::pool::Pool, clients: &[Arc<crate::app::clients::ClientInfo>]) -> Self {
+        let async_clients = clients
+            .iter()
+            .filter(|c| std::ptr::eq(&*c.pool, pool) && c.flushed.load(Ordering::Relaxed))
+            .count() as i64;
         let Some(c) = &pool.statements else {
-            return Self::default();
+            return Self {
+                async_clients,
+                ..Self::default()
+            };
         };
         let entries = c.entries();
         let r = Ordering::Relaxed;
@@ -204,6 +214,7 @@ impl MemoryFigures {
             client_bytes: c.clients.bytes.load(r),
             evictions: c.clients.evictions.load(r),
             evictions_total: c.clients.evictions_total.load(r),
+            async_clients,
         }
     }
 }
