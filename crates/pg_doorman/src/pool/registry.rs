@@ -108,20 +108,15 @@ impl Pools {
                 .insert(pool.settings.user.clone(), pool);
         }
         for p in old.values().flat_map(|u| u.values()) {
-            let still = by_db
+            match by_db
                 .get(&p.settings.database)
                 .and_then(|u| u.get(&p.settings.user))
-                .is_some_and(|n| Arc::ptr_eq(n, p));
-            if !still {
-                if by_db
-                    .get(&p.settings.database)
-                    .and_then(|u| u.get(&p.settings.user))
-                    .is_none()
-                {
-                    r.removed += 1;
-                }
-                p.retire();
+            {
+                Some(n) if Arc::ptr_eq(n, p) => continue,
+                Some(_) => {}
+                None => r.removed += 1,
             }
+            p.retire();
         }
         self.by_db.store(Arc::new(by_db));
         r
