@@ -178,20 +178,17 @@ impl Collector for View {
             paused.push((l.clone(), i64::from(st.paused.load(R))));
             maxwait.push((l.clone(), p.max_wait().as_micros() as i64));
             for (i, class) in ERROR_CLASSES.iter().enumerate() {
-                errors.push((with(l.clone(), "sqlstate", class), st.errors[i].load(R)));
+                errors.push((with(l.clone(), "sqlstate", class), st.errors(i)));
             }
-            bytes.push((
-                with(l.clone(), "direction", "received"),
-                st.received.load(R),
-            ));
-            bytes.push((with(l.clone(), "direction", "sent"), st.sent.load(R)));
-            let (q, x) = (st.queries.load(R), st.xacts.load(R));
+            bytes.push((with(l.clone(), "direction", "received"), st.received()));
+            bytes.push((with(l.clone(), "direction", "sent"), st.sent()));
+            let (q, x) = (st.queries(), st.xacts());
             queries.push((l.clone(), q));
             xacts.push((l.clone(), x));
-            let xt_ms = st.xact_us.load(R) / 1000;
+            let xt_ms = st.xact_us() / 1000;
             xtime.push((l.clone(), xt_ms));
             qtime.push((l.clone(), st.query_hist.sum_us() / 1000));
-            let wait = st.wait_us.load(R).checked_div(q.max(1)).unwrap_or(0);
+            let wait = st.wait_us().checked_div(q.max(1)).unwrap_or(0);
             avg_wait.push((l.clone(), wait as i64));
             let entries = p
                 .statements

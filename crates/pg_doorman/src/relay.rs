@@ -117,12 +117,28 @@ pub struct Attachment {
     pub flushed: bool,
     /// What this attachment did (statistics).
     pub tally: crate::pool::stats::Tally,
-    /// When each ReadyForQuery passed (the first 8), for query durations.
-    pub query_ends: [Option<std::time::Instant>; 8],
+    /// When the client got the backend (set by the session before relaying).
+    pub attached: Option<std::time::Instant>,
+    /// When the last ReadyForQuery passed: the end of the attachment's transaction time, so
+    /// the statistics and the checkin read no clock of their own.
+    pub last_end: Option<std::time::Instant>,
+    /// Durations of the first 8 queries (µs, from the attachment or the previous
+    /// ReadyForQuery to this one), for the query histogram.
+    pub query_us: [u32; 8],
     server_scan: Scan,
 }
 
 impl Attachment {
+    /// An attachment that began at `attached`; `track_dirt` as the pool's
+    /// `cleanup_server_connections`.
+    pub fn new(attached: std::time::Instant, track_dirt: bool) -> Self {
+        Attachment {
+            attached: Some(attached),
+            track_dirt,
+            ..Default::default()
+        }
+    }
+
     /// Notes the session state a simple Query at `pos` (frame length `len`) leaves behind,
     /// from as much of its text as is buffered.
     #[inline]
@@ -263,9 +279,14 @@ fn scan_server(
                 .copied()
                 .ok_or(WireError::Truncated("ReadyForQuery"))?;
             at.pending = at.pending.saturating_sub(1);
-            if let Some(slot) = at.query_ends.get_mut(at.tally.queries as usize) {
-                *slot = Some(std::time::Instant::now());
+            let now = std::time::Instant::now();
+            if let Some(slot) = at.query_us.get_mut(at.tally.queries as usize)
+                && let Some(prev) = at.last_end.or(at.attached)
+            {
+                let us = now.saturating_duration_since(prev).as_micros();
+                *slot = u32::try_from(us).unwrap_or(u32::MAX);
             }
+            at.last_end = Some(now);
             at.tally.queries += 1;
             if *status == b'I' {
                 at.tally.xacts += 1;

@@ -125,8 +125,7 @@ async fn pause_completes(ctx: &AppContext, sql: &str) {
         return;
     };
     let busy = |p: &crate::pool::Pool| {
-        p.stats.paused.load(std::sync::atomic::Ordering::Acquire)
-            && p.stats.active.load(std::sync::atomic::Ordering::Relaxed) > 0
+        p.stats.paused.load(std::sync::atomic::Ordering::Acquire) && p.stats.active() > 0
     };
     while pools.iter().any(|p| busy(p)) {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;

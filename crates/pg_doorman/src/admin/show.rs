@@ -243,15 +243,15 @@ fn pools(ctx: &AppContext, out: &mut BytesMut) {
         let c = p.counts();
         let st = &p.stats;
         let logged_in = st.clients.load(R);
-        let active = st.active.load(R);
+        let active = st.active();
         let waiting = c.cl_waiting;
         let Occupancy {
             sv_active,
             sv_login,
             maxwait,
         } = occupancy(p, &c);
-        let xacts = st.xacts.load(R);
-        let avg_xact = st.xact_us.load(R).checked_div(xacts).unwrap_or(0);
+        let xacts = st.xacts();
+        let avg_xact = st.xact_us().checked_div(xacts).unwrap_or(0);
         let oldest = clients
             .iter()
             .filter(|c| std::ptr::eq(&*c.pool, &**p) && c.state.load(R) == state::ACTIVE)
@@ -324,7 +324,7 @@ fn pools_extended(ctx: &AppContext, out: &mut BytesMut) {
         rs.row_s(&[
             p.settings.database.clone(),
             p.settings.user.clone(),
-            st.active.load(R).to_string(),
+            st.active().to_string(),
             c.cl_waiting.to_string(),
             sv_active.to_string(),
             c.sv_idle.to_string(),
@@ -334,8 +334,8 @@ fn pools_extended(ctx: &AppContext, out: &mut BytesMut) {
             maxwait.as_secs().to_string(),
             maxwait.subsec_micros().to_string(),
             p.settings.mode.as_str().into(),
-            st.received.load(R).to_string(),
-            st.sent.load(R).to_string(),
+            st.received().to_string(),
+            st.sent().to_string(),
             q.quantile_us(0.99).to_string(),
             x.quantile_us(0.99).to_string(),
             q.quantile_us(0.95).to_string(),
@@ -483,9 +483,9 @@ fn stats(ctx: &AppContext, out: &mut BytesMut) {
     let secs = ctx.started.elapsed().as_secs().max(1);
     for p in &ctx.pools.all() {
         let st = &p.stats;
-        let (x, q) = (st.xacts.load(R), st.queries.load(R));
-        let (rcv, snt) = (st.received.load(R), st.sent.load(R));
-        let (xt, wt) = (st.xact_us.load(R), st.wait_us.load(R));
+        let (x, q) = (st.xacts(), st.queries());
+        let (rcv, snt) = (st.received(), st.sent());
+        let (xt, wt) = (st.xact_us(), st.wait_us());
         let qt = st.query_hist.sum_us();
         let errors = st.total_errors();
         rs.row_s(&[

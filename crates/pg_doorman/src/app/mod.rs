@@ -238,12 +238,12 @@ async fn stats_log(ctx: Arc<AppContext>) {
         for p in &ctx.pools.all() {
             let s = &p.stats;
             let now = [
-                s.xacts.load(Relaxed),
-                s.queries.load(Relaxed),
-                s.received.load(Relaxed),
-                s.sent.load(Relaxed),
-                s.xact_us.load(Relaxed),
-                s.wait_us.load(Relaxed),
+                s.xacts(),
+                s.queries(),
+                s.received(),
+                s.sent(),
+                s.xact_us(),
+                s.wait_us(),
             ];
             let prev = last.insert(p.name(), now).unwrap_or_default();
             let d: Vec<u64> = now.iter().zip(prev).map(|(a, b)| a - b).collect();

@@ -51,14 +51,7 @@ pub async fn sync_params(
     server: &mut Server,
     params: &mut ClientParams,
 ) -> Result<Option<ReceivedError>, ServerError> {
-    let extras_equal = server.extras.same_copy(&params.extras)
-        || (server.extras.is_empty() && params.extras.is_empty());
-    if extras_equal
-        && server
-            .synced
-            .as_ref()
-            .is_some_and(|s| s.same_copy(&params.wanted))
-    {
+    if in_sync(server, params) {
         return Ok(None);
     }
     let mut sql = String::new();
@@ -93,6 +86,18 @@ pub async fn sync_params(
     server.extras = params.extras.clone();
     server.synced = Some(params.wanted.clone());
     Ok(None)
+}
+
+/// True when `server` was last brought in line with this very parameter set (pointer-equal
+/// copies): the common case, checked without reading any value.
+fn in_sync(server: &Server, params: &ClientParams) -> bool {
+    let extras_equal = server.extras.same_copy(&params.extras)
+        || (server.extras.is_empty() && params.extras.is_empty());
+    extras_equal
+        && server
+            .synced
+            .as_ref()
+            .is_some_and(|s| s.same_copy(&params.wanted))
 }
 
 /// Displays as `[user@pool #cN]`.
@@ -215,27 +220,25 @@ impl Session {
     /// backend. Returns false when the client is done.
     async fn transaction(&mut self) -> bool {
         let release_on_idle = self.info.pool.settings.mode == PoolMode::Transaction;
-        let mut server = match self.acquire().await {
+        let (mut server, attached) = match self.acquire().await {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!("{} {e}", self.label());
-                return self.reject_request(e.to_client()).await;
+                return Box::pin(self.reject_request(e.to_client())).await;
             }
         };
         if let Some(begin) = self.deferred_begin.take()
-            && let Err(e) = server.simple_query(&begin, |_, _| {}).await
+            && let Err(e) = Box::pin(server.simple_query(&begin, |_, _| {})).await
         {
             tracing::warn!("{} {e}", self.label());
             self.info.pool.discard(server);
-            return self.reject_request(PoolError::Server(e).to_client()).await;
+            return Box::pin(self.reject_request(PoolError::Server(e).to_client())).await;
         }
         self.info
             .cancel
             .store(server.cancel_key(), Ordering::Release);
         self.attach(&server, true);
-        let attached = std::time::Instant::now();
-        let mut at = Attachment::default();
-        at.track_dirt = self.info.pool.settings.cleanup;
+        let mut at = Attachment::new(attached, self.info.pool.settings.cleanup);
         let log = self.info.pool.settings.log_param_changes;
         let mut sink = ParamSink {
             wanted: &mut self.params.wanted,
@@ -258,16 +261,15 @@ impl Session {
         .await;
         self.info.cancel.store(0, Ordering::Release);
         self.attach(&server, false);
-        self.record(&server, &at.tally, attached);
-        let mut prev = attached;
-        for end in at.query_ends.iter().flatten() {
-            let d = end.saturating_duration_since(prev);
-            self.info
-                .pool
-                .stats
-                .query_hist
-                .record_us(d.as_micros() as u64);
-            prev = *end;
+        let ended = at.last_end.unwrap_or_else(std::time::Instant::now);
+        self.record(
+            &server,
+            &at.tally,
+            ended.saturating_duration_since(attached),
+        );
+        let answered = (at.tally.queries as usize).min(at.query_us.len());
+        for us in &at.query_us[..answered] {
+            self.info.pool.stats.query_hist.record_us(u64::from(*us));
         }
         if at.reserved > 0 {
             crate::memory::release(at.reserved);
@@ -281,8 +283,8 @@ impl Session {
         }
         match outcome {
             Outcome::Released => {
-                if Box::pin(tidy(&mut server, &at)).await {
-                    self.info.pool.checkin(server);
+                if !needs_tidy(&server, &at) || Box::pin(tidy(&mut server, &at)).await {
+                    self.info.pool.checkin_at(server, ended);
                 } else {
                     self.info.pool.discard(server);
                 }
@@ -310,7 +312,8 @@ impl Session {
                 return false;
             }
         }
-        self.release_after_exit(server, &at).await;
+        // Boxed: the client is gone; this rare path must not enlarge every request's state.
+        Box::pin(self.release_after_exit(server, &at)).await;
         false
     }
 
@@ -330,22 +333,19 @@ impl Session {
                 .client
                 .store(if on { self.info.id as i32 } else { 0 }, r);
         }
-        if on {
-            self.info.pool.stats.active.fetch_add(1, r);
-        } else {
-            self.info.pool.stats.active.fetch_sub(1, r);
-        }
+        self.info.pool.stats.set_active(on);
     }
 
-    /// Adds what one attachment did to the pool, backend and client totals.
-    fn record(&self, server: &Server, t: &crate::pool::stats::Tally, since: std::time::Instant) {
+    /// Adds what one attachment (held for `held`) did to the pool, backend and client totals.
+    fn record(&self, server: &Server, t: &crate::pool::stats::Tally, held: Duration) {
         let r = Ordering::Relaxed;
         let stats = &self.info.pool.stats;
-        stats.add(t);
         if self.info.pool.settings.mode == PoolMode::Transaction {
-            let held = since.elapsed().as_micros() as u64;
-            stats.xact_us.fetch_add(held, r);
+            let held = held.as_micros() as u64;
+            stats.add(t, Some(held));
             stats.xact_hist.record_us(held);
+        } else {
+            stats.add(t, None);
         }
         if let Some(reg) = &server.reg {
             reg.add(t);
@@ -364,11 +364,14 @@ impl Session {
             }
             reg.info.prepared_size.store(p.len(), r);
         }
-        self.info.xacts.fetch_add(t.xacts, r);
-        self.info.queries.fetch_add(t.queries, r);
+        // The client's own figures have one writer, this task: load and store, no lock prefix.
+        let i = &self.info;
+        i.xacts.store(i.xacts.load(r).wrapping_add(t.xacts), r);
+        i.queries
+            .store(i.queries.load(r).wrapping_add(t.queries), r);
         let errors: u32 = t.errors.iter().sum();
         if errors > 0 {
-            self.info.errors.fetch_add(errors, r);
+            i.errors.store(i.errors.load(r).wrapping_add(errors), r);
         }
     }
 
@@ -377,21 +380,28 @@ impl Session {
         Box::pin(super::startup::send_fatal(&self.io.stream, e)).await;
     }
 
-    async fn acquire(&mut self) -> Result<Server, PoolError> {
+    /// Checks out a backend in line with the client's parameters; returns it with the time it
+    /// was attached (two clock readings per request: arrival and attachment).
+    async fn acquire(&mut self) -> Result<(Box<Server>, std::time::Instant), PoolError> {
         let stats = &self.info.pool.stats;
         self.info.set_state(state::WAITING);
         let started = std::time::Instant::now();
         if stats.paused.load(Ordering::Relaxed) {
-            self.info.pool.wait_resumed().await;
+            Box::pin(self.info.pool.wait_resumed()).await;
         }
-        let checked = self.info.pool.checkout().await;
-        let waited = started.elapsed().as_micros() as u64;
-        stats.wait_us.fetch_add(waited, Ordering::Relaxed);
+        let checked = self.info.pool.checkout_since(started).await;
+        let attached = std::time::Instant::now();
+        let waited = attached.saturating_duration_since(started).as_micros() as u64;
+        stats.add_wait(waited);
         stats.wait_hist.record_us(waited);
         self.info.set_state(state::IDLE);
         let mut server = checked?;
-        match sync_params(&mut server, &mut self.params).await {
-            Ok(None) => Ok(server),
+        if in_sync(&server, &self.params) {
+            return Ok((server, attached));
+        }
+        // Boxed: a SET round trip is rare (first use of a backend by a parameter set).
+        match Box::pin(sync_params(&mut server, &mut self.params)).await {
+            Ok(None) => Ok((server, attached)),
             Ok(Some(e)) => {
                 // Values were validated at login; a failure now is logged and the backend used as is.
                 tracing::warn!(
@@ -399,7 +409,7 @@ impl Session {
                     self.label(),
                     e.message
                 );
-                Ok(server)
+                Ok((server, attached))
             }
             Err(e) => {
                 self.info.pool.discard(server);
@@ -464,7 +474,7 @@ impl Session {
 
     /// Returns the backend after the client left: clean ones go back (session mode resets them
     /// with DISCARD ALL first); anything mid-transaction or mid-message is closed.
-    async fn release_after_exit(&mut self, mut server: Server, at: &Attachment) {
+    async fn release_after_exit(&mut self, mut server: Box<Server>, at: &Attachment) {
         // Nobody is left to receive replies the pooler would have made up.
         server
             .prepared
@@ -503,6 +513,11 @@ impl Session {
         }
         self.info.pool.checkin(server);
     }
+}
+
+/// True when [`tidy`] has something to undo (rare: most transactions leave nothing behind).
+fn needs_tidy(server: &Server, at: &Attachment) -> bool {
+    at.dirty != 0 || at.session_reset || server.prepared.must_reset
 }
 
 /// Undoes what a client changed behind the pooler's back before the backend is reused: settings

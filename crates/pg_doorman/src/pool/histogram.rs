@@ -1,7 +1,9 @@
 //! Lock-free duration histograms (query, transaction, wait) with fixed Prometheus buckets:
-//! recording is one atomic add into a bucket, so the hot path takes no lock; percentiles for
+//! recording is one atomic add into a bucket of the writing thread's shard, so the hot path
+//! takes no lock and shares no cache line; percentiles for
 //! SHOW POOLS_EXTENDED are interpolated within the bucket that holds them.
 
+use super::shard::Shards;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -13,6 +15,13 @@ pub const BUCKETS: usize = 15;
 pub struct Histogram {
     /// Upper bound of each bucket but the last (µs).
     bounds_us: [u64; BUCKETS - 1],
+    /// Per-thread counts (see [`super::shard`]): recording touches only the writer's cache.
+    shards: Shards<Counts>,
+}
+
+/// One thread's bucket counts and sum: 128 bytes, one padded shard.
+#[derive(Debug, Default)]
+struct Counts {
     counts: [AtomicU64; BUCKETS],
     sum_us: AtomicU64,
 }
@@ -28,8 +37,7 @@ impl Histogram {
         }
         Histogram {
             bounds_us,
-            counts: Default::default(),
-            sum_us: AtomicU64::new(0),
+            shards: Default::default(),
         }
     }
 
@@ -37,13 +45,28 @@ impl Histogram {
     #[inline]
     pub fn record_us(&self, us: u64) {
         let i = self.bounds_us.partition_point(|&b| b < us);
-        self.counts[i].fetch_add(1, Ordering::Relaxed);
-        self.sum_us.fetch_add(us, Ordering::Relaxed);
+        let c = self.shards.local();
+        c.counts[i].fetch_add(1, Ordering::Relaxed);
+        c.sum_us.fetch_add(us, Ordering::Relaxed);
     }
 
     /// Sum of the recorded durations (µs).
     pub fn sum_us(&self) -> u64 {
-        self.sum_us.load(Ordering::Relaxed)
+        self.shards
+            .all()
+            .map(|c| c.sum_us.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Count of each bucket, summed over the shards.
+    fn counts(&self) -> [u64; BUCKETS] {
+        let mut out = [0u64; BUCKETS];
+        for c in self.shards.all() {
+            for (o, n) in out.iter_mut().zip(&c.counts) {
+                *o += n.load(Ordering::Relaxed);
+            }
+        }
+        out
     }
 
     /// (upper bound in seconds, count in that bucket) for every bucket (the last is +Inf),
@@ -51,8 +74,7 @@ impl Histogram {
     pub fn snapshot(&self) -> (Vec<(f64, u64)>, f64, u64) {
         let mut out = Vec::with_capacity(BUCKETS);
         let mut total = 0;
-        for (i, c) in self.counts.iter().enumerate() {
-            let n = c.load(Ordering::Relaxed);
+        for (i, n) in self.counts().into_iter().enumerate() {
             total += n;
             let bound = self
                 .bounds_us
@@ -60,17 +82,13 @@ impl Histogram {
                 .map_or(f64::INFINITY, |&b| b as f64 / 1e6);
             out.push((bound, n));
         }
-        let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let sum = self.sum_us() as f64 / 1e6;
         (out, sum, total)
     }
 
     /// The `q` quantile (0..1) in µs, interpolated within its bucket; 0 with no samples.
     pub fn quantile_us(&self, q: f64) -> u64 {
-        let counts: Vec<u64> = self
-            .counts
-            .iter()
-            .map(|c| c.load(Ordering::Relaxed))
-            .collect();
+        let counts = self.counts();
         let total: u64 = counts.iter().sum();
         if total == 0 {
             return 0;

@@ -15,7 +15,7 @@ impl Pool {
     /// first and at most `quota` (the retain cycle). Returns how many were closed.
     pub fn retain(&self, quota: usize) -> usize {
         let now = Instant::now();
-        let stale: Vec<Server> = {
+        let stale: Vec<Box<Server>> = {
             let mut g = self.inner.lock();
             // Idle reserve connections of the coordinator move under the cap when there is
             // room; the others close (below) so the reserve is free for the next burst.

@@ -8,6 +8,7 @@ pub mod histogram;
 mod maintenance;
 pub mod registry;
 pub mod settings;
+pub mod shard;
 pub mod stats;
 
 use crate::error::PoolError;
@@ -23,20 +24,19 @@ use std::time::Instant;
 use tokio::sync::oneshot;
 
 /// What a waiter receives.
-// A Server moves by value (about 230 bytes) rather than boxed: boxing would allocate per
-// hand-off on the hot path.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
-enum Handoff {
+pub(crate) enum Handoff {
     /// A connection returned by another client.
-    Server(Server),
+    Server(Box<Server>),
     /// Permission to open a new connection (the slot is already counted).
     Permit,
 }
 
 #[derive(Debug, Default)]
 struct Inner {
-    idle: VecDeque<Server>,
+    /// Boxed once at connect, so checkout, checkin and hand-off move a pointer, and the
+    /// futures that hold a connection across an await stay small.
+    idle: VecDeque<Box<Server>>,
     /// Connections that exist or are being created (idle + in use + connecting).
     total: usize,
     /// Waiting clients, oldest first (SHOW POOLS maxwait).
@@ -191,17 +191,15 @@ impl Drop for WaiterGuard<'_> {
 }
 
 /// What the create gate gave.
-#[allow(clippy::large_enum_variant)] // as Handoff: no allocation per checkout
 enum Gate<'a> {
     /// Connect now (the permit is held while connecting).
     Open(Option<tokio::sync::SemaphorePermit<'a>>),
     /// A connection another client returned.
-    Returned(Server),
+    Returned(Box<Server>),
 }
 
-#[allow(clippy::large_enum_variant)] // as Handoff: no allocation per checkout
 enum Step<'a> {
-    Reuse(Server),
+    Reuse(Box<Server>),
     Create(SlotGuard<'a>),
     /// Queue for a returned connection; `true` while the pool is below pool_size (anticipation:
     /// the wait is short and ends in a create).
@@ -338,11 +336,20 @@ impl Pool {
     /// one returned, waiting at most `query_wait_timeout`.
     ///
     /// Errors: [`PoolError::WaitTimeout`], or [`PoolError::Server`] when a new connection fails.
-    pub async fn checkout(&self) -> Result<Server, PoolError> {
+    pub async fn checkout(&self) -> Result<Box<Server>, PoolError> {
+        self.checkout_since(Instant::now()).await
+    }
+
+    /// [`Self::checkout`] for a request that arrived at `started` (the query_wait_timeout
+    /// budget runs from there), so the caller's clock reading serves both.
+    ///
+    /// Rare, large steps (connect, idle probe) are boxed: this future is part of every
+    /// request's state and stays small enough for the allocator's thread cache.
+    pub async fn checkout_since(&self, started: Instant) -> Result<Box<Server>, PoolError> {
         let deadline = self
             .settings
             .query_wait_timeout
-            .map(|t| tokio::time::Instant::now() + t);
+            .map(|t| tokio::time::Instant::from_std(started) + t);
         let mut spins = 0;
         loop {
             let handoff = match self.next_step(spins) {
@@ -352,14 +359,16 @@ impl Pool {
                     continue;
                 }
                 Step::Reuse(s) => {
-                    if let Some(s) = self.usable(s)
-                        && let Some(s) = self.probe_if_long_idle(s).await
-                    {
+                    let Some(s) = self.usable(s) else { continue };
+                    if !self.needs_probe(&s, started) {
+                        return Ok(s);
+                    }
+                    if let Some(s) = Box::pin(self.probe(s)).await {
                         return Ok(s);
                     }
                     continue;
                 }
-                Step::Create(guard) => return self.create(guard, deadline, true).await,
+                Step::Create(guard) => return Box::pin(self.create(guard, deadline, true)).await,
                 Step::Wait(guard, anticipating) => {
                     match self.wait(guard, anticipating, deadline).await? {
                         Ok(h) => h,
@@ -368,7 +377,7 @@ impl Pool {
                                 .scaling
                                 .create_fallback
                                 .fetch_add(1, Ordering::Relaxed);
-                            return self.create(slot, deadline, true).await;
+                            return Box::pin(self.create(slot, deadline, true)).await;
                         }
                     }
                 }
@@ -379,7 +388,9 @@ impl Pool {
                         return Ok(s);
                     }
                 }
-                Handoff::Permit => return self.create(SlotGuard(Some(self)), deadline, true).await,
+                Handoff::Permit => {
+                    return Box::pin(self.create(SlotGuard(Some(self)), deadline, true)).await;
+                }
             }
         }
     }
@@ -549,7 +560,7 @@ impl Pool {
     /// Checks an idle connection before handing it out; closes it (freeing its slot) if the
     /// peer has closed or spoken. Lifetimes are enforced at checkin and by the retain cycle, so
     /// the checkout path reads no clock.
-    fn usable(&self, mut s: Server) -> Option<Server> {
+    fn usable(&self, mut s: Box<Server>) -> Option<Box<Server>> {
         if s.is_alive() {
             Some(s)
         } else {
@@ -560,16 +571,17 @@ impl Pool {
         }
     }
 
-    /// server_idle_check_timeout: a connection idle longer than that answers pooler_check_query
-    /// before a client gets it (catches a PostgreSQL restart or a firewall that dropped it).
-    /// None when it failed (it is closed).
-    async fn probe_if_long_idle(&self, mut s: Server) -> Option<Server> {
-        let Some(limit) = self.settings.idle_check else {
-            return Some(s);
-        };
-        if s.last_used.elapsed() < limit {
-            return Some(s);
-        }
+    /// server_idle_check_timeout: true when `s` has been idle longer than that and must answer
+    /// pooler_check_query before a client gets it (catches a PostgreSQL restart or a firewall
+    /// that dropped it).
+    fn needs_probe(&self, s: &Server, now: Instant) -> bool {
+        self.settings
+            .idle_check
+            .is_some_and(|limit| now.saturating_duration_since(s.last_used) >= limit)
+    }
+
+    /// Runs pooler_check_query on a long-idle connection; None when it failed (it is closed).
+    async fn probe(&self, mut s: Box<Server>) -> Option<Box<Server>> {
         let probe = s.simple_query(&self.settings.check_query, |_, _| {});
         match tokio::time::timeout(self.settings.connect_timeout, probe).await {
             Ok(Ok(None)) if s.status == b'I' => {
@@ -593,7 +605,7 @@ impl Pool {
         mut guard: SlotGuard<'_>,
         deadline: Option<tokio::time::Instant>,
         client: bool,
-    ) -> Result<Server, PoolError> {
+    ) -> Result<Box<Server>, PoolError> {
         let sc = &self.stats.scaling;
         // At most scaling_max_parallel_creates connects per pool and max_concurrent_creates in
         // all, so a burst does not hit PostgreSQL with a storm of logins.
@@ -652,7 +664,7 @@ impl Pool {
                     *self.default_params.write() = Some(Arc::new(s.params.clone()));
                 }
                 tracing::debug!(pool = %self.name(), server = id, pid = s.backend_pid, "new server connection");
-                Ok(s)
+                Ok(Box::new(s))
             }
             Err(e) => {
                 if let Some((c, p)) = coordinated {
@@ -681,8 +693,13 @@ impl Pool {
 
     /// Returns a connection after use. Bad, mid-transaction or expired connections are closed;
     /// others go to the oldest waiter or to the idle list.
-    pub fn checkin(&self, mut s: Server) {
-        let now = Instant::now();
+    pub fn checkin(&self, s: Box<Server>) {
+        self.checkin_at(s, Instant::now());
+    }
+
+    /// [`Self::checkin`] with the caller's reading of the clock (the end of the client's
+    /// transaction), which becomes the connection's last-used time.
+    pub fn checkin_at(&self, mut s: Box<Server>, now: Instant) {
         if s.bad
             || s.status != b'I'
             || s.epoch != self.stats.epoch.load(Ordering::Relaxed)
@@ -701,7 +718,7 @@ impl Pool {
     }
 
     /// Closes a connection and passes its slot to a waiter (who will create a new one).
-    pub fn discard(&self, mut s: Server) {
+    pub fn discard(&self, mut s: Box<Server>) {
         if let (Some(c), Some(p)) = (&self.settings.coordinator, s.permit.take()) {
             c.release(p);
         }
@@ -718,7 +735,7 @@ impl Pool {
 
     /// Closes every idle connection (shutdown, RECONNECT).
     pub fn close_idle(&self) {
-        let idle: Vec<Server> = self.inner.lock().idle.drain(..).collect();
+        let idle: Vec<Box<Server>> = self.inner.lock().idle.drain(..).collect();
         for s in idle {
             self.discard(s);
         }

@@ -3,8 +3,9 @@
 //! lock); read at SHOW or scrape time.
 
 use super::histogram::Histogram;
+use super::shard::Shards;
 use parking_lot::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -28,22 +29,8 @@ pub fn error_class(code: &[u8]) -> usize {
 pub struct PoolStats {
     /// Logged-in clients of this pool.
     pub clients: AtomicUsize,
-    /// Clients holding a backend.
-    pub active: AtomicUsize,
-    /// Transactions (ReadyForQuery 'I').
-    pub xacts: AtomicU64,
-    /// Queries (ReadyForQuery of any status).
-    pub queries: AtomicU64,
-    /// Bytes from clients to backends.
-    pub received: AtomicU64,
-    /// Bytes from backends to clients.
-    pub sent: AtomicU64,
-    /// Time clients held a backend in transaction mode (µs).
-    pub xact_us: AtomicU64,
-    /// Time clients waited for a backend (µs).
-    pub wait_us: AtomicU64,
-    /// ErrorResponses relayed, by [`ERROR_CLASSES`].
-    pub errors: [AtomicU64; 6],
+    /// The per-transaction totals, one shard per worker thread (read through the sums below).
+    hot: Shards<Hot>,
     /// Pool paused by the admin (PAUSE): new requests wait.
     pub paused: AtomicBool,
     /// Bumped by RECONNECT: connections from older epochs are closed at checkin.
@@ -63,6 +50,28 @@ pub struct PoolStats {
     pub prepared_hits: AtomicU64,
     /// Parses its backends had to prepare.
     pub prepared_misses: AtomicU64,
+}
+
+/// The figures every transaction adds to, in one thread's shard (104 bytes: one padded
+/// 128-byte block).
+#[derive(Debug, Default)]
+struct Hot {
+    /// Clients holding a backend (attaches minus detaches on this thread; the sum is exact).
+    active: AtomicI64,
+    /// Transactions (ReadyForQuery 'I').
+    xacts: AtomicU64,
+    /// Queries (ReadyForQuery of any status).
+    queries: AtomicU64,
+    /// Bytes from clients to backends.
+    received: AtomicU64,
+    /// Bytes from backends to clients.
+    sent: AtomicU64,
+    /// Time clients held a backend in transaction mode (µs).
+    xact_us: AtomicU64,
+    /// Time clients waited for a backend (µs).
+    wait_us: AtomicU64,
+    /// ErrorResponses relayed, by [`ERROR_CLASSES`].
+    errors: [AtomicU64; 6],
 }
 
 /// Counters of the checkout phases that create connections (SHOW POOL_SCALING,
@@ -92,14 +101,7 @@ impl Default for PoolStats {
     fn default() -> Self {
         PoolStats {
             clients: Default::default(),
-            active: Default::default(),
-            xacts: Default::default(),
-            queries: Default::default(),
-            received: Default::default(),
-            sent: Default::default(),
-            xact_us: Default::default(),
-            wait_us: Default::default(),
-            errors: Default::default(),
+            hot: Default::default(),
             paused: Default::default(),
             epoch: Default::default(),
             retired: Default::default(),
@@ -129,44 +131,124 @@ pub struct Tally {
 }
 
 impl PoolStats {
-    /// Adds one attachment's tally.
-    pub fn add(&self, t: &Tally) {
+    /// Adds one attachment's tally, and the time it held the backend (µs, transaction mode).
+    pub fn add(&self, t: &Tally, xact_us: Option<u64>) {
         let r = Ordering::Relaxed;
-        self.xacts.fetch_add(u64::from(t.xacts), r);
-        self.queries.fetch_add(u64::from(t.queries), r);
-        self.received.fetch_add(t.received, r);
-        self.sent.fetch_add(t.sent, r);
+        let h = self.hot.local();
+        h.xacts.fetch_add(u64::from(t.xacts), r);
+        h.queries.fetch_add(u64::from(t.queries), r);
+        h.received.fetch_add(t.received, r);
+        h.sent.fetch_add(t.sent, r);
+        if let Some(us) = xact_us {
+            h.xact_us.fetch_add(us, r);
+        }
         for (i, n) in t.errors.iter().enumerate() {
             if *n > 0 {
-                self.errors[i].fetch_add(u64::from(*n), r);
+                h.errors[i].fetch_add(u64::from(*n), r);
             }
         }
+    }
+
+    /// Adds one wait for a backend (µs).
+    #[inline]
+    pub fn add_wait(&self, us: u64) {
+        self.hot.local().wait_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// A client took (`true`) or gave back a backend.
+    #[inline]
+    pub fn set_active(&self, on: bool) {
+        let h = self.hot.local();
+        if on {
+            h.active.fetch_add(1, Ordering::Relaxed);
+        } else {
+            h.active.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    fn sum(&self, f: impl Fn(&Hot) -> &AtomicU64) -> u64 {
+        self.hot.all().map(|h| f(h).load(Ordering::Relaxed)).sum()
+    }
+
+    /// Clients holding a backend now.
+    pub fn active(&self) -> usize {
+        let n: i64 = self
+            .hot
+            .all()
+            .map(|h| h.active.load(Ordering::Relaxed))
+            .sum();
+        usize::try_from(n).unwrap_or(0)
+    }
+
+    /// Transactions so far.
+    pub fn xacts(&self) -> u64 {
+        self.sum(|h| &h.xacts)
+    }
+
+    /// Queries so far.
+    pub fn queries(&self) -> u64 {
+        self.sum(|h| &h.queries)
+    }
+
+    /// Bytes from clients to backends.
+    pub fn received(&self) -> u64 {
+        self.sum(|h| &h.received)
+    }
+
+    /// Bytes from backends to clients.
+    pub fn sent(&self) -> u64 {
+        self.sum(|h| &h.sent)
+    }
+
+    /// Time clients held backends in transaction mode (µs).
+    pub fn xact_us(&self) -> u64 {
+        self.sum(|h| &h.xact_us)
+    }
+
+    /// Time clients waited for backends (µs).
+    pub fn wait_us(&self) -> u64 {
+        self.sum(|h| &h.wait_us)
+    }
+
+    /// ErrorResponses of class `i` of [`ERROR_CLASSES`].
+    pub fn errors(&self, i: usize) -> u64 {
+        self.sum(|h| &h.errors[i])
+    }
+
+    /// All errors.
+    pub fn total_errors(&self) -> u64 {
+        (0..ERROR_CLASSES.len()).map(|i| self.errors(i)).sum()
     }
 
     /// Starts a rebuilt pool's totals where the pool it replaces left them, so counters never
     /// go back across a reload (the histograms start empty).
     pub fn carry_over(&self, old: &PoolStats) {
         let r = Ordering::Relaxed;
-        for (new, old) in [
-            (&self.xacts, &old.xacts),
-            (&self.queries, &old.queries),
-            (&self.received, &old.received),
-            (&self.sent, &old.sent),
-            (&self.xact_us, &old.xact_us),
-            (&self.wait_us, &old.wait_us),
-            (&self.prepared_hits, &old.prepared_hits),
-            (&self.prepared_misses, &old.prepared_misses),
+        let h = self.hot.local();
+        for (new, value) in [
+            (&h.xacts, old.xacts()),
+            (&h.queries, old.queries()),
+            (&h.received, old.received()),
+            (&h.sent, old.sent()),
+            (&h.xact_us, old.xact_us()),
+            (&h.wait_us, old.wait_us()),
+            (&self.prepared_hits, old.prepared_hits.load(r)),
+            (&self.prepared_misses, old.prepared_misses.load(r)),
         ] {
-            new.fetch_add(old.load(r), r);
+            new.fetch_add(value, r);
         }
-        for (new, old) in self.errors.iter().zip(&old.errors) {
-            new.fetch_add(old.load(r), r);
+        for (i, new) in h.errors.iter().enumerate() {
+            new.fetch_add(old.errors(i), r);
         }
     }
+}
 
-    /// All errors.
-    pub fn total_errors(&self) -> u64 {
-        self.errors.iter().map(|e| e.load(Ordering::Relaxed)).sum()
+/// Adds `n` to a counter that only one task writes (readers may see it late, never torn):
+/// a load and a store instead of a locked read-modify-write.
+#[inline]
+pub fn add_owned(a: &AtomicU64, n: u64) {
+    if n > 0 {
+        a.store(a.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
     }
 }
 
@@ -231,13 +313,14 @@ impl Registration {
         }
     }
 
-    /// Adds one attachment's tally.
+    /// Adds one attachment's tally. Only the client holding the connection writes these (the
+    /// pool's lock orders one holder after the next), so plain stores suffice.
     pub fn add(&self, t: &Tally) {
-        let r = Ordering::Relaxed;
-        self.info.xacts.fetch_add(u64::from(t.xacts), r);
-        self.info.queries.fetch_add(u64::from(t.queries), r);
-        self.info.sent.fetch_add(t.received, r);
-        self.info.received.fetch_add(t.sent, r);
+        let i = &self.info;
+        add_owned(&i.xacts, u64::from(t.xacts));
+        add_owned(&i.queries, u64::from(t.queries));
+        add_owned(&i.sent, t.received);
+        add_owned(&i.received, t.sent);
     }
 }
 
