@@ -13,7 +13,8 @@
 # Env: BENCH_SECONDS (15), BENCH_CLIENTS ("1 40 120 500 2000"), BENCH_WORKERS (pg_doorman worker_threads, 2),
 #      BENCH_IDLE (5000), BENCH_SKIP_BUILD=1 to reuse target/release/pg_doorman,
 #      BENCH_SKIP_EXTRAS=1 to skip the churn, TLS and idle-memory parts,
-#      BENCH_PROTOCOLS ("simple extended prepared").
+#      BENCH_PROTOCOLS ("simple extended prepared"),
+#      BENCH_CPU_REPEAT (5; 0 skips the repeated CPU runs at 40/120 clients), BENCH_CPU_SECONDS (8).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -171,6 +172,38 @@ for proto in ${BENCH_PROTOCOLS:-simple extended prepared}; do
     [ "$c" -gt 600 ] || run_one postgres "$PG_PORT" - "$proto" "$proto" "$c"
     run_one pgbouncer "$BOUNCER_PORT" "$BOUNCER_PID" "$proto" "$proto" "$c"
     run_one pg_doorman "$DOORMAN_PORT" "$DOORMAN_PID" "$proto" "$proto" "$c"
+  done
+done
+# CPU per transaction, measured again: one 15 s run per row is within about ±10 % on a loaded
+# 2-core machine, so the 40 and 120-client rows are repeated BENCH_CPU_REPEAT times, the two
+# poolers alternating, without latency logging; the report gives the median and the range.
+cpu_one() {
+  local target=$1 p=$2 pid=$3 proto=$4 c=$5
+  local before after out tx tps
+  before=$(cpu_ticks "$pid")
+  out=$(pgbench -n -f "$WORK/select.sql" -M "$proto" -c "$c" -j 2 -T "$CPU_SECS" -h 127.0.0.1 -p "$p" -U bench bench 2>&1) || true
+  after=$(cpu_ticks "$pid")
+  tx=$(echo "$out" | awk -F': ' '/^number of transactions actually processed/ {split($2,a,"/"); print a[1]; exit}')
+  tps=$(echo "$out" | awk '/^tps =/ {print $3; exit}')
+  [ "${tx:-0}" -gt 0 ] || return 0
+  printf 'cpu\t%s\t%s\t%s\t%s\t%s\n' "$target" "$proto" "$c" \
+    "$(python3 -c "print(f'{($after-$before)/$TICKS/$tx*100000:.3f}')")" "$tps" >> "$RESULTS"
+}
+CPU_REPEAT=${BENCH_CPU_REPEAT:-5}
+CPU_SECS=${BENCH_CPU_SECONDS:-8}
+for proto in $(echo "${BENCH_PROTOCOLS:-simple extended}" | tr ' ' '\n' | grep -v prepared); do
+  for c in 40 120; do
+    for i in $(seq "$CPU_REPEAT"); do
+      # Alternate which pooler goes first, so neither always runs after the other.
+      if [ $((i % 2)) = 1 ]; then order="pgbouncer pg_doorman"; else order="pg_doorman pgbouncer"; fi
+      for target in $order; do
+        case $target in
+          pgbouncer) cpu_one pgbouncer "$BOUNCER_PORT" "$BOUNCER_PID" "$proto" "$c" ;;
+          pg_doorman) cpu_one pg_doorman "$DOORMAN_PORT" "$DOORMAN_PID" "$proto" "$c" ;;
+        esac
+      done
+    done
+    echo "cpu repeat $proto $c: done"
   done
 done
 [ "${BENCH_SKIP_EXTRAS:-0}" = 1 ] || for target in postgres pgbouncer pg_doorman; do

@@ -3,11 +3,13 @@
 import sys
 
 path, secs, workers = sys.argv[1], sys.argv[2], sys.argv[3]
-runs, idle = {}, {}
+runs, idle, cpu = {}, {}, {}
 for line in open(path):
     f = line.rstrip("\n").split("\t")
     if f[0] == "idle":
         idle[f[1]] = f[2:]
+    elif f[0] == "cpu":
+        cpu.setdefault((f[2], int(f[3])), {}).setdefault(f[1], []).append((float(f[4]), float(f[5])))
     else:
         runs[(f[0], f[1], f[2])] = f[3:]
 
@@ -42,3 +44,17 @@ if idle:
     print("|---|---|---|---|---|")
     for t, v in idle.items():
         print(f"| {v[0]} | {t} | {v[1]} | {v[2]} | {v[3]} |")
+if cpu:
+    n = max(len(v) for per in cpu.values() for v in per.values())
+    print(f"\n#### Pooler CPU per 100k transactions, {n} alternating runs per row (median, range in brackets)\n")
+    print("| protocol | clients | PgBouncer s/100k | pg_doorman s/100k | doorman/bouncer (medians) | PgBouncer tps | pg_doorman tps |")
+    print("|---|---|---|---|---|---|---|")
+    med = lambda xs: sorted(xs)[len(xs) // 2]
+    for (proto, c), per in sorted(cpu.items(), key=lambda kv: (kv[0][0] != "simple", kv[0][1])):
+        b, d = per.get("pgbouncer", []), per.get("pg_doorman", [])
+        if not b or not d:
+            continue
+        bc, dc = [x[0] for x in b], [x[0] for x in d]
+        cell = lambda xs: f"{med(xs):.2f} [{min(xs):.2f}–{max(xs):.2f}]"
+        tps = lambda xs: f"{med([x[1] for x in xs]):.0f}"
+        print(f"| {proto} | {c} | {cell(bc)} | {cell(dc)} | {med(dc) / med(bc):.2f} | {tps(b)} | {tps(d)} |")

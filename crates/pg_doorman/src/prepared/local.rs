@@ -33,6 +33,27 @@ fn statement(
     st.verified.load(Ordering::Relaxed).then_some(st)
 }
 
+/// True when `buf` starts with a complete run of Parse and Close messages ending in Sync (read
+/// from the headers alone). Most requests fail this at their second message (Bind), before
+/// any statement text is hashed or looked up.
+fn only_parse_close(buf: &[u8]) -> bool {
+    let mut pos = 0;
+    for _ in 0..=MAX_FRAMES + 1 {
+        let Ok(Some(h)) = peek_header(&buf[pos..], MAX_MESSAGE_LEN) else {
+            return false;
+        };
+        match h.tag {
+            b'S' => return pos > 0,
+            b'P' | b'C' => pos += h.frame_len(),
+            _ => return false,
+        }
+        if pos > buf.len() {
+            return false;
+        }
+    }
+    false
+}
+
 /// Splits `buf` into the steps of a Parse/Close…Sync request; None if it is anything else or
 /// not complete yet. Returns the request's length too.
 fn plan<'a>(
@@ -40,6 +61,9 @@ fn plan<'a>(
     pool: &PoolCache,
     client: &mut Option<Box<ClientStatements>>,
 ) -> Option<(Vec<Step<'a>>, usize)> {
+    if !only_parse_close(buf) {
+        return None;
+    }
     let mut steps = Vec::new();
     let mut pos = 0;
     loop {
@@ -116,6 +140,21 @@ mod tests {
         v.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
         v.extend_from_slice(body);
         v
+    }
+
+    #[test]
+    fn header_prescan_accepts_only_parse_close_sync() {
+        let p = frame(b'P', b"\0SELECT 1\0\0\0");
+        let sync = frame(b'S', b"");
+        let bind = frame(b'B', b"\0\0\0\0\0\0");
+        let ok = [p.clone(), frame(b'C', b"Ss1\0"), sync.clone()].concat();
+        assert!(only_parse_close(&ok));
+        assert!(!only_parse_close(&[p.clone(), bind, sync.clone()].concat()));
+        assert!(!only_parse_close(&sync), "a bare Sync");
+        assert!(!only_parse_close(&p), "no Sync yet");
+        assert!(!only_parse_close(&ok[..ok.len() - 1]), "Sync incomplete");
+        let many: Vec<u8> = std::iter::repeat_n(p, MAX_FRAMES + 2).flatten().collect();
+        assert!(!only_parse_close(&[many, sync].concat()), "too many frames");
     }
 
     #[test]
