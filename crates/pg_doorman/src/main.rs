@@ -128,16 +128,22 @@ fn real_main(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
+    // Registered before the listener opens, so an early SIGHUP cannot kill the process.
+    let installed = {
+        let _rt = runtime.enter();
+        pg_doorman::app::signals::install().context("cannot install signal handlers")?
+    };
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
         let hup = std::sync::Arc::new(tokio::sync::Notify::new());
         let signals = tokio::spawn(pg_doorman::app::signals::watch(
+            installed,
             shutdown.clone(),
             hup.clone(),
         ));
         let result = pg_doorman::app::run(config, shutdown.clone(), hup).await;
         shutdown.cancel();
-        if let Ok(Ok(name)) = signals.await {
+        if let Ok(name) = signals.await {
             tracing::info!("stopped ({name})");
         }
         result
