@@ -12,15 +12,6 @@ mod common;
 use common::*;
 use std::time::Duration;
 
-fn backends(pg: &TempCluster, user: &str) -> usize {
-    pg.psql(&format!(
-        "SELECT count(*) FROM pg_stat_activity WHERE usename = '{user}'"
-    ))
-    .trim()
-    .parse()
-    .unwrap()
-}
-
 fn two_users(pg: &TempCluster, pool_extra: &str) -> Doorman {
     two_users_with(pg, pool_extra, "")
 }

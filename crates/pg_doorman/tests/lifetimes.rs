@@ -12,13 +12,6 @@ mod common;
 use common::*;
 use std::time::{Duration, Instant};
 
-fn backends(pg: &TempCluster) -> usize {
-    pg.psql("SELECT count(*) FROM pg_stat_activity WHERE usename = 'app'")
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 /// Opens `n` backends at once (n clients in transactions), then releases them.
 async fn open_backends(d: &Doorman, n: usize) {
     let mut clients = Vec::new();
@@ -90,7 +83,7 @@ async fn retain_connections_max_closes_a_few_per_cycle() {
     let mut seen = Vec::new();
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(3) && seen.last() != Some(&0) {
-        seen.push(backends(&pg));
+        seen.push(backends(&pg, "app"));
         tokio::time::sleep(Duration::from_millis(60)).await;
     }
     seen.dedup();
@@ -111,13 +104,13 @@ async fn min_pool_size_is_prewarmed_kept_and_replenished() {
     );
     // Prewarmed without any client.
     let start = Instant::now();
-    while backends(&pg) < 2 && start.elapsed() < Duration::from_secs(5) {
+    while backends(&pg, "app") < 2 && start.elapsed() < Duration::from_secs(5) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(backends(&pg), 2);
+    assert_eq!(backends(&pg, "app"), 2);
     // Prewarmed connections never served a client: idle_timeout does not close them.
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(backends(&pg), 2);
+    assert_eq!(backends(&pg, "app"), 2);
     // Served ones past idle_timeout close, but never below min_pool_size for long: RECONNECT
     // closes all idle ones and the retain cycle opens two again.
     open_backends(&d, 4).await;
@@ -126,7 +119,7 @@ async fn min_pool_size_is_prewarmed_kept_and_replenished() {
     let start = Instant::now();
     let mut n = usize::MAX;
     while start.elapsed() < Duration::from_secs(5) {
-        n = backends(&pg);
+        n = backends(&pg, "app");
         if n == 2 {
             break;
         }
@@ -336,7 +329,7 @@ async fn backends_after_quick_burst(extra: &str) -> usize {
     for t in tasks {
         t.await.unwrap();
     }
-    backends(&pg)
+    backends(&pg, "app")
 }
 
 #[tokio::test]

@@ -26,15 +26,6 @@ fn config(pg: &TempCluster, app_pw: &str, app_size: usize, with_bob: bool) -> St
     format!("{}{bob}", yaml(pg, &spec))
 }
 
-fn backends(pg: &TempCluster, user: &str) -> usize {
-    pg.psql(&format!(
-        "SELECT count(*) FROM pg_stat_activity WHERE usename = '{user}'"
-    ))
-    .trim()
-    .parse()
-    .unwrap()
-}
-
 #[tokio::test]
 async fn sighup_applies_users_passwords_and_pool_sizes() {
     let pg = cluster(PgAuth::Scram);

@@ -21,6 +21,16 @@ pub fn binary() -> &'static Path {
 }
 
 /// A cluster with role `app` (password `app_pw`) owning database `appdb`.
+/// Backend connections PostgreSQL has open for `user` (pg_stat_activity).
+pub fn backends(pg: &TempCluster, user: &str) -> usize {
+    pg.psql(&format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE usename = '{user}'"
+    ))
+    .trim()
+    .parse()
+    .unwrap()
+}
+
 pub fn cluster(auth: PgAuth) -> TempCluster {
     let pg = TempCluster::start(auth);
     pg.create_user("app", "app_pw");
