@@ -67,7 +67,12 @@ impl Stream {
         if let Stream::Tls(s) = self {
             return s.poll_read_plain(cx, buf, chunk);
         }
-        buf.reserve(chunk);
+        if buf.capacity() == 0 {
+            // An idle client's freed buffer: allocate directly, not through the growth path.
+            *buf = BytesMut::with_capacity(chunk);
+        } else {
+            buf.reserve(chunk);
+        }
         tokio_util::io::poll_read_buf(Pin::new(self), cx, buf)
     }
 

@@ -28,6 +28,28 @@ fn words(seg: &[u8]) -> impl Iterator<Item = &[u8]> {
         .filter(|w| !w.is_empty())
 }
 
+/// The leading run of letters of `seg` after blanks and separators: when it is not a
+/// keyword of interest, neither is [`words`]' first word, so most statements (SELECT, INSERT…)
+/// are passed over without splitting their text.
+fn leading_word(seg: &[u8]) -> &[u8] {
+    let start = seg
+        .iter()
+        .position(|c| !(c.is_ascii_whitespace() || matches!(c, b'=' | b',' | b'(' | b')')))
+        .unwrap_or(seg.len());
+    let s = &seg[start..];
+    let end = s
+        .iter()
+        .position(|c| !c.is_ascii_alphabetic())
+        .unwrap_or(s.len());
+    &s[..end]
+}
+
+fn any_of(word: &[u8], keywords: &[&str]) -> bool {
+    keywords
+        .iter()
+        .any(|k| word.eq_ignore_ascii_case(k.as_bytes()))
+}
+
 fn is(w: Option<&[u8]>, kw: &str) -> bool {
     w.is_some_and(|w| w.eq_ignore_ascii_case(kw.as_bytes()))
 }
@@ -45,6 +67,21 @@ pub fn track(sql: &[u8], dirty: &mut u8) {
 }
 
 fn track_one(seg: &[u8], dirty: &mut u8) {
+    const LEADING: &[&str] = &[
+        "SET",
+        "RESET",
+        "PREPARE",
+        "DEALLOCATE",
+        "DECLARE",
+        "CLOSE",
+        "LISTEN",
+        "UNLISTEN",
+        "CREATE",
+        "DISCARD",
+    ];
+    if !any_of(leading_word(seg), LEADING) {
+        return;
+    }
     let mut w = words(seg);
     let Some(first) = w.next() else { return };
     let first = Some(first);
@@ -146,6 +183,10 @@ pub fn bare(sql: &[u8]) -> &[u8] {
 
 /// Classifies a whole simple query (one statement, optional trailing `;`).
 pub fn tx_control(sql: &[u8]) -> TxControl {
+    const LEADING: &[&str] = &["BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT"];
+    if !any_of(leading_word(sql), LEADING) {
+        return TxControl::Other;
+    }
     let s = bare(sql);
     if s.is_empty() || s.len() > 128 || s.contains(&b';') {
         return TxControl::Other;
@@ -223,6 +264,14 @@ mod tests {
         assert_eq!(dirt_of("CREATE TABLE t(a int)"), 0);
         assert_eq!(dirt_of("SET a.b=1; LISTEN x; DISCARD ALL"), 0);
         assert_eq!(dirt_of("SELECT 1"), 0);
+        assert_eq!(
+            dirt_of("  (SET x = 1)"),
+            dirt::SET,
+            "separators before the keyword"
+        );
+        assert_eq!(dirt_of("SELECT set_config('a.b', '1', false)"), 0);
+        assert_eq!(dirt_of("setx = 1"), 0);
+        assert_eq!(dirt_of("\tlisten\tch"), dirt::LISTEN);
         assert_eq!(reset_sql(dirt::SET | dirt::LISTEN), "RESET ALL;UNLISTEN *;");
         assert_eq!(reset_sql(0), "");
     }
@@ -247,5 +296,7 @@ mod tests {
         assert_eq!(tx_control(b"abort;"), TxControl::Rollback);
         assert_eq!(tx_control(b"ROLLBACK TO SAVEPOINT a"), TxControl::Other);
         assert_eq!(tx_control(b"SELECT 1"), TxControl::Other);
+        assert_eq!(tx_control(b"  \nbegin\n"), TxControl::Begin);
+        assert_eq!(tx_control(b"ENDX"), TxControl::Other);
     }
 }

@@ -36,36 +36,47 @@ async fn lifetimes_are_jittered() {
             ..Default::default()
         },
     );
-    let pids = || -> std::collections::BTreeSet<String> {
-        pg.psql("SELECT pid FROM pg_stat_activity WHERE usename = 'app'")
-            .lines()
-            .map(str::to_string)
-            .collect()
+    // pid → backend_start (seconds since the epoch): each lifetime is measured from its own
+    // connect, so a slow machine opening the six one after another does not skew it.
+    let backends = || -> std::collections::BTreeMap<String, f64> {
+        pg.psql(
+            "SELECT pid || ' ' || extract(epoch FROM backend_start) \
+             FROM pg_stat_activity WHERE usename = 'app'",
+        )
+        .lines()
+        .filter_map(|l| {
+            let (pid, at) = l.split_once(' ')?;
+            Some((pid.to_string(), at.parse().ok()?))
+        })
+        .collect()
     };
-    let start = Instant::now();
+    let epoch = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    };
     open_backends(&d, 6).await;
-    let first = pids();
+    let first = backends();
     assert_eq!(first.len(), 6);
-    // ±20 %: none gone before 1.6 s, all gone by 2.4 s after opening, not all at one moment.
-    let mut gone_at = std::collections::BTreeMap::new();
-    while start.elapsed() < Duration::from_millis(3600) && gone_at.len() < 6 {
-        let now = pids();
-        for p in first.iter().filter(|p| !now.contains(*p)) {
-            gone_at.entry(p.clone()).or_insert(start.elapsed());
+    let last_start = first.values().cloned().fold(0.0, f64::max);
+    // ±20 %: none gone before 1.6 s of age, all gone by 2.4 s (plus the 50 ms retain cycle and
+    // this loop's polling), not all at one moment.
+    let mut lived = std::collections::BTreeMap::new();
+    while epoch() - last_start < 3.6 && lived.len() < 6 {
+        let now = backends();
+        let t = epoch();
+        for (p, start) in first.iter().filter(|(p, _)| !now.contains_key(*p)) {
+            lived.entry(p.clone()).or_insert(t - start);
         }
         tokio::time::sleep(Duration::from_millis(40)).await;
     }
-    assert_eq!(gone_at.len(), 6, "{gone_at:?}");
-    assert!(
-        gone_at.values().all(|t| *t >= Duration::from_millis(1550)),
-        "{gone_at:?}"
-    );
+    assert_eq!(lived.len(), 6, "{lived:?}");
+    assert!(lived.values().all(|t| *t >= 1.55), "{lived:?}");
+    assert!(lived.values().all(|t| *t <= 3.2), "{lived:?}");
     let moments: std::collections::BTreeSet<_> =
-        gone_at.values().map(|t| t.as_millis() / 40).collect();
-    assert!(
-        moments.len() >= 3,
-        "closed at different moments: {gone_at:?}"
-    );
+        lived.values().map(|t| (t * 1000.0) as u64 / 40).collect();
+    assert!(moments.len() >= 3, "closed at different ages: {lived:?}");
 }
 
 #[tokio::test]

@@ -59,10 +59,16 @@ pub struct ClientInfo {
 }
 
 impl ClientInfo {
-    /// Marks the client `s` (a [`state`] value).
+    /// Marks the client `s` (a [`state`] value); WAITING and ACTIVE are timed from now.
     pub fn set_state(&self, s: u8) {
+        self.set_state_at(s, Instant::now());
+    }
+
+    /// Marks the client `s` as of `at`, a clock reading the caller already holds (the request
+    /// path reads the clock twice per request, not once per state change).
+    pub fn set_state_at(&self, s: u8, at: Instant) {
         if s != state::IDLE {
-            let us = self.connected.elapsed().as_micros() as u64;
+            let us = at.saturating_duration_since(self.connected).as_micros() as u64;
             self.wait_from_us.store(us, Ordering::Relaxed);
         }
         self.state.store(s, Ordering::Relaxed);

@@ -237,7 +237,7 @@ impl Session {
         self.info
             .cancel
             .store(server.cancel_key(), Ordering::Release);
-        self.attach(&server, true);
+        self.attach(&server, Some(attached));
         let mut at = Attachment::new(attached, self.info.pool.settings.cleanup);
         let log = self.info.pool.settings.log_param_changes;
         let mut sink = ParamSink {
@@ -260,7 +260,7 @@ impl Session {
         )
         .await;
         self.info.cancel.store(0, Ordering::Release);
-        self.attach(&server, false);
+        self.attach(&server, None);
         let ended = at.last_end.unwrap_or_else(std::time::Instant::now);
         self.record(
             &server,
@@ -318,14 +318,15 @@ impl Session {
     }
 
     /// Marks the client as holding `server` (or not) for SHOW CLIENTS / SERVERS / POOLS.
-    fn attach(&self, server: &Server, on: bool) {
+    /// `at` is the attachment time (`None` when detaching).
+    fn attach(&self, server: &Server, at: Option<std::time::Instant>) {
         let r = Ordering::Relaxed;
-        let (st, pid) = if on {
-            (state::ACTIVE, server.backend_pid)
-        } else {
-            (state::IDLE, 0)
-        };
-        self.info.set_state(st);
+        let on = at.is_some();
+        match at {
+            Some(t) => self.info.set_state_at(state::ACTIVE, t),
+            None => self.info.state.store(state::IDLE, r),
+        }
+        let pid = if on { server.backend_pid } else { 0 };
         self.info.server_pid.store(pid, r);
         if let Some(reg) = &server.reg {
             reg.info.active.store(on, r);
@@ -384,8 +385,8 @@ impl Session {
     /// was attached (two clock readings per request: arrival and attachment).
     async fn acquire(&mut self) -> Result<(Box<Server>, std::time::Instant), PoolError> {
         let stats = &self.info.pool.stats;
-        self.info.set_state(state::WAITING);
         let started = std::time::Instant::now();
+        self.info.set_state_at(state::WAITING, started);
         if stats.paused.load(Ordering::Relaxed) {
             Box::pin(self.info.pool.wait_resumed()).await;
         }
@@ -394,7 +395,7 @@ impl Session {
         let waited = attached.saturating_duration_since(started).as_micros() as u64;
         stats.add_wait(waited);
         stats.wait_hist.record_us(waited);
-        self.info.set_state(state::IDLE);
+        self.info.state.store(state::IDLE, Ordering::Relaxed);
         let mut server = checked?;
         if in_sync(&server, &self.params) {
             return Ok((server, attached));

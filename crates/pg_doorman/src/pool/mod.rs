@@ -57,10 +57,16 @@ struct Waiter {
 
 impl Inner {
     /// Queues a waiter of `pool` at the back of the FIFO; see [`Waiter::takes_slots`].
-    fn enqueue<'a>(&mut self, pool: &'a Pool, takes_slots: bool) -> WaiterGuard<'a> {
+    /// `since`: when the client began waiting.
+    fn enqueue<'a>(
+        &mut self,
+        pool: &'a Pool,
+        takes_slots: bool,
+        since: Instant,
+    ) -> WaiterGuard<'a> {
         let (tx, rx) = oneshot::channel();
         self.waiters.push_back(Waiter {
-            since: Instant::now(),
+            since,
             tx,
             takes_slots,
         });
@@ -126,11 +132,26 @@ pub struct Pool {
     replenish_log: Mutex<Option<Instant>>,
     /// `scaling_max_parallel_creates` permits of this pool.
     creates: tokio::sync::Semaphore,
+    /// Anticipation waits so far, and the base wait last derived from the transaction p99
+    /// (µs): the quantile is recomputed every [`ANTICIPATION_EVERY`] waits, not per wait.
+    anticipations: AtomicU64,
+    anticipation_base_us: AtomicU64,
 }
 
-/// `d` ± 20 % (PgDoorman's lifetime jitter).
+/// Anticipation waits between two readings of the transaction-time p99.
+const ANTICIPATION_EVERY: u64 = 64;
+
+/// `d` ± 20 % (PgDoorman's lifetime jitter). A per-thread SmallRng: this runs on every
+/// anticipation wait, where the thread RNG's reseeding generator costs more than the wait's
+/// own bookkeeping; jitter needs spread, not secrecy.
 fn jitter(d: std::time::Duration) -> std::time::Duration {
-    d.mul_f64(rand::random_range(0.8..=1.2))
+    use rand::{RngExt, SeedableRng, rngs::SmallRng};
+    use std::cell::RefCell;
+    thread_local! {
+        static RNG: RefCell<SmallRng> = RefCell::new(SmallRng::from_rng(&mut rand::rng()));
+    }
+    let permille: u32 = RNG.with(|r| r.borrow_mut().random_range(800..=1200));
+    d * permille / 1000
 }
 
 /// Repeated connect failures of a pool are logged at most this often.
@@ -226,6 +247,8 @@ impl Pool {
             fail_log: Mutex::new((None, 0)),
             replenish_log: Mutex::new(None),
             creates: tokio::sync::Semaphore::new(settings.parallel_creates.max(1)),
+            anticipations: AtomicU64::new(0),
+            anticipation_base_us: AtomicU64::new(0),
             settings,
         });
         if let Some(c) = &pool.settings.coordinator {
@@ -352,7 +375,7 @@ impl Pool {
             .map(|t| tokio::time::Instant::from_std(started) + t);
         let mut spins = 0;
         loop {
-            let handoff = match self.next_step(spins) {
+            let handoff = match self.next_step(spins, started) {
                 Step::Spin => {
                     spins += 1;
                     tokio::task::yield_now().await;
@@ -444,14 +467,21 @@ impl Pool {
     /// (the pool-pressure rules of COMPAT.md §5).
     fn anticipation(&self) -> std::time::Duration {
         use std::time::Duration;
-        let p99 = self.stats.xact_hist.quantile_us(0.99);
-        let base = if p99 == 0 || self.settings.mode == crate::config::PoolMode::Session {
-            Duration::from_millis(100)
-        } else {
-            Duration::from_micros(p99 * 2)
-                .clamp(Duration::from_millis(5), Duration::from_millis(500))
-        };
-        let d = jitter(base);
+        let r = Ordering::Relaxed;
+        let n = self.anticipations.fetch_add(1, r);
+        let mut base_us = self.anticipation_base_us.load(r);
+        if n.is_multiple_of(ANTICIPATION_EVERY) || base_us == 0 {
+            let p99 = self.stats.xact_hist.quantile_us(0.99);
+            let base = if p99 == 0 || self.settings.mode == crate::config::PoolMode::Session {
+                Duration::from_millis(100)
+            } else {
+                Duration::from_micros(p99 * 2)
+                    .clamp(Duration::from_millis(5), Duration::from_millis(500))
+            };
+            base_us = base.as_micros() as u64;
+            self.anticipation_base_us.store(base_us, r);
+        }
+        let d = jitter(Duration::from_micros(base_us));
         match self.settings.query_wait_timeout {
             Some(q) => d.min(q.saturating_sub(Duration::from_millis(500)).max(q / 2)),
             None => d,
@@ -513,7 +543,7 @@ impl Pool {
     /// Queues a client waiting at the create gate at the back of the FIFO (for returned
     /// connections only).
     fn enqueue_at_gate(&self) -> WaiterGuard<'_> {
-        self.inner.lock().enqueue(self, false)
+        self.inner.lock().enqueue(self, false, Instant::now())
     }
 
     /// Takes a slot for a new connection if the pool is below pool_size.
@@ -526,7 +556,7 @@ impl Pool {
         None
     }
 
-    fn next_step(&self, spins: u32) -> Step<'_> {
+    fn next_step(&self, spins: u32, started: Instant) -> Step<'_> {
         let mut g = self.inner.lock();
         let popped = if self.settings.round_robin {
             g.idle.pop_front()
@@ -536,6 +566,11 @@ impl Pool {
         if let Some(s) = popped {
             return Step::Reuse(s);
         }
+        // Waiters that timed out leave closed senders behind; drop those at the front so a long
+        // outage cannot grow the queue without bound.
+        while g.waiters.front().is_some_and(|w| w.tx.is_closed()) {
+            g.waiters.pop_front();
+        }
         if g.total < self.settings.pool_size {
             // Below scaling_warm_pool_ratio % of pool_size connections are made at once; above
             // it a burst first gives returning connections scaling_fast_retries chances.
@@ -544,17 +579,14 @@ impl Pool {
                 g.total += 1;
                 return Step::Create(SlotGuard(Some(self)));
             }
-            if spins < self.settings.fast_retries {
+            // Returns go to queued waiters first (strict FIFO), so spinning behind a queue
+            // cannot win a connection: it only costs a reschedule per retry.
+            if spins < self.settings.fast_retries && g.waiters.is_empty() {
                 return Step::Spin;
             }
         }
-        // Waiters that timed out leave closed senders behind; drop those at the front so a long
-        // outage cannot grow the queue without bound.
-        while g.waiters.front().is_some_and(|w| w.tx.is_closed()) {
-            g.waiters.pop_front();
-        }
         let anticipating = g.total < self.settings.pool_size;
-        Step::Wait(g.enqueue(self, true), anticipating)
+        Step::Wait(g.enqueue(self, true, started), anticipating)
     }
 
     /// Checks an idle connection before handing it out; closes it (freeing its slot) if the
