@@ -23,9 +23,13 @@ pub mod dirt {
 /// Longest query text inspected beyond its first statement, bytes.
 const SCAN_LIMIT: usize = 4096;
 
+/// What separates the words [`words`] and [`leading_word`] read.
+fn is_separator(c: &u8) -> bool {
+    c.is_ascii_whitespace() || matches!(c, b'=' | b',' | b'(' | b')')
+}
+
 fn words(seg: &[u8]) -> impl Iterator<Item = &[u8]> {
-    seg.split(|c| c.is_ascii_whitespace() || matches!(c, b'=' | b',' | b'(' | b')'))
-        .filter(|w| !w.is_empty())
+    seg.split(is_separator).filter(|w| !w.is_empty())
 }
 
 /// The leading run of letters of `seg` after blanks and separators: when it is not a
@@ -34,7 +38,7 @@ fn words(seg: &[u8]) -> impl Iterator<Item = &[u8]> {
 fn leading_word(seg: &[u8]) -> &[u8] {
     let start = seg
         .iter()
-        .position(|c| !(c.is_ascii_whitespace() || matches!(c, b'=' | b',' | b'(' | b')')))
+        .position(|c| !is_separator(c))
         .unwrap_or(seg.len());
     let s = &seg[start..];
     let end = s

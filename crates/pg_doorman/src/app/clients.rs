@@ -59,9 +59,14 @@ pub struct ClientInfo {
 }
 
 impl ClientInfo {
-    /// Marks the client `s` (a [`state`] value); WAITING and ACTIVE are timed from now.
+    /// Marks the client `s` (a [`state`] value); WAITING and ACTIVE are timed from now, IDLE
+    /// reads no clock.
     pub fn set_state(&self, s: u8) {
-        self.set_state_at(s, Instant::now());
+        if s == state::IDLE {
+            self.state.store(s, Ordering::Relaxed);
+        } else {
+            self.set_state_at(s, Instant::now());
+        }
     }
 
     /// Marks the client `s` as of `at`, a clock reading the caller already holds (the request

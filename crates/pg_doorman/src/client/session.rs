@@ -322,11 +322,16 @@ impl Session {
     fn attach(&self, server: &Server, at: Option<std::time::Instant>) {
         let r = Ordering::Relaxed;
         let on = at.is_some();
-        match at {
-            Some(t) => self.info.set_state_at(state::ACTIVE, t),
-            None => self.info.state.store(state::IDLE, r),
-        }
-        let pid = if on { server.backend_pid } else { 0 };
+        let pid = match at {
+            Some(t) => {
+                self.info.set_state_at(state::ACTIVE, t);
+                server.backend_pid
+            }
+            None => {
+                self.info.set_state(state::IDLE);
+                0
+            }
+        };
         self.info.server_pid.store(pid, r);
         if let Some(reg) = &server.reg {
             reg.info.active.store(on, r);
@@ -395,7 +400,7 @@ impl Session {
         let waited = attached.saturating_duration_since(started).as_micros() as u64;
         stats.add_wait(waited);
         stats.wait_hist.record_us(waited);
-        self.info.state.store(state::IDLE, Ordering::Relaxed);
+        self.info.set_state(state::IDLE);
         let mut server = checked?;
         if in_sync(&server, &self.params) {
             return Ok((server, attached));
