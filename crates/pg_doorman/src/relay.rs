@@ -118,10 +118,10 @@ pub struct Attachment {
     /// What this attachment did (statistics).
     pub tally: crate::pool::stats::Tally,
     /// When the client got the backend (set by the session before relaying).
-    pub attached: Option<std::time::Instant>,
+    pub attached: Option<crate::clock::Micros>,
     /// When the last ReadyForQuery passed: the end of the attachment's transaction time, so
     /// the statistics and the checkin read no clock of their own.
-    pub last_end: Option<std::time::Instant>,
+    pub last_end: Option<crate::clock::Micros>,
     /// Durations of the first 8 queries (µs, from the attachment or the previous
     /// ReadyForQuery to this one), for the query histogram.
     pub query_us: [u32; 8],
@@ -131,7 +131,7 @@ pub struct Attachment {
 impl Attachment {
     /// An attachment that began at `attached`; `track_dirt` as the pool's
     /// `cleanup_server_connections`.
-    pub fn new(attached: std::time::Instant, track_dirt: bool) -> Self {
+    pub fn new(attached: crate::clock::Micros, track_dirt: bool) -> Self {
         Attachment {
             attached: Some(attached),
             track_dirt,
@@ -279,11 +279,11 @@ fn scan_server(
                 .copied()
                 .ok_or(WireError::Truncated("ReadyForQuery"))?;
             at.pending = at.pending.saturating_sub(1);
-            let now = std::time::Instant::now();
+            let now = crate::clock::Micros::now();
             if let Some(slot) = at.query_us.get_mut(at.tally.queries as usize)
                 && let Some(prev) = at.last_end.or(at.attached)
             {
-                let us = now.saturating_duration_since(prev).as_micros();
+                let us = now.us_since(prev);
                 *slot = u32::try_from(us).unwrap_or(u32::MAX);
             }
             at.last_end = Some(now);

@@ -1,6 +1,7 @@
 //! The logged-in clients, for SHOW CLIENTS and per-pool client counts. Entries are added at
 //! login and removed when the client leaves; per-request updates are relaxed atomic stores.
 
+use crate::clock::Micros;
 use crate::params::ParamSet;
 use crate::pool::Pool;
 use parking_lot::Mutex;
@@ -8,7 +9,6 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, AtomicU32, AtomicU64, Ordering};
-use std::time::Instant;
 
 /// Client states (SHOW CLIENTS `state`).
 pub mod state {
@@ -45,7 +45,7 @@ pub struct ClientInfo {
     /// One of [`state`].
     pub state: AtomicU8,
     /// Login time.
-    pub connected: Instant,
+    pub connected: Micros,
     /// When it entered its state (µs since `connected`), for WAITING and ACTIVE.
     pub wait_from_us: AtomicU64,
     /// Transactions (wrapping at 2^32; an idle client's entry is kept small).
@@ -65,15 +65,15 @@ impl ClientInfo {
         if s == state::IDLE {
             self.state.store(s, Ordering::Relaxed);
         } else {
-            self.set_state_at(s, Instant::now());
+            self.set_state_at(s, Micros::now());
         }
     }
 
     /// Marks the client `s` as of `at`, a clock reading the caller already holds (the request
     /// path reads the clock twice per request, not once per state change).
-    pub fn set_state_at(&self, s: u8, at: Instant) {
+    pub fn set_state_at(&self, s: u8, at: Micros) {
         if s != state::IDLE {
-            let us = at.saturating_duration_since(self.connected).as_micros() as u64;
+            let us = at.us_since(self.connected);
             self.wait_from_us.store(us, Ordering::Relaxed);
         }
         self.state.store(s, Ordering::Relaxed);

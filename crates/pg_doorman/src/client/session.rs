@@ -4,6 +4,7 @@
 
 use super::login_params::ClientParams;
 use crate::app::clients::{ClientInfo, state};
+use crate::clock::Micros;
 use crate::config::PoolMode;
 use crate::error::{PoolError, ServerError};
 use crate::params::{reset_statement, set_statement, tracked_name};
@@ -261,12 +262,8 @@ impl Session {
         .await;
         self.info.cancel.store(0, Ordering::Release);
         self.attach(&server, None);
-        let ended = at.last_end.unwrap_or_else(std::time::Instant::now);
-        self.record(
-            &server,
-            &at.tally,
-            ended.saturating_duration_since(attached),
-        );
+        let ended = at.last_end.unwrap_or_else(Micros::now);
+        self.record(&server, &at.tally, ended.us_since(attached));
         let answered = (at.tally.queries as usize).min(at.query_us.len());
         for us in &at.query_us[..answered] {
             self.info.pool.stats.query_hist.record_us(u64::from(*us));
@@ -319,7 +316,7 @@ impl Session {
 
     /// Marks the client as holding `server` (or not) for SHOW CLIENTS / SERVERS / POOLS.
     /// `at` is the attachment time (`None` when detaching).
-    fn attach(&self, server: &Server, at: Option<std::time::Instant>) {
+    fn attach(&self, server: &Server, at: Option<Micros>) {
         let r = Ordering::Relaxed;
         let on = at.is_some();
         let pid = match at {
@@ -342,14 +339,14 @@ impl Session {
         self.info.pool.stats.set_active(on);
     }
 
-    /// Adds what one attachment (held for `held`) did to the pool, backend and client totals.
-    fn record(&self, server: &Server, t: &crate::pool::stats::Tally, held: Duration) {
+    /// Adds what one attachment (held for `held_us` µs) did to the pool, backend and client
+    /// totals.
+    fn record(&self, server: &Server, t: &crate::pool::stats::Tally, held_us: u64) {
         let r = Ordering::Relaxed;
         let stats = &self.info.pool.stats;
         if self.info.pool.settings.mode == PoolMode::Transaction {
-            let held = held.as_micros() as u64;
-            stats.add(t, Some(held));
-            stats.xact_hist.record_us(held);
+            stats.add(t, Some(held_us));
+            stats.xact_hist.record_us(held_us);
         } else {
             stats.add(t, None);
         }
@@ -388,16 +385,16 @@ impl Session {
 
     /// Checks out a backend in line with the client's parameters; returns it with the time it
     /// was attached (two clock readings per request: arrival and attachment).
-    async fn acquire(&mut self) -> Result<(Box<Server>, std::time::Instant), PoolError> {
+    async fn acquire(&mut self) -> Result<(Box<Server>, Micros), PoolError> {
         let stats = &self.info.pool.stats;
-        let started = std::time::Instant::now();
+        let started = Micros::now();
         self.info.set_state_at(state::WAITING, started);
         if stats.paused.load(Ordering::Relaxed) {
             Box::pin(self.info.pool.wait_resumed()).await;
         }
         let checked = self.info.pool.checkout_since(started).await;
-        let attached = std::time::Instant::now();
-        let waited = attached.saturating_duration_since(started).as_micros() as u64;
+        let attached = Micros::now();
+        let waited = attached.us_since(started);
         stats.add_wait(waited);
         stats.wait_hist.record_us(waited);
         self.info.set_state(state::IDLE);

@@ -262,7 +262,7 @@ async fn welcome<'a>(
         tls: io.stream.is_tls(),
         flushed: Default::default(),
         state: Default::default(),
-        connected: std::time::Instant::now(),
+        connected: crate::clock::Micros::now(),
         wait_from_us: Default::default(),
         xacts: Default::default(),
         queries: Default::default(),

@@ -2,6 +2,7 @@
 //! open successors for connections near the end of their lifetime, keep `min_pool_size`.
 
 use super::{Handoff, Pool, SlotGuard, coordinator};
+use crate::clock::Micros;
 use crate::server::Server;
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -14,7 +15,7 @@ impl Pool {
     /// Closes idle connections past their (jittered) idle_timeout or server_lifetime, oldest
     /// first and at most `quota` (the retain cycle). Returns how many were closed.
     pub fn retain(&self, quota: usize) -> usize {
-        let now = Instant::now();
+        let now = Micros::now();
         let stale: Vec<Box<Server>> = {
             let mut g = self.inner.lock();
             // Idle reserve connections of the coordinator move under the cap when there is
@@ -32,7 +33,7 @@ impl Pool {
                 }
             }
             // Oldest first, at most `quota` (retain_connections_max) per cycle.
-            let mut expired: Vec<(Instant, u64)> = g
+            let mut expired: Vec<(Micros, u64)> = g
                 .idle
                 .iter()
                 .filter(|s| s.expired(now))
@@ -64,14 +65,14 @@ impl Pool {
     /// while there is room under pool_size, then is closed, so clients never wait for the
     /// connect its expiry would cost. Returns how many were replaced.
     pub async fn pre_replace(&self) -> usize {
-        let now = Instant::now();
+        let now = Micros::now();
         let aging: Vec<u64> = {
             let g = self.inner.lock();
             g.idle
                 .iter()
                 .filter(|s| {
                     s.lifetime.is_some_and(|l| {
-                        let age = now.duration_since(s.created);
+                        let age = now.since(s.created);
                         age >= l.mul_f64(0.95) && age < l
                     })
                 })
@@ -91,7 +92,7 @@ impl Pool {
             let Ok(mut fresh) = self.create(guard, None, false).await else {
                 break;
             };
-            fresh.last_used = Instant::now();
+            fresh.last_used = Micros::now();
             let old = {
                 let mut g = self.inner.lock();
                 let old = g
@@ -135,7 +136,7 @@ impl Pool {
             };
             match self.create(guard, None, false).await {
                 Ok(mut s) => {
-                    s.last_used = Instant::now();
+                    s.last_used = Micros::now();
                     let mut g = self.inner.lock();
                     if let Some(Handoff::Server(s)) = g.hand_off(Handoff::Server(s)) {
                         g.idle.push_back(s);

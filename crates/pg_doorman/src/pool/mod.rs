@@ -10,7 +10,9 @@ pub mod registry;
 pub mod settings;
 pub mod shard;
 pub mod stats;
+mod sweeper;
 
+use crate::clock::Micros;
 use crate::error::PoolError;
 use crate::params::ParamSet;
 use crate::prepared::PoolCache;
@@ -18,8 +20,8 @@ use crate::server::{self, Server};
 use parking_lot::{Mutex, RwLock};
 use settings::{PoolSettings, ServerSecret};
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Instant;
 use tokio::sync::oneshot;
 
@@ -41,13 +43,15 @@ struct Inner {
     total: usize,
     /// Waiting clients, oldest first (SHOW POOLS maxwait).
     waiters: VecDeque<Waiter>,
+    /// When the deadline task looks next.
+    sweep: sweeper::SweepState,
 }
 
 /// A client waiting in the FIFO.
 #[derive(Debug)]
 struct Waiter {
     /// When it started waiting.
-    since: Instant,
+    since: Micros,
     tx: oneshot::Sender<Handoff>,
     /// False for a client queued at the create gate: it holds a slot already, so it takes
     /// returned connections only, never a freed slot (two such clients would pass a slot
@@ -58,12 +62,7 @@ struct Waiter {
 impl Inner {
     /// Queues a waiter of `pool` at the back of the FIFO; see [`Waiter::takes_slots`].
     /// `since`: when the client began waiting.
-    fn enqueue<'a>(
-        &mut self,
-        pool: &'a Pool,
-        takes_slots: bool,
-        since: Instant,
-    ) -> WaiterGuard<'a> {
+    fn enqueue<'a>(&mut self, pool: &'a Pool, takes_slots: bool, since: Micros) -> WaiterGuard<'a> {
         let (tx, rx) = oneshot::channel();
         self.waiters.push_back(Waiter {
             since,
@@ -132,18 +131,24 @@ pub struct Pool {
     replenish_log: Mutex<Option<Instant>>,
     /// `scaling_max_parallel_creates` permits of this pool.
     creates: tokio::sync::Semaphore,
-    /// Anticipation waits so far, and the base wait last derived from the transaction p99
-    /// (µs): the quantile is recomputed every [`ANTICIPATION_EVERY`] waits, not per wait.
-    anticipations: AtomicU64,
+    /// The base anticipation wait (µs) the deadline task last derived from the transaction
+    /// p99; 0 before its first look.
     anticipation_base_us: AtomicU64,
+    /// This pool, for starting its deadline task.
+    me: Weak<Pool>,
+    /// Wakes the deadline task (an enqueue it would look too late for; the pool's drop).
+    sweep_wake: Arc<tokio::sync::Notify>,
 }
 
-/// Anticipation waits between two readings of the transaction-time p99.
-const ANTICIPATION_EVERY: u64 = 64;
+impl Drop for Pool {
+    fn drop(&mut self) {
+        // The deadline task ends when it finds the pool gone.
+        self.sweep_wake.notify_one();
+    }
+}
 
-/// `d` ± 20 % (PgDoorman's lifetime jitter). A per-thread SmallRng: this runs on every
-/// anticipation wait, where the thread RNG's reseeding generator costs more than the wait's
-/// own bookkeeping; jitter needs spread, not secrecy.
+/// `d` ± 20 % (PgDoorman's lifetime jitter). A per-thread SmallRng: jitter needs spread, not
+/// secrecy, and the thread RNG's reseeding generator costs more.
 fn jitter(d: std::time::Duration) -> std::time::Duration {
     use rand::{RngExt, SeedableRng, rngs::SmallRng};
     use std::cell::RefCell;
@@ -232,7 +237,7 @@ enum Step<'a> {
 impl Pool {
     /// A new, empty pool.
     pub fn new(settings: PoolSettings) -> Arc<Pool> {
-        let pool = Arc::new(Pool {
+        let pool = Arc::new_cyclic(|me| Pool {
             inner: Mutex::new(Inner::default()),
             default_params: RwLock::new(None),
             interned: Mutex::new(Vec::new()),
@@ -247,8 +252,9 @@ impl Pool {
             fail_log: Mutex::new((None, 0)),
             replenish_log: Mutex::new(None),
             creates: tokio::sync::Semaphore::new(settings.parallel_creates.max(1)),
-            anticipations: AtomicU64::new(0),
             anticipation_base_us: AtomicU64::new(0),
+            me: me.clone(),
+            sweep_wake: Arc::new(tokio::sync::Notify::new()),
             settings,
         });
         if let Some(c) = &pool.settings.coordinator {
@@ -360,7 +366,7 @@ impl Pool {
     ///
     /// Errors: [`PoolError::WaitTimeout`], or [`PoolError::Server`] when a new connection fails.
     pub async fn checkout(&self) -> Result<Box<Server>, PoolError> {
-        self.checkout_since(Instant::now()).await
+        self.checkout_since(Micros::now()).await
     }
 
     /// [`Self::checkout`] for a request that arrived at `started` (the query_wait_timeout
@@ -368,11 +374,7 @@ impl Pool {
     ///
     /// Rare, large steps (connect, idle probe) are boxed: this future is part of every
     /// request's state and stays small enough for the allocator's thread cache.
-    pub async fn checkout_since(&self, started: Instant) -> Result<Box<Server>, PoolError> {
-        let deadline = self
-            .settings
-            .query_wait_timeout
-            .map(|t| tokio::time::Instant::from_std(started) + t);
+    pub async fn checkout_since(&self, started: Micros) -> Result<Box<Server>, PoolError> {
         let mut spins = 0;
         loop {
             let handoff = match self.next_step(spins, started) {
@@ -391,19 +393,11 @@ impl Pool {
                     }
                     continue;
                 }
-                Step::Create(guard) => return Box::pin(self.create(guard, deadline, true)).await,
-                Step::Wait(guard, anticipating) => {
-                    match self.wait(guard, anticipating, deadline).await? {
-                        Ok(h) => h,
-                        Err(slot) => {
-                            self.stats
-                                .scaling
-                                .create_fallback
-                                .fetch_add(1, Ordering::Relaxed);
-                            return Box::pin(self.create(slot, deadline, true)).await;
-                        }
-                    }
+                Step::Create(guard) => {
+                    let deadline = self.deadline(started);
+                    return Box::pin(self.create(guard, deadline, true)).await;
                 }
+                Step::Wait(guard, anticipating) => self.wait(guard, anticipating).await?,
             };
             match handoff {
                 Handoff::Server(s) => {
@@ -412,79 +406,40 @@ impl Pool {
                     }
                 }
                 Handoff::Permit => {
+                    let deadline = self.deadline(started);
                     return Box::pin(self.create(SlotGuard(Some(self)), deadline, true)).await;
                 }
             }
         }
     }
 
-    /// Waits in the FIFO for a returned connection or a free slot. An anticipating waiter (the
-    /// pool is below pool_size but above the warm ratio) waits only [`Self::anticipation`]
-    /// before it takes a slot to create one (`Err(slot)`); if the pool filled meanwhile it
-    /// keeps its place in the queue.
-    async fn wait<'a>(
-        &'a self,
-        mut guard: WaiterGuard<'a>,
-        anticipating: bool,
-        deadline: Option<tokio::time::Instant>,
-    ) -> Result<Result<Handoff, SlotGuard<'a>>, PoolError> {
-        let sc = &self.stats.scaling;
-        if anticipating {
-            let until = tokio::time::Instant::now() + self.anticipation();
-            match tokio::time::timeout_at(until, &mut guard.rx).await {
-                Ok(Ok(h)) => {
-                    sc.anticipation_notify.fetch_add(1, Ordering::Relaxed);
-                    return Ok(Ok(h));
-                }
-                Ok(Err(_)) => {}
-                Err(_) => {
-                    sc.anticipation_timeout.fetch_add(1, Ordering::Relaxed);
-                    if let Some(slot) = self.try_slot() {
-                        // Leaving the queue: whatever was handed over meanwhile is used and
-                        // the slot goes back.
-                        return Ok(match guard.take_pending() {
-                            Some(h) => Ok(h),
-                            None => Err(slot),
-                        });
-                    }
-                }
-            }
-        }
-        let received = match deadline {
-            Some(d) => tokio::time::timeout_at(d, &mut guard.rx).await.ok(),
-            None => Some((&mut guard.rx).await),
-        };
-        match received {
-            Some(Ok(h)) => Ok(Ok(h)),
-            // Timed out (or the pool went away): use anything handed over meanwhile.
-            _ => guard.take_pending().map(Ok).ok_or(PoolError::WaitTimeout),
-        }
+    /// The end of a request's query_wait_timeout budget that began at `started` (computed only
+    /// when the request has to wait or connect).
+    fn deadline(&self, started: Micros) -> Option<tokio::time::Instant> {
+        self.settings.query_wait_timeout.map(|t| {
+            let waited = Micros::now().since(started);
+            tokio::time::Instant::now() + t.saturating_sub(waited)
+        })
     }
 
-    /// How long an anticipating client waits for a return before it creates a connection:
-    /// 100 ms while the pool has no transaction times yet, else twice the p99 transaction
-    /// time (at least 5 ms), at most 500 ms, ±20 %, and at most half of query_wait_timeout
-    /// (the pool-pressure rules of COMPAT.md §5).
-    fn anticipation(&self) -> std::time::Duration {
-        use std::time::Duration;
-        let r = Ordering::Relaxed;
-        let n = self.anticipations.fetch_add(1, r);
-        let mut base_us = self.anticipation_base_us.load(r);
-        if n.is_multiple_of(ANTICIPATION_EVERY) || base_us == 0 {
-            let p99 = self.stats.xact_hist.quantile_us(0.99);
-            let base = if p99 == 0 || self.settings.mode == crate::config::PoolMode::Session {
-                Duration::from_millis(100)
-            } else {
-                Duration::from_micros(p99 * 2)
-                    .clamp(Duration::from_millis(5), Duration::from_millis(500))
-            };
-            base_us = base.as_micros() as u64;
-            self.anticipation_base_us.store(base_us, r);
-        }
-        let d = jitter(Duration::from_micros(base_us));
-        match self.settings.query_wait_timeout {
-            Some(q) => d.min(q.saturating_sub(Duration::from_millis(500)).max(q / 2)),
-            None => d,
+    /// Waits in the FIFO for a returned connection or a free slot. The pool's deadline task
+    /// ([`sweeper`]) sends an anticipating waiter a [`Handoff::Permit`] when its anticipation
+    /// wait runs out, and drops the sender past query_wait_timeout.
+    async fn wait(
+        &self,
+        mut guard: WaiterGuard<'_>,
+        anticipating: bool,
+    ) -> Result<Handoff, PoolError> {
+        match (&mut guard.rx).await {
+            Ok(h) => {
+                if anticipating && matches!(h, Handoff::Server(_)) {
+                    let sc = &self.stats.scaling;
+                    sc.anticipation_notify.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(h)
+            }
+            // Timed out (or the pool went away): use anything handed over meanwhile.
+            Err(_) => guard.take_pending().ok_or(PoolError::WaitTimeout),
         }
     }
 
@@ -543,20 +498,10 @@ impl Pool {
     /// Queues a client waiting at the create gate at the back of the FIFO (for returned
     /// connections only).
     fn enqueue_at_gate(&self) -> WaiterGuard<'_> {
-        self.inner.lock().enqueue(self, false, Instant::now())
+        self.inner.lock().enqueue(self, false, Micros::now())
     }
 
-    /// Takes a slot for a new connection if the pool is below pool_size.
-    fn try_slot(&self) -> Option<SlotGuard<'_>> {
-        let mut g = self.inner.lock();
-        if g.total < self.settings.pool_size {
-            g.total += 1;
-            return Some(SlotGuard(Some(self)));
-        }
-        None
-    }
-
-    fn next_step(&self, spins: u32, started: Instant) -> Step<'_> {
+    fn next_step(&self, spins: u32, started: Micros) -> Step<'_> {
         let mut g = self.inner.lock();
         let popped = if self.settings.round_robin {
             g.idle.pop_front()
@@ -586,7 +531,14 @@ impl Pool {
             }
         }
         let anticipating = g.total < self.settings.pool_size;
-        Step::Wait(g.enqueue(self, true, started), anticipating)
+        let wake = match self.first_due(started, anticipating) {
+            Some(due) => g.sweep.due(due),
+            None => sweeper::Wake::No,
+        };
+        let guard = g.enqueue(self, true, started);
+        drop(g);
+        self.wake_sweeper(wake);
+        Step::Wait(guard, anticipating)
     }
 
     /// Checks an idle connection before handing it out; closes it (freeing its slot) if the
@@ -606,10 +558,10 @@ impl Pool {
     /// server_idle_check_timeout: true when `s` has been idle longer than that and must answer
     /// pooler_check_query before a client gets it (catches a PostgreSQL restart or a firewall
     /// that dropped it).
-    fn needs_probe(&self, s: &Server, now: Instant) -> bool {
+    fn needs_probe(&self, s: &Server, now: Micros) -> bool {
         self.settings
             .idle_check
-            .is_some_and(|limit| now.saturating_duration_since(s.last_used) >= limit)
+            .is_some_and(|limit| now.since(s.last_used) >= limit)
     }
 
     /// Runs pooler_check_query on a long-idle connection; None when it failed (it is closed).
@@ -617,7 +569,7 @@ impl Pool {
         let probe = s.simple_query(&self.settings.check_query, |_, _| {});
         match tokio::time::timeout(self.settings.connect_timeout, probe).await {
             Ok(Ok(None)) if s.status == b'I' => {
-                s.last_used = Instant::now();
+                s.last_used = Micros::now();
                 Some(s)
             }
             _ => {
@@ -726,12 +678,12 @@ impl Pool {
     /// Returns a connection after use. Bad, mid-transaction or expired connections are closed;
     /// others go to the oldest waiter or to the idle list.
     pub fn checkin(&self, s: Box<Server>) {
-        self.checkin_at(s, Instant::now());
+        self.checkin_at(s, Micros::now());
     }
 
     /// [`Self::checkin`] with the caller's reading of the clock (the end of the client's
     /// transaction), which becomes the connection's last-used time.
-    pub fn checkin_at(&self, mut s: Box<Server>, now: Instant) {
+    pub fn checkin_at(&self, mut s: Box<Server>, now: Micros) {
         if s.bad
             || s.status != b'I'
             || s.epoch != self.stats.epoch.load(Ordering::Relaxed)

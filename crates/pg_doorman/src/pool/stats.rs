@@ -7,7 +7,7 @@ use super::shard::Shards;
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// SQLSTATE classes counted separately (COMPAT.md §3 `pg_doorman_pools_errors_total`).
 pub const ERROR_CLASSES: [&str; 6] = ["08", "53", "57", "25P02", "26000", "other"];
@@ -260,7 +260,7 @@ pub struct ServerInfo {
     /// Backend process id.
     pub pid: i32,
     /// When it was opened.
-    pub created: Instant,
+    pub created: crate::clock::Micros,
     /// TLS to the backend.
     pub tls: bool,
     /// Held by a client now.
@@ -347,7 +347,7 @@ mod tests {
             ServerInfo {
                 id: 1,
                 pid: 7,
-                created: Instant::now(),
+                created: crate::clock::Micros::now(),
                 tls: false,
                 active: AtomicBool::new(false),
                 xacts: AtomicU64::new(0),

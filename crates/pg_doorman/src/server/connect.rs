@@ -18,7 +18,6 @@ use doorman_wire::backend::{
 use doorman_wire::fields::parse_error_body;
 use doorman_wire::frontend;
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
-use std::time::Instant;
 
 /// Opens the socket to `address`, applying TCP options.
 pub async fn open_socket(address: &ServerAddress, s: &PoolSettings) -> Result<Stream, ServerError> {
@@ -182,7 +181,7 @@ async fn login(
             tag::BACKEND_KEY_DATA => key = parse_backend_key_data(&body)?,
             tag::ERROR_RESPONSE => return Err(ServerError::Refused(parse_error_body(&body)?)),
             tag::READY_FOR_QUERY => {
-                let now = Instant::now();
+                let now = crate::clock::Micros::now();
                 return Ok(Server {
                     stream,
                     buf,

@@ -6,10 +6,11 @@ mod query;
 
 pub use connect::connect;
 
+use crate::clock::Micros;
 use crate::net::Stream;
 use crate::params::ParamSet;
 use bytes::BytesMut;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Initial read buffer of a backend connection (bytes). Large rows are streamed, not buffered.
 pub const READ_CHUNK: usize = 16 * 1024;
@@ -37,9 +38,9 @@ pub struct Server {
     /// Set when the connection must not be reused (I/O error, protocol error, FATAL).
     pub bad: bool,
     /// When the connection was established.
-    pub created: Instant,
+    pub created: Micros,
     /// When it was last returned to the pool.
-    pub last_used: Instant,
+    pub last_used: Micros,
     /// Pool-local sequence number (for logs).
     pub id: u64,
     /// Entry in the pool's server list (SHOW SERVERS); removed when the connection goes.
@@ -74,19 +75,18 @@ impl Server {
     }
 
     /// True when this connection's (jittered) lifetime has passed.
-    pub fn too_old(&self, now: Instant) -> bool {
-        self.lifetime
-            .is_some_and(|l| now.duration_since(self.created) >= l)
+    pub fn too_old(&self, now: Micros) -> bool {
+        self.lifetime.is_some_and(|l| now.since(self.created) >= l)
     }
 
     /// True when the idle connection should close: too old, or idle past its (jittered)
     /// idle_timeout after having served a client (prewarmed ones stay).
-    pub fn expired(&self, now: Instant) -> bool {
+    pub fn expired(&self, now: Micros) -> bool {
         self.too_old(now)
             || (self.served
                 && self
                     .idle_limit
-                    .is_some_and(|t| now.duration_since(self.last_used) >= t))
+                    .is_some_and(|t| now.since(self.last_used) >= t))
     }
 
     /// Closes politely: a Terminate if the socket takes it now, then drop (never blocks).
