@@ -28,3 +28,5 @@ pub const INTERNAL_ERROR: &str = "XX000";
 pub const SYNTAX_ERROR: &str = "42601";
 /// 53200 out_of_memory.
 pub const OUT_OF_MEMORY: &str = "53200";
+/// 42P05 duplicate_prepared_statement.
+pub const DUPLICATE_PREPARED_STATEMENT: &str = "42P05";

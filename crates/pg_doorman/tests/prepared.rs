@@ -150,6 +150,12 @@ fn duplicate_close_and_deallocate_behave_like_postgres() {
     let r = a.until_ready();
     assert_eq!(tags(&r), "EZ");
     assert_eq!(r[0].text(), "42P05");
+    // PostgreSQL's own text, with the name.
+    let msg = String::from_utf8_lossy(&r[0].body).into_owned();
+    assert!(
+        msg.contains("prepared statement \"d\" already exists"),
+        "{msg:?}"
+    );
     // Close frees the name; closing an unknown one is fine too.
     a.send(&[close(b'S', "d"), close(b'S', "never"), sync()]);
     assert_eq!(tags(&a.until_ready()), "33Z");

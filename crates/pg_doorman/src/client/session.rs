@@ -483,6 +483,7 @@ impl Session {
             .prepared
             .expect
             .retain(|e| !matches!(e, Expect::Synth(_)));
+        server.prepared.duplicates.clear();
         if !at.is_clean(&server) {
             let recovered = if at.only_unsynced(&server, &self.io.scan) {
                 let tracked = self.info.pool.statements.is_some();

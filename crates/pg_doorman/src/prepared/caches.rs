@@ -1,6 +1,7 @@
 //! What a backend has prepared and what a client has named, plus the reply queue.
 
 use super::{ClientMemory, Statement};
+use bytes::BytesMut;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -47,26 +48,23 @@ pub enum Synth {
     CloseComplete,
     /// CommandComplete `DEALLOCATE` for a simple-query DEALLOCATE of a client's name.
     Deallocate,
-    /// ErrorResponse 42P05 for a Parse of a name the client already has.
-    Duplicate,
+    /// ErrorResponse 42P05 for a Parse of a name the client already has; the number finds
+    /// the name in [`ServerPrepared::duplicates`].
+    Duplicate(u32),
 }
 
 impl Synth {
-    /// The message bytes.
-    pub fn bytes(self) -> &'static [u8] {
+    /// The message bytes of the fixed replies (None for [`Synth::Duplicate`], which names
+    /// the statement: [`ServerPrepared::duplicate_error`]).
+    pub fn bytes(self) -> Option<&'static [u8]> {
         match self {
-            Synth::ParseComplete => &[b'1', 0, 0, 0, 4],
-            Synth::CloseComplete => &[b'3', 0, 0, 0, 4],
-            Synth::Deallocate => b"C\0\0\0\x0fDEALLOCATE\0",
-            Synth::Duplicate => DUPLICATE,
+            Synth::ParseComplete => Some(&[b'1', 0, 0, 0, 4]),
+            Synth::CloseComplete => Some(&[b'3', 0, 0, 0, 4]),
+            Synth::Deallocate => Some(b"C\0\0\0\x0fDEALLOCATE\0"),
+            Synth::Duplicate(_) => None,
         }
     }
 }
-
-/// ErrorResponse 42P05 (duplicate_prepared_statement), the text PostgreSQL uses without the
-/// name, since the reply is static.
-const DUPLICATE: &[u8] =
-    b"E\0\0\0\x3dSERROR\0VERROR\0C42P05\0Mprepared statement already exists\0\0";
 
 /// A backend connection's prepared-statement state (`server_prepared_statements_cache_size`).
 #[derive(Debug)]
@@ -92,6 +90,10 @@ pub struct ServerPrepared {
     pub misses: u64,
     /// Scratch for building injected messages (kept to avoid allocating per message).
     pub scratch: Vec<u8>,
+    /// Names of the statements of pending [`Synth::Duplicate`] replies, by number (rare:
+    /// a client re-using a name it has not closed).
+    pub duplicates: VecDeque<(u32, Box<[u8]>)>,
+    next_duplicate: u32,
 }
 
 impl ServerPrepared {
@@ -108,7 +110,44 @@ impl ServerPrepared {
             hits: 0,
             misses: 0,
             scratch: Vec::new(),
+            duplicates: VecDeque::new(),
+            next_duplicate: 0,
         }
+    }
+
+    /// Queues the 42P05 reply for a Parse of `name`, which the client already has.
+    pub fn expect_duplicate(&mut self, name: &[u8]) -> Expect {
+        let n = self.next_duplicate;
+        self.next_duplicate = n.wrapping_add(1);
+        // Replies dropped unsent leave their names behind until the next one is sent: bound them.
+        if self.duplicates.len() >= 16 {
+            self.duplicates.pop_front();
+        }
+        self.duplicates.push_back((n, name.into()));
+        Expect::Synth(Synth::Duplicate(n))
+    }
+
+    /// ErrorResponse 42P05 with PostgreSQL's text (`prepared statement "name" already
+    /// exists`) for the reply numbered `n`; names of replies dropped before theirs are
+    /// discarded on the way.
+    pub fn duplicate_error(&mut self, n: u32) -> BytesMut {
+        let mut name: Box<[u8]> = Box::default();
+        while let Some((k, v)) = self.duplicates.pop_front() {
+            if k == n {
+                name = v;
+                break;
+            }
+        }
+        let e = doorman_wire::ErrorFields::error(
+            doorman_wire::sqlstate::DUPLICATE_PREPARED_STATEMENT,
+            format!(
+                "prepared statement \"{}\" already exists",
+                String::from_utf8_lossy(&name)
+            ),
+        );
+        let mut out = BytesMut::with_capacity(64 + name.len());
+        e.write(&mut out);
+        out
     }
 
     /// Whether the backend has `id`; promotes it (an evicted one not yet closed comes back).
@@ -346,16 +385,32 @@ mod tests {
 
     #[test]
     fn synthetic_messages_are_well_formed() {
+        let mut p = ServerPrepared::new(2);
+        let first = p.expect_duplicate(b"a");
+        let Expect::Synth(Synth::Duplicate(n)) = p.expect_duplicate(b"stmt_1") else {
+            panic!("not a duplicate reply");
+        };
+        // The first reply was dropped (skipped after an error): its name goes with the second.
+        assert!(matches!(first, Expect::Synth(Synth::Duplicate(_))));
+        let dup = p.duplicate_error(n);
+        assert!(p.duplicates.is_empty());
+        let fields = doorman_wire::fields::parse_error_body(&dup[5..]).unwrap();
+        assert_eq!(fields.code, "42P05");
+        assert_eq!(
+            fields.message,
+            "prepared statement \"stmt_1\" already exists"
+        );
         for s in [
             Synth::ParseComplete,
             Synth::CloseComplete,
             Synth::Deallocate,
-            Synth::Duplicate,
         ] {
-            let b = s.bytes();
+            let b = s.bytes().unwrap();
             let len = u32::from_be_bytes([b[1], b[2], b[3], b[4]]) as usize;
             assert_eq!(len + 1, b.len(), "{s:?}");
         }
+        let len = u32::from_be_bytes([dup[1], dup[2], dup[3], dup[4]]) as usize;
+        assert_eq!(len + 1, dup.len());
     }
 
     #[test]

@@ -291,8 +291,9 @@ fn parse(
     let pool = prep.pool;
     let client = prep.client();
     if name_len > 0 && client.contains(&buf[body.start..body.start + name_len]) {
+        let e = p.expect_duplicate(&buf[body.start..body.start + name_len]);
         splice(buf, pos, len, &[]);
-        push(p, Expect::Synth(Synth::Duplicate));
+        push(p, e);
         at.drop_till_sync = true;
         return Ok(());
     }

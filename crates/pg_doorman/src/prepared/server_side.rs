@@ -1,7 +1,7 @@
 //! Backend → client: matches replies to the queue of expected ones, drops replies to what the
 //! pooler injected, and puts made-up replies where PostgreSQL would have sent them.
 
-use super::caches::{Expect, ServerPrepared};
+use super::caches::{Expect, ServerPrepared, Synth};
 use super::splice::splice;
 use crate::relay::Scan;
 use bytes::BytesMut;
@@ -24,7 +24,15 @@ pub fn emit_front(buf: &mut BytesMut, sc: &mut Scan, p: &mut ServerPrepared) {
     loop {
         match p.expect.front().copied() {
             Some(Expect::Synth(s)) => {
-                let bytes = s.bytes();
+                let made;
+                let bytes = match s.bytes() {
+                    Some(b) => b,
+                    None => {
+                        let Synth::Duplicate(n) = s else { return };
+                        made = p.duplicate_error(n);
+                        &made[..]
+                    }
+                };
                 splice(buf, sc.ready, 0, bytes);
                 sc.ready += bytes.len();
             }
