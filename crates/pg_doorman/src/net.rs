@@ -183,6 +183,39 @@ impl Stream {
         }
         Ok(())
     }
+
+    /// Ends a connection the pooler is closing on a peer that may still be sending: stops
+    /// writing (TCP and unix sockets; a TLS session is left as is) and reads and discards what
+    /// arrives until end of stream, `max_bytes` or `max_wait`. Closing with unread input makes
+    /// the kernel send a reset, which can destroy the FATAL just written before the peer reads
+    /// it (a client in the middle of sending an oversized message).
+    pub async fn linger(&self, max_wait: std::time::Duration, max_bytes: usize) {
+        let shut = match self {
+            Stream::Tcp(s) => socket2::SockRef::from(s).shutdown(std::net::Shutdown::Write),
+            Stream::Unix(s) => socket2::SockRef::from(s).shutdown(std::net::Shutdown::Write),
+            Stream::Tls(_) => Ok(()),
+        };
+        if shut.is_err() {
+            return;
+        }
+        let drain = async {
+            let mut scratch = [0u8; 8192];
+            let mut left = max_bytes;
+            while left > 0 {
+                match self.try_read(&mut scratch) {
+                    Ok(0) => return,
+                    Ok(n) => left = left.saturating_sub(n),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        if self.readable().await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(_) => return,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(max_wait, drain).await;
+    }
 }
 
 impl AsyncRead for Stream {

@@ -278,6 +278,7 @@ impl Session {
         if at.flushed {
             self.info.flushed.store(true, Ordering::Relaxed);
         }
+        let mut linger = false;
         match outcome {
             Outcome::Released => {
                 if !needs_tidy(&server, &at) || Box::pin(tidy(&mut server, &at)).await {
@@ -288,17 +289,20 @@ impl Session {
                 return true;
             }
             Outcome::Terminated | Outcome::ClientGone => {}
+            // The backend goes back first; the client is then given time to read its FATAL.
             Outcome::OverMemory => {
                 tracing::warn!("{} message would pass max_memory_usage", self.label());
                 let e = ErrorFields::fatal(
                     sqlstate::OUT_OF_MEMORY,
                     "out of memory: the message would pass max_memory_usage of the pooler",
                 );
-                self.fatal(e).await;
+                self.send_fatal(e).await;
+                linger = true;
             }
             Outcome::ClientProtocol(e) => {
                 let e = ErrorFields::fatal(sqlstate::PROTOCOL_VIOLATION, e.to_string());
-                self.fatal(e).await;
+                self.send_fatal(e).await;
+                linger = true;
             }
             Outcome::ServerGone(e) => {
                 tracing::warn!("{} server connection lost: {e}", self.label());
@@ -311,6 +315,9 @@ impl Session {
         }
         // Boxed: the client is gone; this rare path must not enlarge every request's state.
         Box::pin(self.release_after_exit(server, &at)).await;
+        if linger {
+            Box::pin(self.linger()).await;
+        }
         false
     }
 
@@ -378,9 +385,22 @@ impl Session {
         }
     }
 
+    /// Sends `e` as FATAL and ends the connection so the client can read it.
     async fn fatal(&mut self, e: ErrorFields) {
+        self.send_fatal(e).await;
+        Box::pin(self.linger()).await;
+    }
+
+    async fn send_fatal(&mut self, e: ErrorFields) {
         // Boxed: a rare path whose write state must not enlarge every idle client's task.
         Box::pin(super::startup::send_fatal(&self.io.stream, e)).await;
+    }
+
+    /// Lets a client that may still be sending read the FATAL it was sent (see
+    /// [`crate::net::Stream::linger`]): at most 1 s and 16 MiB of what it sends meanwhile.
+    async fn linger(&self) {
+        let wait = std::time::Duration::from_secs(1);
+        self.io.stream.linger(wait, 16 << 20).await;
     }
 
     /// Checks out a backend in line with the client's parameters; returns it with the time it
