@@ -9,6 +9,39 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
+thread_local! {
+    /// Read buffers freed by this worker thread's idle clients, for the next client that reads.
+    /// An idle client holds no buffer (that keeps thousands of them cheap), so every request
+    /// would otherwise cost a malloc/free pair, and frees on another worker overflow the
+    /// allocator's per-thread cache.
+    static SPARE: std::cell::RefCell<Vec<BytesMut>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Buffers kept per thread (of at most 4 × chunk bytes each).
+const SPARE_MAX: usize = 64;
+
+/// An empty read buffer of at least `chunk` bytes (a spare one when this thread has it).
+pub fn take_buffer(chunk: usize) -> BytesMut {
+    SPARE
+        .with_borrow_mut(|v| v.pop())
+        .filter(|b| b.capacity() >= chunk)
+        .unwrap_or_else(|| BytesMut::with_capacity(chunk))
+}
+
+/// Gives back an idle client's read buffer (its contents are dropped). Buffers that grew past
+/// 4 × `chunk` bytes, or that do not fit `chunk`, are freed instead.
+pub fn give_buffer(mut b: BytesMut, chunk: usize) {
+    if b.capacity() < chunk || b.capacity() > 4 * chunk {
+        return;
+    }
+    b.clear();
+    SPARE.with_borrow_mut(|v| {
+        if v.len() < SPARE_MAX {
+            v.push(b);
+        }
+    });
+}
+
 /// A connected client or backend socket.
 #[derive(Debug)]
 pub enum Stream {
@@ -68,8 +101,8 @@ impl Stream {
             return s.poll_read_plain(cx, buf, chunk);
         }
         if buf.capacity() == 0 {
-            // An idle client's freed buffer: allocate directly, not through the growth path.
-            *buf = BytesMut::with_capacity(chunk);
+            // An idle client's given-back buffer: take one, not through the growth path.
+            *buf = take_buffer(chunk);
         } else {
             buf.reserve(chunk);
         }
@@ -296,5 +329,25 @@ impl TcpOptions {
             sock.set_recv_buffer_size(self.buffer_size as usize)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod spare_tests {
+    use super::*;
+
+    #[test]
+    fn idle_buffers_are_reused_on_the_same_thread_and_big_ones_freed() {
+        let mut b = take_buffer(1024);
+        b.extend_from_slice(b"Q\0\0\0\x0dSELECT 1\0");
+        let at = b.as_ptr();
+        give_buffer(b, 1024);
+        let again = take_buffer(1024);
+        assert!(again.is_empty());
+        assert!(again.capacity() >= 1024);
+        assert_eq!(again.as_ptr(), at, "the given-back buffer is reused");
+        give_buffer(BytesMut::with_capacity(64 * 1024), 1024);
+        let fresh = take_buffer(1024);
+        assert!(fresh.capacity() < 64 * 1024, "a grown buffer is not kept");
     }
 }

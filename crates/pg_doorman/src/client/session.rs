@@ -459,7 +459,7 @@ impl Session {
             }
             if io.buf.is_empty() && io.buf.capacity() > 0 {
                 // Idle clients keep no buffer: that is what makes thousands of them cheap.
-                io.buf = BytesMut::new();
+                crate::net::give_buffer(std::mem::take(&mut io.buf), CLIENT_CHUNK);
             }
             if io.stream.readable().await.is_err() {
                 return Next::Gone;
