@@ -90,17 +90,23 @@ impl Pool {
     /// The first deadline of a waiter that began at `since` and waits for slots
     /// (`anticipating`: the pool is below pool_size); None when it has none.
     pub(super) fn first_due(&self, since: Micros, anticipating: bool) -> Option<Micros> {
-        let qwt = self.settings.query_wait_timeout.map(|q| since.plus(q));
-        if !anticipating {
-            return qwt;
-        }
         let base = match self.anticipation_base_us.load(Ordering::Relaxed) {
             0 => COLD.as_micros() as u64,
             us => us,
         };
         // The upper end of the jitter: the task may look up to then.
-        let antic = since.plus(Duration::from_micros(base * 6 / 5));
-        Some(qwt.map_or(antic, |q| q.min(antic)))
+        self.due(since, anticipating.then_some(base * 6 / 5))
+    }
+
+    /// The earlier of a waiter's query_wait_timeout and, if it anticipates, its anticipation
+    /// wait of `antic_us` µs, both from `since`; None when it has neither.
+    fn due(&self, since: Micros, antic_us: Option<u64>) -> Option<Micros> {
+        let qwt = self.settings.query_wait_timeout.map(|q| since.plus(q));
+        let antic = antic_us.map(|us| since.plus(Duration::from_micros(us)));
+        match (qwt, antic) {
+            (Some(q), Some(a)) => Some(q.min(a)),
+            (q, a) => q.or(a),
+        }
     }
 
     /// Makes the task look as `w` says (after the pool lock is released).
@@ -145,13 +151,8 @@ impl Pool {
         let next = match front(&g) {
             Some(w) => {
                 *idle_since = None;
-                let qwt_due = qwt.map(|q| w.since.plus(q));
-                if g.total < self.settings.pool_size {
-                    let antic = w.since.plus(Duration::from_micros(jittered(base, w.since)));
-                    Some(qwt_due.map_or(antic, |q| q.min(antic)))
-                } else {
-                    qwt_due
-                }
+                let anticipating = g.total < self.settings.pool_size;
+                self.due(w.since, anticipating.then(|| jittered(base, w.since)))
             }
             None => {
                 let since = *idle_since.get_or_insert(now);

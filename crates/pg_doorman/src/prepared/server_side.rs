@@ -25,13 +25,12 @@ pub fn emit_front(buf: &mut BytesMut, sc: &mut Scan, p: &mut ServerPrepared) {
         match p.expect.front().copied() {
             Some(Expect::Synth(s)) => {
                 let made;
-                let bytes = match s.bytes() {
-                    Some(b) => b,
-                    None => {
-                        let Synth::Duplicate(n) = s else { return };
+                let bytes = match s {
+                    Synth::Duplicate(n) => {
                         made = p.duplicate_error(n);
                         &made[..]
                     }
+                    fixed => fixed.bytes().unwrap_or_default(),
                 };
                 splice(buf, sc.ready, 0, bytes);
                 sc.ready += bytes.len();
