@@ -31,10 +31,12 @@ pub fn take_buffer(chunk: usize) -> BytesMut {
 /// Gives back an idle client's read buffer (its contents are dropped). Buffers that grew past
 /// 4 × `chunk` bytes, or that do not fit `chunk`, are freed instead.
 pub fn give_buffer(mut b: BytesMut, chunk: usize) {
-    if b.capacity() < chunk || b.capacity() > 4 * chunk {
+    b.clear();
+    // Forwarded bytes were advanced past, which leaves the free space behind the cursor:
+    // rewinding an empty buffer to its start needs no allocation.
+    if !b.try_reclaim(chunk) || b.capacity() > 4 * chunk {
         return;
     }
-    b.clear();
     SPARE.with_borrow_mut(|v| {
         if v.len() < SPARE_MAX {
             v.push(b);
@@ -87,7 +89,8 @@ impl Stream {
         }
     }
 
-    /// Reads into `buf`'s spare capacity (reserving `chunk` bytes first). Unlike
+    /// Reads into `buf`'s spare capacity (at least `chunk` / 2 bytes, else `chunk` bytes are
+    /// reserved first). Unlike
     /// [`Stream::try_read_buf`], a short read clears the cached readiness, so the next wait costs
     /// no EAGAIN syscall: that saves two syscalls per relayed transaction. `Ready(Ok(0))` is EOF.
     #[inline]
@@ -103,7 +106,9 @@ impl Stream {
         if buf.capacity() == 0 {
             // An idle client's given-back buffer: take one, not through the growth path.
             *buf = take_buffer(chunk);
-        } else {
+        } else if buf.capacity() - buf.len() < (chunk / 2).max(1) {
+            // Only when short of room: each reservation of a buffer the relay has advanced
+            // through rewinds it (a call into `bytes`), and that happened twice per transaction.
             buf.reserve(chunk);
         }
         tokio_util::io::poll_read_buf(Pin::new(self), cx, buf)
@@ -338,10 +343,16 @@ mod spare_tests {
 
     #[test]
     fn idle_buffers_are_reused_on_the_same_thread_and_big_ones_freed() {
+        use bytes::Buf;
         let mut b = take_buffer(1024);
-        b.extend_from_slice(b"Q\0\0\0\x0dSELECT 1\0");
         let at = b.as_ptr();
+        b.extend_from_slice(b"Q\0\0\0\x0dSELECT 1\0");
+        // Forwarded, as the relay does: the cursor moves past the bytes.
+        b.advance(b.len());
+        let spares = || SPARE.with_borrow(|v| v.len());
+        let before = spares();
         give_buffer(b, 1024);
+        assert_eq!(spares(), before + 1, "a consumed buffer is kept");
         let again = take_buffer(1024);
         assert!(again.is_empty());
         assert!(again.capacity() >= 1024);

@@ -23,7 +23,7 @@ pub mod dirt {
 /// Longest query text inspected beyond its first statement, bytes.
 const SCAN_LIMIT: usize = 4096;
 
-/// What separates the words [`words`] and [`leading_word`] read.
+/// What separates the words [`words`] and [`leading_keyword`] read.
 fn is_separator(c: &u8) -> bool {
     c.is_ascii_whitespace() || matches!(c, b'=' | b',' | b'(' | b')')
 }
@@ -32,60 +32,122 @@ fn words(seg: &[u8]) -> impl Iterator<Item = &[u8]> {
     seg.split(is_separator).filter(|w| !w.is_empty())
 }
 
-/// The leading run of letters of `seg` after blanks and separators: when it is not a
-/// keyword of interest, neither is [`words`]' first word, so most statements (SELECT, INSERT…)
-/// are passed over without splitting their text.
-fn leading_word(seg: &[u8]) -> &[u8] {
-    let start = seg
-        .iter()
-        .position(|c| !is_separator(c))
-        .unwrap_or(seg.len());
-    let s = &seg[start..];
-    let end = s
-        .iter()
-        .position(|c| !c.is_ascii_alphabetic())
-        .unwrap_or(s.len());
-    &s[..end]
+/// Statement-leading keywords the pooler acts on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kw {
+    Set,
+    Reset,
+    Prepare,
+    Deallocate,
+    Declare,
+    Close,
+    Listen,
+    Unlisten,
+    Create,
+    Discard,
+    Begin,
+    Start,
+    Commit,
+    End,
+    Rollback,
+    Abort,
 }
 
-fn any_of(word: &[u8], keywords: &[&str]) -> bool {
-    keywords
-        .iter()
-        .any(|k| word.eq_ignore_ascii_case(k.as_bytes()))
+/// The keyword `seg` starts with (after blanks and separators), if any. The first letter picks
+/// at most three candidates and most statements (SELECT, INSERT…) fail on their second or third
+/// letter, so no word is split out of the text.
+#[inline]
+fn leading_keyword(seg: &[u8]) -> Option<Kw> {
+    // Statements usually start with their keyword: skip the separator scan then.
+    let start = if seg.first().is_some_and(u8::is_ascii_alphabetic) {
+        0
+    } else {
+        seg.iter().position(|c| !is_separator(c))?
+    };
+    let s = &seg[start..];
+    let candidates: &[(&[u8], Kw)] = match s.first()? | 0x20 {
+        b's' => &[(b"set", Kw::Set), (b"start", Kw::Start)],
+        b'r' => &[(b"reset", Kw::Reset), (b"rollback", Kw::Rollback)],
+        b'p' => &[(b"prepare", Kw::Prepare)],
+        b'd' => &[
+            (b"deallocate", Kw::Deallocate),
+            (b"declare", Kw::Declare),
+            (b"discard", Kw::Discard),
+        ],
+        b'c' => &[
+            (b"close", Kw::Close),
+            (b"create", Kw::Create),
+            (b"commit", Kw::Commit),
+        ],
+        b'l' => &[(b"listen", Kw::Listen)],
+        b'u' => &[(b"unlisten", Kw::Unlisten)],
+        b'b' => &[(b"begin", Kw::Begin)],
+        b'e' => &[(b"end", Kw::End)],
+        b'a' => &[(b"abort", Kw::Abort)],
+        _ => return None,
+    };
+    candidates.iter().find_map(|&(word, kw)| {
+        let head = s.get(..word.len())?;
+        let whole = !s.get(word.len()).is_some_and(u8::is_ascii_alphabetic);
+        (whole && head.eq_ignore_ascii_case(word)).then_some(kw)
+    })
+}
+
+/// True when `sql`'s leading word is DISCARD, RESET or DEALLOCATE: the only statements that
+/// change a backend's prepared statements or settings behind the pooler's back. A cheap filter
+/// in front of a closer reading.
+#[inline]
+pub fn may_drop_statements(sql: &[u8]) -> bool {
+    matches!(
+        leading_keyword(sql),
+        Some(Kw::Discard | Kw::Reset | Kw::Deallocate)
+    )
 }
 
 fn is(w: Option<&[u8]>, kw: &str) -> bool {
     w.is_some_and(|w| w.eq_ignore_ascii_case(kw.as_bytes()))
 }
 
-/// Updates `dirty` with the effect of each statement in `sql` (split at `;`).
-pub fn track(sql: &[u8], dirty: &mut u8) {
-    let sql = if sql.len() > SCAN_LIMIT {
-        sql.split(|&c| c == b';').next().unwrap_or_default()
+/// Where the statement at the start of `s` ends: its `;`, or the NUL that ends the text (a
+/// Query or Parse body may be passed whole). Long texts are searched with SIMD (memchr); for
+/// short ones its setup costs more than a plain loop.
+#[inline]
+fn statement_end(s: &[u8]) -> Option<usize> {
+    if s.len() < 64 {
+        s.iter().position(|&c| c == b';' || c == 0)
     } else {
-        sql
-    };
-    for seg in sql.split(|&c| c == b';') {
-        track_one(seg, dirty);
+        memchr::memchr2(b';', 0, s)
     }
 }
 
-fn track_one(seg: &[u8], dirty: &mut u8) {
-    const LEADING: &[&str] = &[
-        "SET",
-        "RESET",
-        "PREPARE",
-        "DEALLOCATE",
-        "DECLARE",
-        "CLOSE",
-        "LISTEN",
-        "UNLISTEN",
-        "CREATE",
-        "DISCARD",
-    ];
-    if !any_of(leading_word(seg), LEADING) {
-        return;
+/// Updates `dirty` with the effect of each statement in `sql` (split at `;`, ending at a NUL).
+/// Text longer than 4096 bytes is read up to its first `;` only.
+pub fn track(sql: &[u8], dirty: &mut u8) {
+    let mut rest = sql;
+    loop {
+        let end = statement_end(rest);
+        let seg = &rest[..end.unwrap_or(rest.len())];
+        // The empty tail after a final `;` is the common second "statement".
+        if !seg.is_empty()
+            && let Some(kw) = leading_keyword(seg)
+            && !matches!(
+                kw,
+                Kw::Begin | Kw::Start | Kw::Commit | Kw::End | Kw::Rollback | Kw::Abort
+            )
+        {
+            track_one(seg, dirty);
+        }
+        match end {
+            Some(e) if rest[e] == b';' && sql.len() <= SCAN_LIMIT => rest = &rest[e + 1..],
+            _ => return,
+        }
     }
+}
+
+/// One statement whose leading word is a keyword that may leave session state.
+#[cold]
+#[inline(never)]
+fn track_one(seg: &[u8], dirty: &mut u8) {
     let mut w = words(seg);
     let Some(first) = w.next() else { return };
     let first = Some(first);
@@ -186,11 +248,21 @@ pub fn bare(sql: &[u8]) -> &[u8] {
 }
 
 /// Classifies a whole simple query (one statement, optional trailing `;`).
+#[inline]
 pub fn tx_control(sql: &[u8]) -> TxControl {
-    const LEADING: &[&str] = &["BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT"];
-    if !any_of(leading_word(sql), LEADING) {
+    if !matches!(
+        leading_keyword(sql),
+        Some(Kw::Begin | Kw::Start | Kw::Commit | Kw::End | Kw::Rollback | Kw::Abort)
+    ) {
         return TxControl::Other;
     }
+    tx_statement(sql)
+}
+
+/// [`tx_control`] for a statement that starts with a transaction-control keyword.
+#[cold]
+#[inline(never)]
+fn tx_statement(sql: &[u8]) -> TxControl {
     let s = bare(sql);
     if s.is_empty() || s.len() > 128 || s.contains(&b';') {
         return TxControl::Other;
@@ -276,8 +348,58 @@ mod tests {
         assert_eq!(dirt_of("SELECT set_config('a.b', '1', false)"), 0);
         assert_eq!(dirt_of("setx = 1"), 0);
         assert_eq!(dirt_of("\tlisten\tch"), dirt::LISTEN);
+        assert_eq!(dirt_of("SELECT 1;"), 0);
+        assert_eq!(
+            dirt_of("SELECT 1\0SET a.b = 1"),
+            0,
+            "the text ends at its NUL"
+        );
+        let pad = " ".repeat(100);
+        assert_eq!(dirt_of(&format!("SELECT 1{pad}; SET a.b = 1")), dirt::SET);
+        assert_eq!(dirt_of(&format!("SELECT 1{pad}\0; SET a.b = 1")), 0);
+        assert_eq!(dirt_of(";;SET a.b = 1;"), dirt::SET);
+        assert_eq!(dirt_of("BEGIN; SET a.b = 1; COMMIT"), dirt::SET);
+        let long = format!("SELECT 1; SET a.b = 1; {}", "x".repeat(SCAN_LIMIT));
+        assert_eq!(
+            dirt_of(&long),
+            0,
+            "past 4 KiB only the first statement is read"
+        );
         assert_eq!(reset_sql(dirt::SET | dirt::LISTEN), "RESET ALL;UNLISTEN *;");
         assert_eq!(reset_sql(0), "");
+    }
+
+    #[test]
+    fn leading_keyword_finds_every_keyword_and_only_whole_words() {
+        let all = [
+            ("SET", Kw::Set),
+            ("Reset", Kw::Reset),
+            ("prepare", Kw::Prepare),
+            ("DEALLOCATE", Kw::Deallocate),
+            ("DECLARE", Kw::Declare),
+            ("close", Kw::Close),
+            ("LISTEN", Kw::Listen),
+            ("UNLISTEN", Kw::Unlisten),
+            ("CREATE", Kw::Create),
+            ("DISCARD", Kw::Discard),
+            ("BEGIN", Kw::Begin),
+            ("START", Kw::Start),
+            ("COMMIT", Kw::Commit),
+            ("end", Kw::End),
+            ("ROLLBACK", Kw::Rollback),
+            ("ABORT", Kw::Abort),
+        ];
+        for (word, kw) in all {
+            assert_eq!(leading_keyword(word.as_bytes()), Some(kw), "{word}");
+            let text = format!(" (\n{word} x");
+            assert_eq!(leading_keyword(text.as_bytes()), Some(kw), "{text}");
+        }
+        for word in [
+            "", "SELECT", "SIT", "CLOSET", "COMMET", "RESIST", "DISCORD", "S", "SE", " ", "1SET",
+            "settings", "endx",
+        ] {
+            assert_eq!(leading_keyword(word.as_bytes()), None, "{word}");
+        }
     }
 
     #[test]

@@ -471,6 +471,9 @@ enum Statements<'a> {
 }
 
 fn classify(sql: &[u8]) -> Statements<'_> {
+    if !crate::sql_kind::may_drop_statements(sql) {
+        return Statements::Other;
+    }
     let s = crate::sql_kind::bare(sql);
     let word = |s: &[u8]| -> usize {
         s.iter()
