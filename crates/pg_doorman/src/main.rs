@@ -29,6 +29,84 @@ struct Cli {
     daemon: bool,
 }
 
+/// The tokio runtime as `general` describes it (worker_threads, the advanced runtime knobs
+/// and CPU pinning; COMPAT.md §1.1).
+fn build_runtime(g: &pg_doorman::config::General) -> anyhow::Result<tokio::runtime::Runtime> {
+    // One worker: the single-threaded scheduler does the same work without work-stealing
+    // bookkeeping or cross-thread wake-ups.
+    let single = g.worker_threads == 1;
+    let mut b = if single {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(g.worker_threads);
+        b
+    };
+    b.enable_all();
+    if let Some(size) = g.worker_stack_size {
+        b.thread_stack_size(usize::try_from(size.0).context("worker_stack_size")?);
+    }
+    if let Some(n) = g.max_blocking_threads {
+        b.max_blocking_threads(n);
+    }
+    if let Some(n) = g.tokio_global_queue_interval {
+        b.global_queue_interval(n);
+    }
+    if let Some(n) = g.tokio_event_interval {
+        b.event_interval(n);
+    }
+    if g.worker_cpu_affinity_pinning {
+        let cpus = pinning::allowed_cpus().context("cannot read the CPU affinity")?;
+        if single {
+            // The single-threaded scheduler runs on this (the main) thread.
+            pinning::pin(cpus[0]);
+        } else {
+            // The workers are the first threads the runtime starts; blocking-pool threads
+            // started later stay free to run anywhere.
+            let started = std::sync::atomic::AtomicUsize::new(0);
+            let workers = g.worker_threads;
+            b.on_thread_start(move || {
+                let i = started.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i < workers {
+                    pinning::pin(cpus[i % cpus.len()]);
+                }
+            });
+        }
+    }
+    b.build().context("cannot start the runtime")
+}
+
+/// CPU pinning of runtime threads (`worker_cpu_affinity_pinning`).
+mod pinning {
+    use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
+    use nix::unistd::Pid;
+
+    /// The CPUs this process may run on, in order; never empty.
+    pub fn allowed_cpus() -> nix::Result<Vec<usize>> {
+        let set = sched_getaffinity(Pid::from_raw(0))?;
+        let cpus: Vec<usize> = (0..CpuSet::count())
+            .filter(|&c| set.is_set(c).unwrap_or(false))
+            .collect();
+        if cpus.is_empty() {
+            return Err(nix::Error::EINVAL);
+        }
+        Ok(cpus)
+    }
+
+    /// Pins the calling thread to `cpu`; a failure is logged, not fatal (the thread then runs
+    /// where the kernel puts it, as without pinning).
+    pub fn pin(cpu: usize) {
+        let mut set = CpuSet::new();
+        let pinned = set
+            .set(cpu)
+            .and_then(|()| sched_setaffinity(Pid::from_raw(0), &set));
+        match pinned {
+            Ok(()) => tracing::debug!("worker thread pinned to CPU {cpu}"),
+            Err(e) => tracing::warn!("cannot pin a worker thread to CPU {cpu}: {e}"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum LogFormat {
     Text,
@@ -115,19 +193,7 @@ fn real_main(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         );
     }
     init_logging(&cli, config.general.syslog_prog_name.as_deref())?;
-    // One worker: the single-threaded scheduler does the same work without work-stealing
-    // bookkeeping or cross-thread wake-ups.
-    let mut builder = if config.general.worker_threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(config.general.worker_threads);
-        b
-    };
-    let runtime = builder
-        .enable_all()
-        .build()
-        .context("cannot start the runtime")?;
+    let runtime = build_runtime(&config.general)?;
     // Registered before the listener opens, so an early SIGHUP cannot kill the process.
     let installed = {
         let _rt = runtime.enter();

@@ -133,3 +133,67 @@ async fn sighup_does_not_kill() {
     assert_eq!(one(&c, "SELECT 1").await, "1");
     assert!(d.log_text().contains("SIGHUP: reloading pools"));
 }
+
+/// CPUs a thread may run on, from /proc (e.g. "0-1" or "1").
+fn cpus_allowed(pid: u32, tid: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+#[tokio::test]
+async fn runtime_knobs_apply_and_pinned_workers_get_a_cpu_each() {
+    let (ok, out) = check_config(
+        "zero.yaml",
+        "general:\n  tokio_event_interval: 0\n  max_blocking_threads: 0\n  worker_stack_size: 1KB\n",
+    );
+    assert!(!ok);
+    for key in [
+        "tokio_event_interval",
+        "max_blocking_threads",
+        "worker_stack_size",
+    ] {
+        assert!(out.contains(&format!("general.{key}: must")), "{out}");
+    }
+    let pg = cluster(PgAuth::Scram);
+    let spec = PoolSpec {
+        general_extra: "  worker_cpu_affinity_pinning: true\n  tokio_event_interval: 7\n  tokio_global_queue_interval: 11\n  worker_stack_size: 1MB\n  max_blocking_threads: 4\n  tokio_settings_note: \"defaults are fine\"\n  admin_username: boss\n  admin_password: boss_pw\n",
+        ..PoolSpec::default()
+    };
+    let d = doorman(&pg, &spec);
+    let c = connect(&app_conn(&d)).await.unwrap();
+    assert_eq!(one(&c, "SELECT 40 + 2").await, "42");
+    let admin = connect(&d.conn_str("boss", "boss_pw", "pgdoorman"))
+        .await
+        .unwrap();
+    let mut shown = std::collections::HashMap::new();
+    for m in admin.simple_query("SHOW CONFIG").await.unwrap() {
+        if let tokio_postgres::SimpleQueryMessage::Row(r) = m {
+            shown.insert(r.get(0).unwrap().to_string(), r.get(1).unwrap().to_string());
+        }
+    }
+    assert_eq!(shown["tokio_event_interval"], "7");
+    assert_eq!(shown["tokio_global_queue_interval"], "11");
+    assert_eq!(shown["worker_cpu_affinity_pinning"], "true");
+    // The two workers (tokio names its threads "tokio-rt-worker") are pinned each to one
+    // CPU, and to different ones when this machine lets the process use more than one.
+    let pid = d.pid();
+    let mine = cpus_allowed(std::process::id(), &std::process::id().to_string());
+    let mut pinned = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let tid = t.unwrap().file_name().to_string_lossy().to_string();
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).unwrap();
+        let allowed = cpus_allowed(pid, &tid);
+        if comm.starts_with("tokio-r") && allowed.parse::<usize>().is_ok() {
+            pinned.push(allowed);
+        }
+    }
+    assert_eq!(pinned.len(), 2, "pinned workers: {pinned:?}");
+    if mine.contains('-') || mine.contains(',') {
+        assert_ne!(pinned[0], pinned[1], "workers share a CPU: {pinned:?}");
+    }
+}

@@ -117,12 +117,29 @@ fn config(ctx: &AppContext, out: &mut BytesMut) {
         ]),
     );
     let ms = |d: &crate::config::units::Millis| d.0.as_millis().to_string();
+    // Unset runtime knobs run with tokio's own defaults.
+    let opt = |v: &Option<u32>| v.map_or_else(|| "default".to_string(), |n| n.to_string());
     // Keys a reload applies show the loaded value; the others the one in force until restart.
     let run = &ctx.config.general;
     let rows: Vec<(&str, String, bool)> = vec![
         ("host", run.host.clone(), false),
         ("port", run.port.to_string(), false),
         ("worker_threads", run.worker_threads.to_string(), false),
+        (
+            "worker_cpu_affinity_pinning",
+            run.worker_cpu_affinity_pinning.to_string(),
+            false,
+        ),
+        (
+            "tokio_event_interval",
+            opt(&run.tokio_event_interval),
+            false,
+        ),
+        (
+            "tokio_global_queue_interval",
+            opt(&run.tokio_global_queue_interval),
+            false,
+        ),
         ("connect_timeout", ms(&g.connect_timeout), true),
         ("query_wait_timeout", ms(&g.query_wait_timeout), true),
         ("idle_timeout", ms(&g.idle_timeout), true),

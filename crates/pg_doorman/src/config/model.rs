@@ -112,6 +112,20 @@ pub struct General {
     pub backlog: u32,
     /// Tokio worker threads.
     pub worker_threads: usize,
+    /// Pin worker thread i to the i-th CPU this process may run on (round-robin).
+    pub worker_cpu_affinity_pinning: bool,
+    /// Stack size of runtime threads, bytes; unset = tokio's default (2 MiB).
+    pub worker_stack_size: Option<ByteSize>,
+    /// Most threads for blocking work (PBKDF2 of plaintext passwords at reload, hostname
+    /// lookups); unset = tokio's default (512).
+    pub max_blocking_threads: Option<usize>,
+    /// Scheduler ticks between looks at the shared task queue; unset = tokio's default.
+    pub tokio_global_queue_interval: Option<u32>,
+    /// Scheduler ticks between polls for socket and timer events while tasks keep a worker
+    /// busy; unset = tokio's default (61).
+    pub tokio_event_interval: Option<u32>,
+    /// A comment field PgDoorman's generated configs carry; accepted and ignored.
+    pub tokio_settings_note: Option<String>,
     /// Backend connect + login timeout.
     pub connect_timeout: Millis,
     /// Longest a client waits for a backend connection; 0 = forever.
@@ -230,6 +244,12 @@ impl Default for General {
             port: 5432,
             backlog: 0,
             worker_threads: 4,
+            worker_cpu_affinity_pinning: false,
+            worker_stack_size: None,
+            max_blocking_threads: None,
+            tokio_global_queue_interval: None,
+            tokio_event_interval: None,
+            tokio_settings_note: None,
             connect_timeout: Millis::secs(3),
             query_wait_timeout: Millis::secs(5),
             idle_timeout: Millis::secs(600),

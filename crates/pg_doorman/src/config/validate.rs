@@ -10,11 +10,6 @@ const NOT_YET_GENERAL: &[&str] = &[
     "unix_socket_buffer_size",
     "unix_socket_dir",
     "unix_socket_mode",
-    "worker_cpu_affinity_pinning",
-    "worker_stack_size",
-    "max_blocking_threads",
-    "tokio_global_queue_interval",
-    "tokio_event_interval",
     "sync_server_parameters",
     "query_interner_gc_interval_seconds",
     "query_interner_anon_idle_ttl_seconds",
@@ -93,6 +88,20 @@ fn check_general(g: &General, out: &mut Vec<String>) {
     }
     if g.worker_threads == 0 || g.worker_threads > 1024 {
         out.push("general.worker_threads: must be between 1 and 1024".into());
+    }
+    if g.worker_stack_size
+        .is_some_and(|b| b.0 < 64 * 1024 || b.0 > 1 << 30)
+    {
+        out.push("general.worker_stack_size: must be between 64KB and 1GB".into());
+    }
+    if g.max_blocking_threads == Some(0) {
+        out.push("general.max_blocking_threads: must be at least 1".into());
+    }
+    if g.tokio_global_queue_interval == Some(0) {
+        out.push("general.tokio_global_queue_interval: must be at least 1".into());
+    }
+    if g.tokio_event_interval == Some(0) {
+        out.push("general.tokio_event_interval: must be at least 1".into());
     }
     if g.max_connections == 0 {
         out.push("general.max_connections: must be at least 1".into());
