@@ -15,6 +15,7 @@ async fn client_task_future_is_small() {
         Default::default(),
         tls,
         Default::default(),
+        None,
     ));
     let accepted = pg_doorman::client::startup::Accepted {
         stream: pg_doorman::net::Stream::Tcp(sock),

@@ -26,6 +26,8 @@ pub struct AppContext {
     /// `admin_username` and the secret of `admin_password` (admin console); swapped by a
     /// reload.
     pub admin: arc_swap::ArcSwap<(String, crate::pool::settings::ClientSecret)>,
+    /// SCRAM verifiers of the plaintext passwords in force, reused by reloads.
+    pub derived: crate::pool::settings::Derived,
     /// Notified for a TLS reload (SIGHUP, admin RELOAD).
     pub hup: Arc<tokio::sync::Notify>,
     /// Process start.
@@ -91,17 +93,25 @@ impl ClientSlot<'_> {
 
 impl AppContext {
     /// A context for `config` with pools built from `settings`.
+    /// `derived` holds the verifiers [`crate::pool::settings::Derived::resolve`] made for
+    /// `settings` (reloads reuse them); without one, the admin secret is derived here.
     pub fn new(
         config: Arc<Config>,
         settings: Vec<crate::pool::settings::PoolSettings>,
         shutdown: CancellationToken,
         tls: crate::tls::ClientTls,
         hup: Arc<tokio::sync::Notify>,
+        derived: Option<(
+            crate::pool::settings::Derived,
+            crate::pool::settings::ClientSecret,
+        )>,
     ) -> Self {
-        let admin = arc_swap::ArcSwap::from_pointee((
-            config.general.admin_username.clone(),
-            crate::pool::settings::secret_from(&config.general.admin_password),
-        ));
+        let (derived, admin_secret) = derived.unwrap_or_else(|| {
+            let admin = crate::pool::settings::secret_from(&config.general.admin_password);
+            (Default::default(), admin)
+        });
+        let admin =
+            arc_swap::ArcSwap::from_pointee((config.general.admin_username.clone(), admin_secret));
         AppContext {
             config,
             pools: Pools::new(settings),
@@ -111,6 +121,7 @@ impl AppContext {
             client_list: Default::default(),
             conns: Default::default(),
             admin,
+            derived,
             hup,
             started: std::time::Instant::now(),
             hba: Default::default(),

@@ -41,13 +41,18 @@ pub async fn run(
     hup: Arc<tokio::sync::Notify>,
 ) -> Result<(), StartError> {
     let config = Arc::new(config);
-    let resolved = {
+    let (resolved, derived) = {
         let c = config.clone();
         // PBKDF2 for plaintext passwords: keep it off the async workers.
-        tokio::task::spawn_blocking(move || settings::resolve(&c))
-            .await
-            .unwrap_or_else(|e| Err(e.to_string()))
-            .map_err(StartError::Tls)?
+        tokio::task::spawn_blocking(move || {
+            let derived = settings::Derived::default();
+            derived
+                .resolve(&c)
+                .map(|(pools, admin)| (pools, (derived, admin)))
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()))
+        .map_err(StartError::Tls)?
     };
     let tls = crate::tls::ClientTls::from_general(&config.general)
         .map_err(|e| StartError::Tls(format!("general: {e}")))?;
@@ -87,6 +92,7 @@ pub async fn run(
         shutdown.clone(),
         tls,
         hup,
+        Some(derived),
     ));
     if let Some(rules) = access {
         tracing::info!("client access: {} pg_hba rules", rules.len());
@@ -138,7 +144,7 @@ async fn reload_on_hup(ctx: Arc<AppContext>) {
             _ = ctx.shutdown.cancelled() => return,
         }
         tracing::info!("SIGHUP: reloading pools, pg_hba rules and TLS certificates");
-        reload_config(&ctx).await;
+        reload_config(ctx.clone()).await;
         match ctx.tls.reload() {
             Ok(true) => tracing::info!("client TLS certificate reloaded"),
             Ok(false) => {}
@@ -165,17 +171,17 @@ async fn reload_on_hup(ctx: Arc<AppContext>) {
 /// Re-reads the config file: pools (added, removed, changed; unchanged ones keep their
 /// connections) and the pg_hba (or hba) rules. A file that does not load or validate changes
 /// nothing. Listener, TLS-mode and other process-wide keys need a restart.
-async fn reload_config(ctx: &AppContext) {
+async fn reload_config(ctx: Arc<AppContext>) {
     let Some(path) = ctx.config.source.clone() else {
         return;
     };
-    // PBKDF2 for plaintext passwords: off the async workers.
+    // PBKDF2 for new plaintext passwords: off the async workers.
+    let c = ctx.clone();
     let loaded = tokio::task::spawn_blocking(move || {
-        let c = crate::config::load(&path).map_err(|e| e.to_string())?;
-        let access = c.general.access_rules()?;
-        let pools = settings::resolve(&c)?;
-        let admin = settings::secret_from(&c.general.admin_password);
-        Ok::<_, String>((access, pools, admin, c))
+        let config = crate::config::load(&path).map_err(|e| e.to_string())?;
+        let access = config.general.access_rules()?;
+        let (pools, admin) = c.derived.resolve(&config)?;
+        Ok::<_, String>((access, pools, admin, config))
     })
     .await
     .unwrap_or_else(|e| Err(e.to_string()));

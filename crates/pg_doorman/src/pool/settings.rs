@@ -136,28 +136,60 @@ pub fn tcp_options(c: &Config) -> TcpOptions {
     }
 }
 
-fn client_secret(u: &User) -> ClientSecret {
-    secret_from(&u.password)
-}
-
 /// How a configured password checks a client: a SCRAM verifier or md5 secret as given, or a
 /// SCRAM verifier derived from plaintext (PBKDF2, 4096 rounds).
 pub fn secret_from(password: &str) -> ClientSecret {
+    given_secret(password).unwrap_or_else(|| ClientSecret::Scram(derive(password)))
+}
+
+/// The secret a config value states itself (SCRAM verifier or md5 secret); None for plaintext.
+fn given_secret(password: &str) -> Option<ClientSecret> {
     if password.starts_with("SCRAM-SHA-256$")
         && let Ok(v) = scram::Verifier::parse(password)
     {
-        return ClientSecret::Scram(v);
+        return Some(ClientSecret::Scram(v));
     }
-    if md5::is_secret(password) {
-        return ClientSecret::Md5(password.to_string());
-    }
+    md5::is_secret(password).then(|| ClientSecret::Md5(password.to_string()))
+}
+
+/// A SCRAM verifier for a plaintext password, with a fresh random salt.
+fn derive(password: &str) -> scram::Verifier {
     let mut salt = [0u8; 16];
     rand::fill(&mut salt);
-    ClientSecret::Scram(scram::Verifier::from_password(
-        password,
-        &salt,
-        scram::DEFAULT_ITERATIONS,
-    ))
+    scram::Verifier::from_password(password, &salt, scram::DEFAULT_ITERATIONS)
+}
+
+/// SCRAM verifiers derived from the plaintext passwords of the config last resolved, by
+/// password. PBKDF2 costs milliseconds of CPU per password, so a reload derives only passwords
+/// it has not seen; the ones the new config no longer has are forgotten.
+#[derive(Debug, Default)]
+pub struct Derived(parking_lot::Mutex<std::collections::HashMap<String, scram::Verifier>>);
+
+/// The pools of a config and the secret of its `admin_password`.
+pub type Resolved = (Vec<PoolSettings>, ClientSecret);
+
+impl Derived {
+    /// Resolves every (pool, user) of the validated config `c`, and its admin password, reusing
+    /// verifiers derived for the same plaintext before. Blocking (PBKDF2): call it off the async workers. On error the
+    /// verifiers known so far stay.
+    pub fn resolve(&self, c: &Config) -> Result<Resolved, String> {
+        let mut known = self.0.lock();
+        let mut used = std::collections::HashMap::new();
+        let mut secret = |password: &str| {
+            given_secret(password).unwrap_or_else(|| {
+                let v = match used.get(password).or_else(|| known.get(password)) {
+                    Some(v) => scram::Verifier::clone(v),
+                    None => derive(password),
+                };
+                used.insert(password.to_string(), v.clone());
+                ClientSecret::Scram(v)
+            })
+        };
+        let pools = resolve_with(c, &mut secret)?;
+        let admin = secret(&c.general.admin_password);
+        *known = used;
+        Ok((pools, admin))
+    }
 }
 
 fn server_secret(u: &User, server_user: &str) -> ServerSecret {
@@ -231,10 +263,13 @@ fn fingerprint(g: &crate::config::General, p: &crate::config::Pool) -> String {
     )
 }
 
-/// Resolves every (pool, user) of a validated config. Derives SCRAM verifiers for plaintext
-/// passwords (PBKDF2, 4096 rounds each), so call it off the async workers for large configs.
-/// Errors when a pool's TLS files cannot be loaded (`pools.<name>: reason`).
-pub fn resolve(c: &Config) -> Result<Vec<PoolSettings>, String> {
+/// Resolves every (pool, user) of a validated config, with `secret` turning each user's
+/// configured password into its client secret. Errors when a pool's TLS files cannot be loaded
+/// (`pools.<name>: reason`).
+fn resolve_with(
+    c: &Config,
+    secret: &mut dyn FnMut(&str) -> ClientSecret,
+) -> Result<Vec<PoolSettings>, String> {
     let g = &c.general;
     let global_creates = std::sync::Arc::new(tokio::sync::Semaphore::new(g.max_concurrent_creates));
     let tcp = tcp_options(c);
@@ -303,7 +338,7 @@ pub fn resolve(c: &Config) -> Result<Vec<PoolSettings>, String> {
                 server_database: p.server_database.clone().unwrap_or_else(|| name.clone()),
                 server_secret: server_secret(u, &server_user),
                 server_user,
-                client_secret: client_secret(u),
+                client_secret: secret(&u.password),
                 application_name: p.application_name.clone(),
                 tcp,
                 log_param_changes: p.log_client_parameter_status_changes,
@@ -326,4 +361,66 @@ pub fn resolve(c: &Config) -> Result<Vec<PoolSettings>, String> {
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(first: &str, second: &str) -> Config {
+        Config::from_yaml(&format!(
+            "general:\n  admin_password: adm\npools:\n  db:\n    users:\n      - {{username: a, password: \"{first}\"}}\n      - {{username: b, password: \"{second}\"}}\n"
+        ))
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn salt(s: &ClientSecret) -> Vec<u8> {
+        match s {
+            ClientSecret::Scram(v) => v.salt.clone(),
+            ClientSecret::Md5(_) => Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_reload_derives_only_new_plaintext_passwords_and_forgets_old_ones() {
+        let d = Derived::default();
+        let (first, admin) = d
+            .resolve(&config("one", "two"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!salt(&admin).is_empty());
+        assert_eq!(d.0.lock().len(), 3, "two users and the admin");
+        // Same passwords: the very same verifiers (a fresh derivation has a fresh salt).
+        let (again, admin_again) = d
+            .resolve(&config("one", "two"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(salt(&first[0].client_secret), salt(&again[0].client_secret));
+        assert_eq!(salt(&first[1].client_secret), salt(&again[1].client_secret));
+        assert_eq!(salt(&admin), salt(&admin_again));
+        // One password changed: derived anew; the old one is no longer kept.
+        let (changed, _) = d
+            .resolve(&config("one", "three"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            salt(&first[0].client_secret),
+            salt(&changed[0].client_secret)
+        );
+        assert_ne!(
+            salt(&first[1].client_secret),
+            salt(&changed[1].client_secret)
+        );
+        let known = d.0.lock();
+        assert!(known.contains_key("three") && !known.contains_key("two"));
+        assert_eq!(known.len(), 3);
+    }
+
+    #[test]
+    fn given_secrets_are_used_as_they_are() {
+        let md5 = "md5aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+        let d = Derived::default();
+        let (pools, _) = d
+            .resolve(&config(md5, "p"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(&pools[0].client_secret, ClientSecret::Md5(s) if s == md5));
+        assert!(!d.0.lock().contains_key(md5), "only plaintext is derived");
+    }
 }
