@@ -56,22 +56,27 @@ fn build_runtime(g: &pg_doorman::config::General) -> anyhow::Result<tokio::runti
         b.event_interval(n);
     }
     if g.worker_cpu_affinity_pinning {
-        let cpus = pinning::allowed_cpus().context("cannot read the CPU affinity")?;
-        if single {
+        let (cpus, all) = pinning::allowed_cpus().context("cannot read the CPU affinity")?;
+        // A thread inherits its creator's affinity, and blocking-pool threads are started by
+        // pinned threads: they get the whole allowed set back, so PBKDF2 or a hostname lookup
+        // does not compete with one worker.
+        let workers = if single {
             // The single-threaded scheduler runs on this (the main) thread.
             pinning::pin(cpus[0]);
+            0
         } else {
-            // The workers are the first threads the runtime starts; blocking-pool threads
-            // started later stay free to run anywhere.
-            let started = std::sync::atomic::AtomicUsize::new(0);
-            let workers = g.worker_threads;
-            b.on_thread_start(move || {
-                let i = started.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if i < workers {
-                    pinning::pin(cpus[i % cpus.len()]);
-                }
-            });
-        }
+            // The workers are the first threads the runtime starts.
+            g.worker_threads
+        };
+        let started = std::sync::atomic::AtomicUsize::new(0);
+        b.on_thread_start(move || {
+            let i = started.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if i < workers {
+                pinning::pin(cpus[i % cpus.len()]);
+            } else {
+                pinning::unpin(&all);
+            }
+        });
     }
     b.build().context("cannot start the runtime")
 }
@@ -81,8 +86,8 @@ mod pinning {
     use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
     use nix::unistd::Pid;
 
-    /// The CPUs this process may run on, in order; never empty.
-    pub fn allowed_cpus() -> nix::Result<Vec<usize>> {
+    /// The CPUs this process may run on, in order (never empty), and that set.
+    pub fn allowed_cpus() -> nix::Result<(Vec<usize>, CpuSet)> {
         let set = sched_getaffinity(Pid::from_raw(0))?;
         let cpus: Vec<usize> = (0..CpuSet::count())
             .filter(|&c| set.is_set(c).unwrap_or(false))
@@ -90,7 +95,14 @@ mod pinning {
         if cpus.is_empty() {
             return Err(nix::Error::EINVAL);
         }
-        Ok(cpus)
+        Ok((cpus, set))
+    }
+
+    /// Lets the calling thread run on any CPU of `all` again; a failure is logged.
+    pub fn unpin(all: &CpuSet) {
+        if let Err(e) = sched_setaffinity(Pid::from_raw(0), all) {
+            tracing::warn!("cannot reset a thread's CPU affinity: {e}");
+        }
     }
 
     /// Pins the calling thread to `cpu`; a failure is logged, not fatal (the thread then runs

@@ -197,3 +197,36 @@ async fn runtime_knobs_apply_and_pinned_workers_get_a_cpu_each() {
         assert_ne!(pinned[0], pinned[1], "workers share a CPU: {pinned:?}");
     }
 }
+
+#[tokio::test]
+async fn with_one_pinned_worker_only_the_scheduler_thread_is_pinned() {
+    let mine = cpus_allowed(std::process::id(), &std::process::id().to_string());
+    let pg = cluster(PgAuth::Scram);
+    let spec = PoolSpec {
+        general_extra: "  worker_threads: 1\n  worker_cpu_affinity_pinning: true\n",
+        ..PoolSpec::default()
+    };
+    // One `worker_threads` key: drop the harness's default of 2.
+    let yaml = yaml(&pg, &spec).replace("  worker_threads: 2\n", "");
+    let d = Doorman::start(binary(), &yaml);
+    let c = connect(&app_conn(&d)).await.unwrap();
+    assert_eq!(one(&c, "SELECT 1").await, "1");
+    let pid = d.pid();
+    // The main thread runs the single-threaded scheduler: pinned to one CPU.
+    let main = cpus_allowed(pid, &pid.to_string());
+    assert!(main.parse::<usize>().is_ok(), "main thread: {main}");
+    // The blocking-pool thread that derived the SCRAM verifier at startup was started by the
+    // pinned main thread, and got the whole set back.
+    let mut others = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let tid = t.unwrap().file_name().to_string_lossy().to_string();
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).unwrap();
+        if comm.starts_with("tokio-r") {
+            others.push(cpus_allowed(pid, &tid));
+        }
+    }
+    assert!(!others.is_empty(), "no blocking-pool thread");
+    for o in others {
+        assert_eq!(o, mine, "a blocking-pool thread kept the pinned mask");
+    }
+}
