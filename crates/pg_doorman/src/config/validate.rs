@@ -20,7 +20,6 @@ const NOT_YET_GENERAL: &[&str] = &[
     "fallback_lifetime",
     "daemon_pid_file",
     "startup_parameters",
-    "unix_socket_buffer_size",
 ];
 const NOT_YET_POOL: &[&str] = &[
     "patroni_api_urls",
