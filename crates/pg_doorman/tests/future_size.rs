@@ -9,13 +9,15 @@ async fn client_task_future_is_small() {
     let (sock, _) = listener.accept().await.unwrap();
     let config = pg_doorman::config::Config::from_yaml("general:\n  port: 1\n").unwrap();
     let tls = pg_doorman::tls::ClientTls::from_general(&config.general).unwrap();
+    let derived = pg_doorman::pool::settings::Derived::default();
+    let resolved = derived.resolve(&config).unwrap();
     let ctx = std::sync::Arc::new(pg_doorman::app::context::AppContext::new(
         std::sync::Arc::new(config),
-        Vec::new(),
+        resolved,
+        derived,
         Default::default(),
         tls,
         Default::default(),
-        None,
     ));
     let accepted = pg_doorman::client::startup::Accepted {
         stream: pg_doorman::net::Stream::Tcp(sock),

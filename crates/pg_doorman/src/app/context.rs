@@ -92,24 +92,16 @@ impl ClientSlot<'_> {
 }
 
 impl AppContext {
-    /// A context for `config` with pools built from `settings`.
-    /// `derived` holds the verifiers [`crate::pool::settings::Derived::resolve`] made for
-    /// `settings` (reloads reuse them); without one, the admin secret is derived here.
+    /// A context for `config` with the pools and admin secret `resolved` by `derived`
+    /// ([`crate::pool::settings::Derived::resolve`]), which reloads then reuse.
     pub fn new(
         config: Arc<Config>,
-        settings: Vec<crate::pool::settings::PoolSettings>,
+        (settings, admin_secret): crate::pool::settings::Resolved,
+        derived: crate::pool::settings::Derived,
         shutdown: CancellationToken,
         tls: crate::tls::ClientTls,
         hup: Arc<tokio::sync::Notify>,
-        derived: Option<(
-            crate::pool::settings::Derived,
-            crate::pool::settings::ClientSecret,
-        )>,
     ) -> Self {
-        let (derived, admin_secret) = derived.unwrap_or_else(|| {
-            let admin = crate::pool::settings::secret_from(&config.general.admin_password);
-            (Default::default(), admin)
-        });
         let admin =
             arc_swap::ArcSwap::from_pointee((config.general.admin_username.clone(), admin_secret));
         AppContext {

@@ -46,9 +46,7 @@ pub async fn run(
         // PBKDF2 for plaintext passwords: keep it off the async workers.
         tokio::task::spawn_blocking(move || {
             let derived = settings::Derived::default();
-            derived
-                .resolve(&c)
-                .map(|(pools, admin)| (pools, (derived, admin)))
+            derived.resolve(&c).map(|resolved| (resolved, derived))
         })
         .await
         .unwrap_or_else(|e| Err(e.to_string()))
@@ -58,7 +56,7 @@ pub async fn run(
         .map_err(|e| StartError::Tls(format!("general: {e}")))?;
     let access = config.general.access_rules().map_err(StartError::Access)?;
     let g = &config.general;
-    let backends: usize = resolved.iter().map(|p| p.pool_size).sum();
+    let backends: usize = resolved.0.iter().map(|p| p.pool_size).sum();
     limits::raise_nofile(g.max_connections, backends);
     let addr = format!("{}:{}", g.host, g.port);
     let backlog = if g.backlog == 0 {
@@ -89,10 +87,10 @@ pub async fn run(
     let ctx = Arc::new(AppContext::new(
         config.clone(),
         resolved,
+        derived,
         shutdown.clone(),
         tls,
         hup,
-        Some(derived),
     ));
     if let Some(rules) = access {
         tracing::info!("client access: {} pg_hba rules", rules.len());

@@ -136,13 +136,8 @@ pub fn tcp_options(c: &Config) -> TcpOptions {
     }
 }
 
-/// How a configured password checks a client: a SCRAM verifier or md5 secret as given, or a
-/// SCRAM verifier derived from plaintext (PBKDF2, 4096 rounds).
-pub fn secret_from(password: &str) -> ClientSecret {
-    given_secret(password).unwrap_or_else(|| ClientSecret::Scram(derive(password)))
-}
-
-/// The secret a config value states itself (SCRAM verifier or md5 secret); None for plaintext.
+/// How a configured password checks a client when it states the secret itself (a SCRAM
+/// verifier or md5 secret); None for plaintext, whose SCRAM verifier [`Derived`] derives.
 fn given_secret(password: &str) -> Option<ClientSecret> {
     if password.starts_with("SCRAM-SHA-256$")
         && let Ok(v) = scram::Verifier::parse(password)
