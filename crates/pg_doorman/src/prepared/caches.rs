@@ -1,5 +1,6 @@
 //! What a backend has prepared and what a client has named, plus the reply queue.
 
+use super::keys::{Keys, Lru};
 use super::{ClientMemory, Statement};
 use bytes::BytesMut;
 use std::collections::VecDeque;
@@ -69,7 +70,7 @@ impl Synth {
 /// A backend connection's prepared-statement state (`server_prepared_statements_cache_size`).
 #[derive(Debug)]
 pub struct ServerPrepared {
-    lru: lru::LruCache<u64, Arc<Statement>>,
+    lru: Lru<u64, Arc<Statement>>,
     capacity: usize,
     /// Evicted ids still prepared on the backend; closed before the next client's batch, since
     /// a Bind in the current batch may still use them.
@@ -100,7 +101,7 @@ impl ServerPrepared {
     /// Empty state; allocates nothing until used.
     pub fn new(capacity: usize) -> Self {
         ServerPrepared {
-            lru: lru::LruCache::unbounded(),
+            lru: Lru::unbounded_with_hasher(Keys),
             capacity: capacity.max(1),
             closing: Vec::new(),
             expect: VecDeque::new(),
@@ -207,13 +208,13 @@ impl ServerPrepared {
 /// never prepare pay nothing.
 #[derive(Debug)]
 pub struct ClientStatements {
-    named: lru::LruCache<Box<[u8]>, Arc<Statement>>,
+    named: Lru<Box<[u8]>, Arc<Statement>>,
     /// `client_prepared_statements_cache_size`; 0 = unlimited.
     named_cap: usize,
     /// The unnamed statement (protocol: the last Parse with an empty name).
     pub unnamed: Option<Arc<Statement>>,
     /// Recently parsed statements by hash, so a repeated Parse takes no pool lock.
-    recent: lru::LruCache<u64, Arc<Statement>>,
+    recent: Lru<u64, Arc<Statement>>,
     recent_cap: usize,
     /// This client's share of the pool's [`ClientMemory`] sums: (named, anonymous, bytes,
     /// evictions), given back on drop.
@@ -228,10 +229,10 @@ impl ClientStatements {
     /// Empty maps; `named_cap` 0 = unlimited. `sums` are the pool's totals this client adds to.
     pub fn new(named_cap: usize, sums: Arc<ClientMemory>) -> Self {
         ClientStatements {
-            named: lru::LruCache::unbounded(),
+            named: Lru::unbounded_with_hasher(Keys),
             named_cap,
             unnamed: None,
-            recent: lru::LruCache::unbounded(),
+            recent: Lru::unbounded_with_hasher(Keys),
             recent_cap: RECENT_DEFAULT,
             mine: [0; 4],
             sums,

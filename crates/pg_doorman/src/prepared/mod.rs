@@ -14,6 +14,7 @@
 
 mod caches;
 mod client_side;
+mod keys;
 mod local;
 mod server_side;
 mod splice;
@@ -93,7 +94,7 @@ pub fn hash_body(body: &[u8]) -> u64 {
 /// served from the client's own map.
 #[derive(Debug)]
 pub struct PoolCache {
-    map: Mutex<lru::LruCache<u64, Arc<Statement>>>,
+    map: Mutex<keys::Lru<u64, Arc<Statement>>>,
     next_id: AtomicU64,
     /// What this pool's clients hold in their own maps (SHOW POOLS_MEMORY).
     pub clients: Arc<ClientMemory>,
@@ -121,7 +122,7 @@ impl PoolCache {
     /// A cache holding at most `capacity` statements.
     pub fn new(capacity: NonZeroUsize) -> Self {
         PoolCache {
-            map: Mutex::new(lru::LruCache::new(capacity)),
+            map: Mutex::new(keys::Lru::with_hasher(capacity, keys::Keys)),
             next_id: AtomicU64::new(1),
             clients: Default::default(),
         }
