@@ -34,7 +34,10 @@ pub async fn bind(
         }
         match socket.bind(addr) {
             Ok(()) => return socket.listen(backlog.max(1)),
-            Err(e) => last = std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")),
+            // The caller names host:port; the address it resolved to is added only when the
+            // name was not already that address.
+            Err(e) if addr.ip().to_string() == host => last = e,
+            Err(e) => last = std::io::Error::new(e.kind(), format!("{addr}: {e}")),
         }
     }
     Err(last)

@@ -179,6 +179,8 @@ async fn runtime_knobs_apply_and_pinned_workers_get_a_cpu_each() {
     assert_eq!(shown["tokio_event_interval"], "7");
     assert_eq!(shown["tokio_global_queue_interval"], "11");
     assert_eq!(shown["worker_cpu_affinity_pinning"], "true");
+    assert_eq!(shown["worker_stack_size"], "1048576");
+    assert_eq!(shown["max_blocking_threads"], "4");
     // The two workers (tokio names its threads "tokio-rt-worker") are pinned each to one
     // CPU, and to different ones when this machine lets the process use more than one.
     let pid = d.pid();
@@ -229,4 +231,31 @@ async fn with_one_pinned_worker_only_the_scheduler_thread_is_pinned() {
     for o in others {
         assert_eq!(o, mine, "a blocking-pool thread kept the pinned mask");
     }
+}
+
+#[test]
+fn a_taken_port_fails_start_with_one_clear_message() {
+    // The port is held by this test's own listening socket.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("taken.yaml");
+    let yaml = format!(
+        "general:\n  host: 127.0.0.1\n  port: {port}\npools:\n  db:\n    users:\n      - username: u\n        password: p\n"
+    );
+    std::fs::write(&path, yaml).unwrap();
+    let out = Command::new(binary()).arg(&path).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = err
+        .lines()
+        .find(|l| l.contains("cannot listen"))
+        .unwrap_or_else(|| panic!("no listen error in {err}"));
+    assert!(
+        line.contains(&format!("cannot listen on 127.0.0.1:{port}: ")),
+        "{line}"
+    );
+    assert!(line.contains("in use"), "{line}");
+    assert_eq!(line.matches("cannot listen").count(), 1, "{line}");
+    assert_eq!(line.matches(&port.to_string()).count(), 1, "{line}");
 }

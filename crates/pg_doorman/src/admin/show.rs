@@ -131,6 +131,18 @@ fn config(ctx: &AppContext, out: &mut BytesMut) {
             false,
         ),
         (
+            "worker_stack_size",
+            run.worker_stack_size
+                .map_or_else(|| "default".to_string(), |b| b.0.to_string()),
+            false,
+        ),
+        (
+            "max_blocking_threads",
+            run.max_blocking_threads
+                .map_or_else(|| "default".to_string(), |n| n.to_string()),
+            false,
+        ),
+        (
             "tokio_event_interval",
             opt(&run.tokio_event_interval),
             false,

@@ -23,8 +23,9 @@ pub enum StartError {
     /// The pg_hba rules could not be read.
     #[error("{0}")]
     Access(String),
-    /// The listening socket could not be opened.
-    #[error("cannot listen on {addr}: {source}")]
+    /// The listening socket could not be opened (the OS error is the source, which
+    /// `{:#}` prints after the address).
+    #[error("cannot listen on {addr}")]
     Listen {
         /// host:port.
         addr: String,
