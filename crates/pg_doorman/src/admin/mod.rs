@@ -28,7 +28,7 @@ pub fn wants_console(ctx: &AppContext, msg: &StartupMessage) -> bool {
 /// Authenticates the admin and serves console commands until the client leaves.
 pub async fn serve(
     ctx: &AppContext,
-    stream: Stream,
+    mut stream: Stream,
     mut buf: BytesMut,
     msg: &StartupMessage,
     peer: &str,
@@ -44,7 +44,7 @@ pub async fn serve(
         );
         return crate::client::startup::send_fatal(&stream, e).await;
     }
-    match authenticate(&stream, &mut buf, user, &admin.1, method).await {
+    match authenticate(&mut stream, &mut buf, user, &admin.1, method).await {
         Ok(_) => {}
         Err(AuthFailure::Gone) => return,
         Err(AuthFailure::Reject(e)) => {

@@ -33,7 +33,7 @@ fn protocol(msg: impl Into<String>) -> AuthFailure {
 }
 
 async fn read_password_message(
-    stream: &Stream,
+    stream: &mut Stream,
     buf: &mut BytesMut,
 ) -> Result<BytesMut, AuthFailure> {
     match stream.read_message(buf, MAX_AUTH_MESSAGE, 1024).await {
@@ -61,7 +61,7 @@ async fn send(stream: &Stream, out: &mut BytesMut) -> Result<(), AuthFailure> {
 /// `ScramSha256` with an MD5 secret runs SCRAM against a made-up verifier, so the client learns
 /// only that its password was wrong (as PostgreSQL does). `Reject` never gets here.
 pub async fn authenticate(
-    stream: &Stream,
+    stream: &mut Stream,
     buf: &mut BytesMut,
     user: &str,
     secret: &ClientSecret,
@@ -129,7 +129,7 @@ fn cleartext_matches(
 
 /// SCRAM-SHA-256 (RFC 5802, protocol §55.3.1) against `verifier`.
 async fn scram_exchange(
-    stream: &Stream,
+    stream: &mut Stream,
     buf: &mut BytesMut,
     user: &str,
     verifier: &scram::Verifier,

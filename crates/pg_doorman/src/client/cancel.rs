@@ -22,7 +22,7 @@ pub async fn forward(clients: &ClientList, pid: i32, secret: i32) {
     let mut msg = BytesMut::with_capacity(16);
     doorman_wire::startup::write_cancel(&mut msg, bpid, bsecret);
     match open_socket(&pool.settings.address, &pool.settings).await {
-        Ok(s) => {
+        Ok(mut s) => {
             if let Err(e) = s.write_all(&msg).await {
                 tracing::warn!("cancel request to backend failed: {e}");
             } else {

@@ -38,7 +38,7 @@ enum Packet {
 }
 
 async fn read_packet(
-    stream: &Stream,
+    stream: &mut Stream,
     buf: &mut BytesMut,
     tls_possible: bool,
 ) -> Result<Option<Packet>, doorman_wire::WireError> {
@@ -104,7 +104,7 @@ async fn startup_phase(ctx: &AppContext, accepted: Box<Accepted>) -> Option<Logg
     let negotiated =
         tokio::time::timeout(LOGIN_TIMEOUT, negotiate(ctx, &mut stream, &mut buf, &peer)).await;
     // None: the TLS handshake failed and took the socket with it.
-    let Some(stream) = stream else {
+    let Some(mut stream) = stream else {
         ctx.conns.reject(1);
         return None;
     };
@@ -171,7 +171,7 @@ async fn startup_phase(ctx: &AppContext, accepted: Box<Accepted>) -> Option<Logg
     }
     let login = tokio::time::timeout(
         LOGIN_TIMEOUT,
-        login(ctx, &stream, &mut buf, &msg, &peer, method),
+        login(ctx, &mut stream, &mut buf, &msg, &peer, method),
     )
     .await;
     let e = match login {
@@ -318,7 +318,7 @@ async fn negotiate(
     let mut asked_tls = false;
     let mut refused_gss = false;
     loop {
-        let Some(s) = stream.as_ref() else {
+        let Some(s) = stream.as_mut() else {
             return Ok(None);
         };
         let tls = (!s.is_tls() && matches!(s, Stream::Tcp(_)))
@@ -407,7 +407,7 @@ async fn start_tls(
 
 async fn login(
     ctx: &AppContext,
-    stream: &Stream,
+    stream: &mut Stream,
     buf: &mut BytesMut,
     msg: &StartupMessage,
     peer: &str,

@@ -150,7 +150,7 @@ async fn login(
     s: &PoolSettings,
     id: u64,
     client_key: Option<[u8; 32]>,
-    stream: Stream,
+    mut stream: Stream,
 ) -> Result<Server, ServerError> {
     let mut out = BytesMut::with_capacity(256);
     let mut params: Vec<(&str, &str)> =
@@ -165,7 +165,7 @@ async fn login(
     let mut server_params = ParamSet::default();
     let mut key = (0, 0);
     loop {
-        let (t, body) = read_message(&stream, &mut buf).await?;
+        let (t, body) = read_message(&mut stream, &mut buf).await?;
         match t {
             tag::AUTHENTICATION => {
                 out.clear();

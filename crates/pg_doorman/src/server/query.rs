@@ -11,7 +11,7 @@ use doorman_wire::frame::MAX_MESSAGE_LEN;
 
 /// Reads one complete backend message into (tag, body) and consumes it from `buf`.
 pub(crate) async fn read_message(
-    stream: &crate::net::Stream,
+    stream: &mut crate::net::Stream,
     buf: &mut BytesMut,
 ) -> Result<(u8, BytesMut), ServerError> {
     stream
@@ -75,7 +75,7 @@ impl Server {
         self.stream.write_all(msg).await?;
         let mut first_error = None;
         loop {
-            let (t, body) = read_message(&self.stream, &mut self.buf).await?;
+            let (t, body) = read_message(&mut self.stream, &mut self.buf).await?;
             match t {
                 tag::READY_FOR_QUERY => {
                     self.status = body.first().copied().unwrap_or(b'I');
