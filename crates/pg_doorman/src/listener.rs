@@ -55,7 +55,7 @@ pub async fn serve(listener: TcpListener, ctx: Arc<AppContext>, tracker: TaskTra
                 let ctx = ctx.clone();
                 let accepted = crate::client::startup::Accepted {
                     stream: Stream::Tcp(sock),
-                    peer: peer.to_string(),
+                    peer,
                 };
                 tracker.spawn(crate::client::startup::handle(ctx, Box::new(accepted)));
             }

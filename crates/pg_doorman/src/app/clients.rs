@@ -5,7 +5,6 @@ use crate::clock::Micros;
 use crate::params::ParamSet;
 use crate::pool::Pool;
 use parking_lot::Mutex;
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, AtomicU32, AtomicU64, Ordering};
@@ -98,7 +97,7 @@ pub type CancelSlot = AtomicU64;
 /// and SHOW only).
 #[derive(Debug, Default)]
 pub struct ClientList {
-    map: Mutex<HashMap<i32, Arc<ClientInfo>>>,
+    map: Mutex<crate::keys::Map<i32, Arc<ClientInfo>>>,
     next_pid: AtomicI32,
 }
 

@@ -19,6 +19,7 @@ use bytes::{Buf, BytesMut};
 use doorman_wire::fields::Severity;
 use doorman_wire::startup::{self, StartupMessage, StartupPacket};
 use doorman_wire::{ErrorFields, backend, sqlstate};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -72,8 +73,8 @@ pub async fn send_fatal(stream: &Stream, mut e: ErrorFields) {
 pub struct Accepted {
     /// The socket.
     pub stream: Stream,
-    /// `ip:port` of the client.
-    pub peer: String,
+    /// The client's address (formatted only when logged).
+    pub peer: SocketAddr,
 }
 
 /// A client that completed startup and authentication and was sent its welcome. Dropping it
@@ -102,7 +103,7 @@ async fn startup_phase(ctx: &AppContext, accepted: Box<Accepted>) -> Option<Logg
     let mut buf = BytesMut::new();
     let mut stream = Some(stream);
     let negotiated =
-        tokio::time::timeout(LOGIN_TIMEOUT, negotiate(ctx, &mut stream, &mut buf, &peer)).await;
+        tokio::time::timeout(LOGIN_TIMEOUT, negotiate(ctx, &mut stream, &mut buf, peer)).await;
     // None: the TLS handshake failed and took the socket with it.
     let Some(mut stream) = stream else {
         ctx.conns.reject(1);
@@ -155,7 +156,7 @@ async fn startup_phase(ctx: &AppContext, accepted: Box<Accepted>) -> Option<Logg
             return None;
         }
     };
-    let method = match access(ctx, &stream, &msg, &peer) {
+    let method = match access(ctx, &stream, &msg, peer) {
         Ok(m) => m,
         Err(e) => {
             tracing::warn!("client {peer}: {}", e.message);
@@ -166,12 +167,12 @@ async fn startup_phase(ctx: &AppContext, accepted: Box<Accepted>) -> Option<Logg
     };
     if crate::admin::wants_console(ctx, &msg) {
         // Rare: the console session runs inside this (boxed) startup future.
-        crate::admin::serve(ctx, stream, buf, &msg, &peer, method).await;
+        crate::admin::serve(ctx, stream, buf, &msg, peer, method).await;
         return None;
     }
     let login = tokio::time::timeout(
         LOGIN_TIMEOUT,
-        login(ctx, &mut stream, &mut buf, &msg, &peer, method),
+        login(ctx, &mut stream, &mut buf, &msg, peer, method),
     )
     .await;
     let e = match login {
@@ -187,7 +188,7 @@ async fn startup_phase(ctx: &AppContext, accepted: Box<Accepted>) -> Option<Logg
                 &ctx.conns.plain
             };
             counter.fetch_add(1, Ordering::Relaxed);
-            return welcome(ctx, io, pool, params, slot?, &peer).await;
+            return welcome(ctx, io, pool, params, slot?, peer).await;
         }
         Ok(Err(None)) => return None,
         Ok(Err(Some(e))) => e,
@@ -205,17 +206,14 @@ fn access(
     ctx: &AppContext,
     stream: &Stream,
     msg: &StartupMessage,
-    peer: &str,
+    peer: SocketAddr,
 ) -> Result<Method, ErrorFields> {
     let guard = ctx.hba.load();
     let Some(rules) = guard.as_deref() else {
         return Ok(Method::Md5);
     };
     let (user, database) = (msg.user(), msg.database());
-    let ip = peer
-        .parse::<std::net::SocketAddr>()
-        .map(|a| a.ip())
-        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    let ip = peer.ip();
     let tls = stream.is_tls();
     let what = |verb: &str| {
         let enc = if tls {
@@ -246,11 +244,9 @@ async fn welcome<'a>(
     pool: Arc<Pool>,
     params: ClientParams,
     _slot: ClientSlot<'a>,
-    peer: &str,
+    peer: SocketAddr,
 ) -> Option<LoggedIn<'a>> {
-    let addr = peer
-        .parse::<std::net::SocketAddr>()
-        .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+    let addr = peer;
     let (info, listed) = ctx.client_list.register(|id, secret| ClientInfo {
         id,
         secret,
@@ -313,7 +309,7 @@ async fn negotiate(
     ctx: &AppContext,
     stream: &mut Option<Stream>,
     buf: &mut BytesMut,
-    peer: &str,
+    peer: SocketAddr,
 ) -> Result<Option<Negotiated>, doorman_wire::WireError> {
     let mut asked_tls = false;
     let mut refused_gss = false;
@@ -380,7 +376,7 @@ async fn start_tls(
     stream: &mut Option<Stream>,
     config: Option<Arc<rustls::ServerConfig>>,
     early: &[u8],
-    peer: &str,
+    peer: SocketAddr,
     direct: bool,
 ) -> bool {
     let (Some(config), Some(Stream::Tcp(tcp))) = (config, stream.take()) else {
@@ -410,7 +406,7 @@ async fn login(
     stream: &mut Stream,
     buf: &mut BytesMut,
     msg: &StartupMessage,
-    peer: &str,
+    peer: SocketAddr,
     method: Method,
 ) -> Result<(Arc<Pool>, ClientParams), Option<ErrorFields>> {
     let user = Some(msg.user()).filter(|u| !u.is_empty()).ok_or_else(|| {

@@ -5,11 +5,11 @@
 
 use super::Pool;
 use super::settings::PoolSettings;
+use crate::keys::Map;
 use arc_swap::ArcSwap;
-use std::collections::HashMap;
 use std::sync::Arc;
 
-type ByDb = HashMap<String, HashMap<String, Arc<Pool>>>;
+type ByDb = Map<String, Map<String, Arc<Pool>>>;
 
 /// Pools by database, then user.
 #[derive(Debug, Default)]
@@ -42,7 +42,7 @@ pub struct Reloaded {
 impl Pools {
     /// Builds empty pools for every resolved setting.
     pub fn new(settings: Vec<PoolSettings>) -> Pools {
-        let mut by_db = ByDb::new();
+        let mut by_db = ByDb::default();
         for s in settings {
             by_db
                 .entry(s.database.clone())
@@ -79,7 +79,7 @@ impl Pools {
             .next()
             .map(|p| p.settings.global_creates.clone());
         let mut r = Reloaded::default();
-        let mut by_db = ByDb::new();
+        let mut by_db = ByDb::default();
         for mut s in settings {
             let prev = old.get(&s.database).and_then(|u| u.get(&s.user));
             let pool = match prev {

@@ -1,7 +1,7 @@
 //! What a backend has prepared and what a client has named, plus the reply queue.
 
-use super::keys::{Keys, Lru};
 use super::{ClientMemory, Statement};
+use crate::keys::{Keys, Lru};
 use bytes::BytesMut;
 use std::collections::VecDeque;
 use std::sync::Arc;

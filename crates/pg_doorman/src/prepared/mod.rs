@@ -14,7 +14,6 @@
 
 mod caches;
 mod client_side;
-mod keys;
 mod local;
 mod server_side;
 mod splice;
@@ -94,7 +93,7 @@ pub fn hash_body(body: &[u8]) -> u64 {
 /// served from the client's own map.
 #[derive(Debug)]
 pub struct PoolCache {
-    map: Mutex<keys::Lru<u64, Arc<Statement>>>,
+    map: Mutex<crate::keys::Lru<u64, Arc<Statement>>>,
     next_id: AtomicU64,
     /// What this pool's clients hold in their own maps (SHOW POOLS_MEMORY).
     pub clients: Arc<ClientMemory>,
@@ -122,7 +121,7 @@ impl PoolCache {
     /// A cache holding at most `capacity` statements.
     pub fn new(capacity: NonZeroUsize) -> Self {
         PoolCache {
-            map: Mutex::new(keys::Lru::with_hasher(capacity, keys::Keys)),
+            map: Mutex::new(crate::keys::Lru::with_hasher(capacity, crate::keys::Keys)),
             next_id: AtomicU64::new(1),
             clients: Default::default(),
         }

@@ -1,8 +1,9 @@
-//! Hashing for the statement maps. Their keys are already well spread (ids counted up from 1,
-//! xxh3 hashes of statement text) or short client-chosen names, so std's SipHash (about 150
-//! instructions per lookup, three lookups per extended-protocol transaction) buys nothing but
-//! HashDoS resistance, which a per-client or pool-private map does not need: a client that
-//! makes its own names collide only slows its own lookups.
+//! Hashing for the pooler's private maps: statements (ids counted up from 1, xxh3 hashes of
+//! statement text, client-chosen names), pools by database and user, clients by id. std's
+//! SipHash (about 150 instructions per lookup; three lookups per extended-protocol transaction,
+//! four per login) buys HashDoS resistance, which these maps do not need: clients cannot insert
+//! into the pool or client maps, and a client whose statement names collide slows only its own
+//! lookups.
 
 use std::hash::{BuildHasher, Hasher};
 
@@ -10,7 +11,7 @@ use std::hash::{BuildHasher, Hasher};
 /// low bits a table indexes by and the top 7 bits hashbrown keeps as tags.
 const SPREAD: u64 = 0x9E37_79B9_7F4A_7C15;
 
-/// The [`BuildHasher`] of the statement maps ([`KeyHasher`]).
+/// The [`BuildHasher`] of the private maps ([`KeyHasher`]).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Keys;
 
@@ -40,6 +41,11 @@ impl Hasher for KeyHasher {
     }
 
     #[inline]
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+
+    #[inline]
     fn write_usize(&mut self, n: usize) {
         self.write_u64(n as u64);
     }
@@ -52,6 +58,9 @@ impl Hasher for KeyHasher {
 
 /// An LRU map hashed with [`Keys`].
 pub type Lru<K, V> = lru::LruCache<K, V, Keys>;
+
+/// A hash map hashed with [`Keys`].
+pub type Map<K, V> = std::collections::HashMap<K, V, Keys>;
 
 #[cfg(test)]
 mod tests {
