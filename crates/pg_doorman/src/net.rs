@@ -90,9 +90,8 @@ impl Stream {
     }
 
     /// Reads into `buf`'s spare capacity (at least `chunk` / 2 bytes, else `chunk` bytes are
-    /// reserved first). Unlike
-    /// [`Stream::try_read_buf`], a short read clears the cached readiness, so the next wait costs
-    /// no EAGAIN syscall: that saves two syscalls per relayed transaction. `Ready(Ok(0))` is EOF.
+    /// reserved first). Unlike a `try_read`, a short read clears the cached readiness, so the next
+    /// wait costs no EAGAIN syscall: that saves two syscalls per relayed transaction. `Ready(Ok(0))` is EOF.
     #[inline]
     pub fn poll_read_buf(
         &mut self,
@@ -124,8 +123,7 @@ impl Stream {
         }
     }
 
-    /// Waits until the socket may be readable (may be spurious: then `try_read_buf` says
-    /// WouldBlock). Uses the socket's own waker slot, so the future is a few bytes: this is the
+    /// Waits until the socket may be readable (may be spurious: then a read says WouldBlock). Uses the socket's own waker slot, so the future is a few bytes: this is the
     /// state every idle client sits in.
     pub async fn readable(&self) -> io::Result<()> {
         std::future::poll_fn(|cx| self.poll_read_ready(cx)).await
@@ -134,18 +132,6 @@ impl Stream {
     /// Waits until the socket may be writable.
     pub async fn writable(&self) -> io::Result<()> {
         std::future::poll_fn(|cx| self.poll_write_ready(cx)).await
-    }
-
-    /// Reads what is available into `buf`'s spare capacity (reserves `chunk` bytes first).
-    /// `Ok(0)` is end of stream; `WouldBlock` means nothing is there.
-    #[inline]
-    pub fn try_read_buf(&self, buf: &mut BytesMut, chunk: usize) -> io::Result<usize> {
-        buf.reserve(chunk);
-        match self {
-            Stream::Tcp(s) => s.try_read_buf(buf),
-            Stream::Unix(s) => s.try_read_buf(buf),
-            Stream::Tls(s) => s.read_plain(buf, chunk),
-        }
     }
 
     /// Reads what is available into `buf`. `Ok(0)` is end of stream; `WouldBlock` means nothing.

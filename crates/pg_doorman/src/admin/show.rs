@@ -118,7 +118,10 @@ fn config(ctx: &AppContext, out: &mut BytesMut) {
     );
     let ms = |d: &crate::config::units::Millis| d.0.as_millis().to_string();
     // Unset runtime knobs run with tokio's own defaults.
-    let opt = |v: &Option<u32>| v.map_or_else(|| "default".to_string(), |n| n.to_string());
+    fn opt<T: ToString>(v: &Option<T>) -> String {
+        v.as_ref()
+            .map_or_else(|| "default".to_string(), T::to_string)
+    }
     // Keys a reload applies show the loaded value; the others the one in force until restart.
     let run = &ctx.config.general;
     let rows: Vec<(&str, String, bool)> = vec![
@@ -132,14 +135,12 @@ fn config(ctx: &AppContext, out: &mut BytesMut) {
         ),
         (
             "worker_stack_size",
-            run.worker_stack_size
-                .map_or_else(|| "default".to_string(), |b| b.0.to_string()),
+            opt(&run.worker_stack_size.map(|b| b.0)),
             false,
         ),
         (
             "max_blocking_threads",
-            run.max_blocking_threads
-                .map_or_else(|| "default".to_string(), |n| n.to_string()),
+            opt(&run.max_blocking_threads),
             false,
         ),
         (

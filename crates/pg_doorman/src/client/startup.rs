@@ -246,15 +246,14 @@ async fn welcome<'a>(
     _slot: ClientSlot<'a>,
     peer: SocketAddr,
 ) -> Option<LoggedIn<'a>> {
-    let addr = peer;
     let (info, listed) = ctx.client_list.register(|id, secret| ClientInfo {
         id,
         secret,
         pool: pool.clone(),
         cancel: Default::default(),
         params: params.wanted.clone(),
-        ip: addr.ip(),
-        port: addr.port(),
+        ip: peer.ip(),
+        port: peer.port(),
         tls: io.stream.is_tls(),
         flushed: Default::default(),
         state: Default::default(),
