@@ -205,6 +205,25 @@ impl Stream {
         Ok(())
     }
 
+    /// Makes the coming close a FIN, not a reset: clears the SO_LINGER 0 that accepted
+    /// sockets inherit from the listener (`tcp_so_linger`). Used where the peer waits for end
+    /// of stream as the answer, such as a CancelRequest (libpq 17's PQcancelBlocking reports a
+    /// reset as "server closed the connection unexpectedly", protocol §55.2.8), or must read
+    /// the FATAL just written before the socket goes.
+    pub fn close_with_fin(&self) {
+        let tcp = match self {
+            Stream::Tcp(s) => s,
+            Stream::Tls(t) => {
+                t.close();
+                t.tcp()
+            }
+            Stream::Unix(_) => return,
+        };
+        let sock = socket2::SockRef::from(tcp);
+        let _ = sock.set_linger(None);
+        let _ = sock.shutdown(std::net::Shutdown::Write);
+    }
+
     /// Ends a connection the pooler is closing on a peer that may still be sending: stops
     /// writing (TCP and unix sockets; a TLS session is left as is) and reads and discards what
     /// arrives until end of stream, `max_bytes` or `max_wait`. Closing with unread input makes

@@ -11,6 +11,9 @@ pub const TRACKED: &[&str] = &[
     "IntervalStyle",
     "standard_conforming_strings",
     "application_name",
+    // Reported since PostgreSQL 14; a session-level set_config() by one client must not turn
+    // the next client's transactions read-only.
+    "default_transaction_read_only",
 ];
 
 /// Tracked parameters whose value PostgreSQL canonicalises ("ISO" becomes "ISO, MDY"), so a
@@ -21,6 +24,7 @@ pub const CANONICALISED: &[&str] = &[
     "TimeZone",
     "IntervalStyle",
     "standard_conforming_strings",
+    "default_transaction_read_only",
 ];
 
 /// Returns the TRACKED spelling of `name` if it is tracked (GUC names are case-insensitive).

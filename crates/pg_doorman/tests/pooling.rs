@@ -262,6 +262,37 @@ async fn cancel_request_reaches_the_right_backend() {
     }
 }
 
+/// libpq 17's cancel connection (PQcancelBlocking, psql 17) negotiates like a login: with
+/// sslmode=prefer it sends SSLRequest, reads 'N', then sends the CancelRequest and waits for
+/// end of stream. A reset there (SO_LINGER 0 inherited from the listener) makes it report
+/// "couldn't send cancellation: server closed the connection unexpectedly".
+#[test]
+fn cancel_after_ssl_request_ends_with_a_clean_close() {
+    use std::io::{Read, Write};
+    let pg = cluster(PgAuth::Scram);
+    let d = doorman(&pg, &PoolSpec::sized("session", 2));
+    let mut s = raw(&d);
+    let (pid, secret) = common::raw::login_on(&mut s);
+    s.write_all(&common::raw::query("SELECT pg_sleep(20)")).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut c = raw(&d);
+    let mut ssl = 8u32.to_be_bytes().to_vec();
+    ssl.extend_from_slice(&80877103u32.to_be_bytes());
+    c.write_all(&ssl).unwrap();
+    let mut answer = [0u8; 1];
+    c.read_exact(&mut answer).unwrap();
+    assert_eq!(&answer, b"N");
+    let mut cancel = 16u32.to_be_bytes().to_vec();
+    cancel.extend_from_slice(&80877102u32.to_be_bytes());
+    cancel.extend_from_slice(&pid.to_be_bytes());
+    cancel.extend_from_slice(&secret.to_be_bytes());
+    c.write_all(&cancel).unwrap();
+    assert_eq!(c.read(&mut answer).expect("end of stream, not a reset"), 0);
+    let msgs = common::raw::read_until_ready(&mut s);
+    let err = msgs.iter().find(|m| m.tag == b'E').expect("canceled");
+    assert_eq!(err.text(), "57014");
+}
+
 #[tokio::test]
 async fn pipelined_requests_stay_on_one_backend_until_all_answered() {
     let pg = cluster(PgAuth::Scram);

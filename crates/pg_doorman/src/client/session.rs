@@ -83,6 +83,18 @@ pub async fn sync_params(
         if failed.is_some() {
             return Ok(failed);
         }
+        // A SET that leaves a value unchanged reports nothing, so "utf8" would stay the
+        // client's spelling; the backend's own value is the canonical one ("UTF8").
+        let canonical: Vec<(&str, &str)> = params
+            .wanted
+            .iter()
+            .filter_map(|(k, v)| server.params.get(k).filter(|s| *s != v).map(|s| (k, s)))
+            .collect();
+        let mut wanted = params.wanted.clone();
+        for (k, v) in canonical {
+            wanted.set(k, v);
+        }
+        params.wanted = wanted;
     }
     server.extras = params.extras.clone();
     server.synced = Some(params.wanted.clone());

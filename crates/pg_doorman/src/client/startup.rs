@@ -66,7 +66,10 @@ pub async fn send_fatal(stream: &Stream, mut e: ErrorFields) {
     e.severity = Severity::Fatal;
     let mut out = BytesMut::with_capacity(128);
     e.write(&mut out);
-    let _ = stream.write_all(&out).await;
+    if stream.write_all(&out).await.is_ok() {
+        // A reset could destroy the FATAL before the client reads it.
+        stream.close_with_fin();
+    }
 }
 
 /// A connection just accepted: its socket and the peer address (for logs and pg_hba).
@@ -141,6 +144,8 @@ async fn startup_phase(ctx: &AppContext, accepted: Box<Accepted>) -> Option<Logg
         Ok(Ok(Some(Negotiated::Cancel(pid, secret)))) => {
             ctx.conns.cancel.fetch_add(1, Ordering::Relaxed);
             super::cancel::forward(&ctx.client_list, pid, secret).await;
+            // The client reads until end of stream: that is the answer (as PostgreSQL).
+            stream.close_with_fin();
             return None;
         }
         Ok(Ok(None)) => return None,
