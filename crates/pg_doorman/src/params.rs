@@ -27,6 +27,27 @@ pub const CANONICALISED: &[&str] = &[
     "default_transaction_read_only",
 ];
 
+/// Tracked parameters that change how PostgreSQL parses a statement: literals of date, time and
+/// interval types are folded into constants at Parse under these, and backslashes in strings
+/// depend on standard_conforming_strings. A cached statement is shared only by clients that
+/// agree on them.
+pub const PARSE_CONTEXT: &[&str] = &[
+    "TimeZone",
+    "DateStyle",
+    "IntervalStyle",
+    "standard_conforming_strings",
+];
+
+/// Hash of the [`PARSE_CONTEXT`] values of `p` (mixed into prepared-statement cache keys).
+pub fn parse_context(p: &ParamSet) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for name in PARSE_CONTEXT {
+        h.update(p.get(name).unwrap_or("").as_bytes());
+        h.update(&[0]);
+    }
+    h.digest()
+}
+
 /// Returns the TRACKED spelling of `name` if it is tracked (GUC names are case-insensitive).
 pub fn tracked_name(name: &str) -> Option<&'static str> {
     TRACKED

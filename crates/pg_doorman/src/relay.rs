@@ -107,6 +107,14 @@ pub struct Attachment {
     pub track_dirt: bool,
     /// Session state left on the backend ([`crate::sql_kind::dirt`] bits).
     pub dirty: u8,
+    /// Read statements for DDL (prepared statements are cached: a new cache epoch follows).
+    pub track_ddl: bool,
+    /// DDL ran, or the backend said a cached statement went stale (0A000 "cached plan must
+    /// not change result type", XX000 "cache lookup failed"): the pool's statement cache must
+    /// start a new epoch.
+    pub schema_changed: bool,
+    /// Hash of the client's parse-time settings ([`crate::params::parse_context`]).
+    pub parse_ctx: u64,
     /// What is ready for the client was all made up by the pooler (no backend bytes yet).
     synth_only: bool,
     /// Bytes reserved under `max_memory_usage` for the frame being waited for.
@@ -143,11 +151,25 @@ impl Attachment {
     /// from as much of its text as is buffered.
     #[inline]
     pub(crate) fn track_query(&mut self, buf: &[u8], pos: usize, len: usize) {
-        if self.track_dirt {
+        if self.track_dirt || self.track_ddl {
             let end = (pos + len).min(buf.len());
             if let Some(text) = buf.get(pos + 5..end) {
-                crate::sql_kind::track(text, &mut self.dirty);
+                self.track_text(text);
             }
+        }
+    }
+
+    /// Notes what statement text `text` leaves behind (session state, DDL).
+    pub(crate) fn track_text(&mut self, text: &[u8]) {
+        use crate::sql_kind::dirt;
+        let mut d = self.dirty;
+        crate::sql_kind::track(text, &mut d);
+        if d & dirt::DDL != 0 {
+            self.schema_changed |= self.track_ddl;
+            d &= !dirt::DDL;
+        }
+        if self.track_dirt {
+            self.dirty = d;
         }
     }
 
@@ -264,8 +286,10 @@ fn scan_server(
             continue;
         }
         if !read {
-            if h.tag == tag::ERROR_RESPONSE {
-                count_error(&buf[sc.ready..], len, &mut at.tally);
+            if h.tag == tag::ERROR_RESPONSE
+                && count_error(&buf[sc.ready..], len, &mut at.tally)
+            {
+                at.schema_changed = true;
             }
             sc.pass(buf, len);
             continue;
@@ -300,16 +324,22 @@ fn scan_server(
             at.params_changed = true;
             if let Some(t) = tracked_name(k)
                 && sink.wanted.set(t, v)
-                && sink.log
             {
-                tracing::info!("client parameter {t} changed to {v:?}");
+                if crate::params::PARSE_CONTEXT.contains(&t) {
+                    at.parse_ctx = crate::params::parse_context(sink.wanted);
+                }
+                if sink.log {
+                    tracing::info!("client parameter {t} changed to {v:?}");
+                }
             }
         }
     }
 }
 
-/// Counts an ErrorResponse by SQLSTATE class (when its code field is buffered).
-fn count_error(frame: &[u8], len: usize, tally: &mut crate::pool::stats::Tally) {
+/// Counts an ErrorResponse by SQLSTATE class (when its code field is buffered). True for the
+/// codes a stale cached statement gets (0A000 "cached plan must not change result type",
+/// XX000 "cache lookup failed for type"): rare, so any of those starts a new cache epoch.
+fn count_error(frame: &[u8], len: usize, tally: &mut crate::pool::stats::Tally) -> bool {
     let body = &frame[5.min(frame.len())..len.min(frame.len())];
     let mut class = crate::pool::stats::ERROR_CLASSES.len() - 1;
     let mut rest = body;
@@ -319,12 +349,15 @@ fn count_error(frame: &[u8], len: usize, tally: &mut crate::pool::stats::Tally) 
         }
         let end = tail.iter().position(|&c| c == 0).unwrap_or(tail.len());
         if t == b'C' {
-            class = crate::pool::stats::error_class(&tail[..end]);
-            break;
+            let code = &tail[..end];
+            class = crate::pool::stats::error_class(code);
+            tally.errors[class] += 1;
+            return code == b"0A000" || code == b"XX000";
         }
         rest = tail.get(end + 1..).unwrap_or_default();
     }
     tally.errors[class] += 1;
+    false
 }
 
 fn would_block(e: &io::Error) -> bool {

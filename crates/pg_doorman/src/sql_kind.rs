@@ -18,6 +18,9 @@ pub mod dirt {
     pub const TEMP: u8 = 16;
     /// Everything (DISCARD ALL cleans it all).
     pub const ALL: u8 = 31;
+    /// Not session state: CREATE, DROP or ALTER ran, so statements prepared before it may hold
+    /// stale types or result shapes (the pool's statement cache starts a new epoch).
+    pub const DDL: u8 = 32;
 }
 
 /// Longest query text inspected beyond its first statement, bytes.
@@ -44,6 +47,8 @@ enum Kw {
     Listen,
     Unlisten,
     Create,
+    Drop,
+    Alter,
     Discard,
     Begin,
     Start,
@@ -73,6 +78,7 @@ fn leading_keyword(seg: &[u8]) -> Option<Kw> {
             (b"deallocate", Kw::Deallocate),
             (b"declare", Kw::Declare),
             (b"discard", Kw::Discard),
+            (b"drop", Kw::Drop),
         ],
         b'c' => &[
             (b"close", Kw::Close),
@@ -83,7 +89,7 @@ fn leading_keyword(seg: &[u8]) -> Option<Kw> {
         b'u' => &[(b"unlisten", Kw::Unlisten)],
         b'b' => &[(b"begin", Kw::Begin)],
         b'e' => &[(b"end", Kw::End)],
-        b'a' => &[(b"abort", Kw::Abort)],
+        b'a' => &[(b"abort", Kw::Abort), (b"alter", Kw::Alter)],
         _ => return None,
     };
     candidates.iter().find_map(|&(word, kw)| {
@@ -192,7 +198,10 @@ fn track_one(seg: &[u8], dirty: &mut u8) {
         *dirty |= dirt::LISTEN;
     } else if is(first, "UNLISTEN") && second == Some(b"*") {
         *dirty &= !dirt::LISTEN;
+    } else if is(first, "DROP") || is(first, "ALTER") {
+        *dirty |= dirt::DDL;
     } else if is(first, "CREATE") {
+        *dirty |= dirt::DDL;
         let temp_word = |x: Option<&[u8]>| is(x, "TEMP") || is(x, "TEMPORARY");
         let temp = temp_word(second)
             || ((is(second, "GLOBAL") || is(second, "LOCAL")) && temp_word(w.next()));
@@ -201,7 +210,7 @@ fn track_one(seg: &[u8], dirty: &mut u8) {
         }
     } else if is(first, "DISCARD") {
         if is(second, "ALL") {
-            *dirty = 0;
+            *dirty &= dirt::DDL;
         } else if is(second, "TEMP") || is(second, "TEMPORARY") {
             *dirty &= !dirt::TEMP;
         }

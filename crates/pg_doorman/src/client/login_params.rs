@@ -14,6 +14,22 @@ pub struct ClientParams {
     pub extras: ParamSet,
     /// True when a value must be checked (and canonicalised) on a backend before login completes.
     pub needs_check: bool,
+    /// The `wanted` copy `ctx` was computed from (compared by pointer).
+    ctx_of: ParamSet,
+    /// [`crate::params::parse_context`] of `wanted`, cached.
+    ctx: u64,
+}
+
+impl ClientParams {
+    /// The parse-context hash of the current wishes; recomputed only after they changed (a
+    /// change makes a new copy, since `ctx_of` shares the old one).
+    pub fn parse_ctx(&mut self) -> u64 {
+        if !self.ctx_of.same_copy(&self.wanted) {
+            self.ctx = crate::params::parse_context(&self.wanted);
+            self.ctx_of = self.wanted.clone();
+        }
+        self.ctx
+    }
 }
 
 /// Builds the wishes from `defaults` (a fresh backend's ParameterStatus) and the startup packet.

@@ -207,6 +207,7 @@ impl Session {
                 &mut self.statements,
                 self.info.pool.settings.client_prepared_cache,
                 status,
+                self.params.parse_ctx(),
             )
         {
             return Some(out);
@@ -252,6 +253,10 @@ impl Session {
             .store(server.cancel_key(), Ordering::Release);
         self.attach(&server, Some(attached));
         let mut at = Attachment::new(attached, self.info.pool.settings.cleanup);
+        if self.info.pool.statements.is_some() {
+            at.track_ddl = true;
+            at.parse_ctx = self.params.parse_ctx();
+        }
         let log = self.info.pool.settings.log_param_changes;
         let mut sink = ParamSink {
             wanted: &mut self.params.wanted,
@@ -274,6 +279,11 @@ impl Session {
         .await;
         self.info.cancel.store(0, Ordering::Release);
         self.attach(&server, None);
+        if at.schema_changed
+            && let Some(cache) = self.info.pool.statements.as_ref()
+        {
+            cache.new_epoch();
+        }
         let ended = at.last_end.unwrap_or_else(Micros::now);
         self.record(&server, &at.tally, ended.us_since(attached));
         let answered = (at.tally.queries as usize).min(at.query_us.len());

@@ -246,12 +246,12 @@ fn plain_expect(tag: u8) -> Expect {
 
 /// Notes session state from the query text of a Parse at `pos`, as far as it is buffered.
 fn track_parse(at: &mut Attachment, buf: &[u8], pos: usize, len: usize) {
-    if !at.track_dirt {
+    if !at.track_dirt && !at.track_ddl {
         return;
     }
     let body = &buf[pos + 5..(pos + len).min(buf.len())];
     if let Some(n) = body.iter().position(|&c| c == 0) {
-        crate::sql_kind::track(&body[n + 1..], &mut at.dirty);
+        at.track_text(&body[n + 1..]);
     }
 }
 
@@ -297,7 +297,13 @@ fn parse(
         at.drop_till_sync = true;
         return Ok(());
     }
-    let hash = hash_body(&buf[rest.clone()]);
+    if at.schema_changed {
+        pool.new_epoch();
+        at.schema_changed = false;
+    }
+    // The key covers the parse-time settings and the cache epoch: a statement parsed under
+    // another TimeZone folds its literals differently, one parsed before DDL may be stale.
+    let hash = hash_body(&buf[rest.clone()]) ^ pool.salt(at.parse_ctx);
     let st = match client.recent(hash, &buf[rest.clone()]) {
         Some(s) => s,
         None => {

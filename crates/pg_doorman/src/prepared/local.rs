@@ -24,8 +24,9 @@ fn statement(
     pool: &PoolCache,
     client: &mut Option<Box<ClientStatements>>,
     body: &[u8],
+    salt: u64,
 ) -> Option<Arc<Statement>> {
-    let hash = hash_body(body);
+    let hash = hash_body(body) ^ salt;
     let st = match client.as_deref_mut().and_then(|c| c.recent(hash, body)) {
         Some(s) => s,
         None => pool.get(hash, body)?,
@@ -60,6 +61,7 @@ fn plan<'a>(
     buf: &'a [u8],
     pool: &PoolCache,
     client: &mut Option<Box<ClientStatements>>,
+    salt: u64,
 ) -> Option<(Vec<Step<'a>>, usize)> {
     if !only_parse_close(buf) {
         return None;
@@ -78,7 +80,7 @@ fn plan<'a>(
                 if !name.is_empty() && client.as_deref().is_some_and(|c| c.contains(name)) {
                     return None; // 42P05 is the backend path's business
                 }
-                let st = statement(pool, client, &body[n + 1..])?;
+                let st = statement(pool, client, &body[n + 1..], salt)?;
                 steps.push(Step::Parse(name, st));
             }
             b'C' if body.first() == Some(&b'S') => {
@@ -104,11 +106,12 @@ pub fn answer_without_backend(
     client: &mut Option<Box<ClientStatements>>,
     client_cap: usize,
     status: u8,
+    parse_ctx: u64,
 ) -> Option<BytesMut> {
     if !matches!(buf.first(), Some(b'P' | b'C')) {
         return None;
     }
-    let (steps, len) = plan(buf, pool, client)?;
+    let (steps, len) = plan(buf, pool, client, pool.salt(parse_ctx))?;
     let mut out = BytesMut::with_capacity(steps.len() * 5 + 6);
     let names = client
         .get_or_insert_with(|| Box::new(ClientStatements::new(client_cap, pool.clients.clone())));

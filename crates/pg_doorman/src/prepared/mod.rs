@@ -95,6 +95,9 @@ pub fn hash_body(body: &[u8]) -> u64 {
 pub struct PoolCache {
     map: Mutex<crate::keys::Lru<u64, Arc<Statement>>>,
     next_id: AtomicU64,
+    /// Bumped by DDL and by stale-statement errors: statements of an older epoch are not
+    /// found again (their keys differ), so the next Parse of the same text prepares afresh.
+    epoch: AtomicU64,
     /// What this pool's clients hold in their own maps (SHOW POOLS_MEMORY).
     pub clients: Arc<ClientMemory>,
 }
@@ -123,6 +126,7 @@ impl PoolCache {
         PoolCache {
             map: Mutex::new(crate::keys::Lru::with_hasher(capacity, crate::keys::Keys)),
             next_id: AtomicU64::new(1),
+            epoch: AtomicU64::new(0),
             clients: Default::default(),
         }
     }
@@ -145,6 +149,20 @@ impl PoolCache {
         });
         map.put(hash, s.clone());
         s
+    }
+
+    /// What a statement key is mixed with: the client's parse context (a hash of its
+    /// parse-time settings) and the cache epoch. Relaxed: a Parse racing a new epoch may use
+    /// either, as it would race the DDL itself.
+    pub fn salt(&self, parse_ctx: u64) -> u64 {
+        let epoch = self.epoch.load(Ordering::Relaxed);
+        parse_ctx ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+
+    /// Starts a new epoch: every cached statement is prepared afresh on its next Parse (old
+    /// ones stay on backends until their LRU closes them).
+    pub fn new_epoch(&self) {
+        self.epoch.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The statement for `body` if the pool has it, without creating one.
