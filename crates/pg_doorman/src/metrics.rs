@@ -137,6 +137,7 @@ impl Collector for View {
         )?;
         let clients = ctx.client_list.snapshot();
         let mut cl = Vec::new();
+        let mut pinned = Vec::new();
         let mut sv = Vec::new();
         let mut size = Vec::new();
         let mut paused = Vec::new();
@@ -157,7 +158,9 @@ impl Collector for View {
             let st = &p.stats;
             let mine = clients.iter().filter(|c| std::ptr::eq(&*c.pool, &**p));
             let (mut idle, mut active, mut waiting) = (0i64, 0i64, 0i64);
+            let mut n_pinned = 0i64;
             for c in mine {
+                n_pinned += i64::from(c.pinned.load(R));
                 match c.state.load(R) {
                     state::ACTIVE => active += 1,
                     state::WAITING => waiting += 1,
@@ -167,6 +170,7 @@ impl Collector for View {
             for (s, v) in [("idle", idle), ("waiting", waiting), ("active", active)] {
                 cl.push((with(l.clone(), "status", s), v));
             }
+            pinned.push((l.clone(), n_pinned));
             let servers = p.servers.snapshot();
             let sv_active = servers.iter().filter(|s| s.active.load(R)).count() as i64;
             sv.push((with(l.clone(), "status", "active"), sv_active));
@@ -212,6 +216,12 @@ impl Collector for View {
             }
         }
         gauge(&mut enc, "pools_clients", "Clients by status", &cl)?;
+        gauge(
+            &mut enc,
+            "pools_pinned_clients",
+            "Clients kept on their backend by session state (WITH HOLD cursor, temporary table) in transaction mode",
+            &pinned,
+        )?;
         gauge(
             &mut enc,
             "pools_servers",

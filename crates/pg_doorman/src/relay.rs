@@ -113,6 +113,13 @@ pub struct Attachment {
     /// not change result type", XX000 "cache lookup failed"): the pool's statement cache must
     /// start a new epoch.
     pub schema_changed: bool,
+    /// Read statements for session state that pins the client to this backend (transaction
+    /// mode).
+    pub track_pins: bool,
+    /// That state: while any exists the backend is not released at ReadyForQuery 'I'.
+    pub pins: crate::sql_kind::Pins,
+    /// `pins` changed since the relay last looked.
+    pub pins_changed: bool,
     /// Hash of the client's parse-time settings ([`crate::params::parse_context`]).
     pub parse_ctx: u64,
     /// What is ready for the client was all made up by the pooler (no backend bytes yet).
@@ -151,7 +158,7 @@ impl Attachment {
     /// from as much of its text as is buffered.
     #[inline]
     pub(crate) fn track_query(&mut self, buf: &[u8], pos: usize, len: usize) {
-        if self.track_dirt || self.track_ddl {
+        if self.track_dirt || self.track_ddl || self.track_pins {
             let end = (pos + len).min(buf.len());
             if let Some(text) = buf.get(pos + 5..end) {
                 self.track_text(text);
@@ -170,6 +177,9 @@ impl Attachment {
         }
         if self.track_dirt {
             self.dirty = d;
+        }
+        if self.track_pins {
+            self.pins_changed |= crate::sql_kind::track_pins(text, &mut self.pins);
         }
     }
 
@@ -231,6 +241,8 @@ pub struct ParamSink<'a> {
     pub wanted: &'a mut ParamSet,
     /// Log changes (pool option `log_client_parameter_status_changes`).
     pub log: bool,
+    /// The client's "pinned" mark (SHOW POOLS cl_pinned), kept in line with `Attachment::pins`.
+    pub pinned: Option<&'a std::sync::atomic::AtomicBool>,
 }
 
 /// Rejects message types a client may not send and lengths over the type's cap.
@@ -315,7 +327,7 @@ fn scan_server(
             if *status == b'I' {
                 at.tally.xacts += 1;
             }
-            if release && at.pending == 0 && !at.unsynced && *status == b'I' {
+            if release && at.pending == 0 && !at.unsynced && *status == b'I' && !at.pins.any() {
                 at.released = true;
             }
         } else {
@@ -411,6 +423,12 @@ pub async fn relay(
             }
             if at.over_memory {
                 return Outcome::OverMemory;
+            }
+            if at.pins_changed {
+                at.pins_changed = false;
+                if let Some(flag) = sink.pinned {
+                    flag.store(at.pins.any(), std::sync::atomic::Ordering::Relaxed);
+                }
             }
         }
         let before = client.scan.ready;
@@ -597,6 +615,7 @@ mod tests {
         let mut sink = ParamSink {
             wanted: &mut wanted,
             log: false,
+            pinned: None,
         };
         let mut buf = BytesMut::from(&buf[..]);
         scan_server(
@@ -627,6 +646,7 @@ mod tests {
         let mut sink = ParamSink {
             wanted: &mut w,
             log: false,
+            pinned: None,
         };
         let mut buf = BytesMut::from(&buf[..]);
         scan_server(

@@ -150,6 +150,114 @@ pub fn track(sql: &[u8], dirty: &mut u8) {
     }
 }
 
+/// Session state that outlives a transaction and that a later transaction of the same client
+/// may use, so in transaction mode the client keeps its backend while any of it exists:
+/// cursors declared WITH HOLD (by name) and temporary tables (PostgreSQL "DECLARE", "CREATE
+/// TABLE": a TEMP table without ON COMMIT DROP lives until the session ends or DISCARD).
+#[derive(Debug, Default)]
+pub struct Pins {
+    /// Names of open WITH HOLD cursors (unquoted names folded to lower case).
+    pub held: Vec<Box<[u8]>>,
+    /// A temporary table (or other temporary object) was created.
+    pub temp: bool,
+}
+
+impl Pins {
+    /// True while something pins the client to its backend.
+    pub fn any(&self) -> bool {
+        self.temp || !self.held.is_empty()
+    }
+}
+
+/// Updates `pins` with the effect of each statement in `sql` (split as [`track`] does).
+/// Returns true when something changed.
+pub fn track_pins(sql: &[u8], pins: &mut Pins) -> bool {
+    let mut rest = sql;
+    let mut changed = false;
+    loop {
+        let end = statement_end(rest);
+        let seg = &rest[..end.unwrap_or(rest.len())];
+        if !seg.is_empty()
+            && let Some(Kw::Declare | Kw::Close | Kw::Create | Kw::Discard) = leading_keyword(seg)
+        {
+            changed |= pin_one(seg, pins);
+        }
+        match end {
+            Some(e) if rest[e] == b';' && sql.len() <= SCAN_LIMIT => rest = &rest[e + 1..],
+            _ => return changed,
+        }
+    }
+}
+
+/// A cursor name as PostgreSQL keys it: quoted names as written, others folded to lower case.
+fn cursor_name(w: &[u8]) -> Box<[u8]> {
+    match w.strip_prefix(b"\"").and_then(|n| n.strip_suffix(b"\"")) {
+        Some(inner) => inner.into(),
+        None => w.to_ascii_lowercase().into(),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn pin_one(seg: &[u8], pins: &mut Pins) -> bool {
+    let mut w = words(seg);
+    let Some(first) = w.next() else { return false };
+    let first = Some(first);
+    if is(first, "DECLARE") {
+        let Some(name) = w.next() else { return false };
+        let mut prev: Option<&[u8]> = None;
+        for word in w {
+            if is(Some(word), "FOR") {
+                break;
+            }
+            if is(Some(word), "HOLD") && is(prev, "WITH") {
+                pins.held.push(cursor_name(name));
+                return true;
+            }
+            prev = Some(word);
+        }
+    } else if is(first, "CLOSE") {
+        let Some(name) = w.next() else { return false };
+        if is(Some(name), "ALL") {
+            let had = !pins.held.is_empty();
+            pins.held.clear();
+            return had;
+        }
+        let name = cursor_name(name);
+        if let Some(i) = pins.held.iter().position(|n| *n == name) {
+            pins.held.swap_remove(i);
+            return true;
+        }
+    } else if is(first, "CREATE") {
+        let second = w.next();
+        let temp_word = |x: Option<&[u8]>| is(x, "TEMP") || is(x, "TEMPORARY");
+        let temp = temp_word(second)
+            || ((is(second, "GLOBAL") || is(second, "LOCAL")) && temp_word(w.next()));
+        if temp && !pins.temp {
+            // ON COMMIT DROP tables end with their transaction.
+            let words: Vec<&[u8]> = w.collect();
+            let drops = words.windows(3).any(|t| {
+                is(Some(t[0]), "ON") && is(Some(t[1]), "COMMIT") && is(Some(t[2]), "DROP")
+            });
+            if !drops {
+                pins.temp = true;
+                return true;
+            }
+        }
+    } else if is(first, "DISCARD") {
+        let second = w.next();
+        let before = pins.any();
+        if is(second, "ALL") {
+            pins.held.clear();
+            pins.temp = false;
+        } else if is(second, "TEMP") || is(second, "TEMPORARY") {
+            pins.temp = false;
+        }
+        return before != pins.any();
+    }
+    false
+}
+
 /// One statement whose leading word is a keyword that may leave session state.
 #[cold]
 #[inline(never)]

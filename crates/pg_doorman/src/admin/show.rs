@@ -265,6 +265,7 @@ fn pools(ctx: &AppContext, out: &mut BytesMut) {
             ("paused", Col::Int),
             ("fallback_active", Col::Int),
             ("oldest_active_age_ms", Col::Int),
+            ("cl_pinned", Col::Int),
         ]),
     );
     // One snapshot of the client list for every pool's oldest_active_age_ms.
@@ -291,6 +292,10 @@ fn pools(ctx: &AppContext, out: &mut BytesMut) {
             })
             .max()
             .unwrap_or(0);
+        let pinned = clients
+            .iter()
+            .filter(|c| std::ptr::eq(&*c.pool, &**p) && c.pinned.load(R))
+            .count();
         rs.row_s(&[
             p.settings.database.clone(),
             p.settings.user.clone(),
@@ -310,6 +315,7 @@ fn pools(ctx: &AppContext, out: &mut BytesMut) {
             u8::from(st.paused.load(R)).to_string(),
             "0".into(),
             oldest.to_string(),
+            pinned.to_string(),
         ]);
     }
     rs.finish("SHOW");

@@ -55,6 +55,9 @@ pub struct ClientInfo {
     pub errors: AtomicU32,
     /// Backend pid it holds (0 = none).
     pub server_pid: AtomicI32,
+    /// Kept on its backend past the transaction by session state (a WITH HOLD cursor, a
+    /// temporary table) in transaction mode: SHOW POOLS cl_pinned.
+    pub pinned: AtomicBool,
 }
 
 impl ClientInfo {

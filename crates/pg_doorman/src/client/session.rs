@@ -253,6 +253,7 @@ impl Session {
             .store(server.cancel_key(), Ordering::Release);
         self.attach(&server, Some(attached));
         let mut at = Attachment::new(attached, self.info.pool.settings.cleanup);
+        at.track_pins = release_on_idle;
         if self.info.pool.statements.is_some() {
             at.track_ddl = true;
             at.parse_ctx = self.params.parse_ctx();
@@ -261,6 +262,7 @@ impl Session {
         let mut sink = ParamSink {
             wanted: &mut self.params.wanted,
             log,
+            pinned: Some(&self.info.pinned),
         };
         let mut prep = self.info.pool.statements.as_ref().map(|pool| Prep {
             pool,
@@ -279,6 +281,9 @@ impl Session {
         .await;
         self.info.cancel.store(0, Ordering::Release);
         self.attach(&server, None);
+        if at.pins.any() {
+            self.info.pinned.store(false, Ordering::Relaxed);
+        }
         if at.schema_changed
             && let Some(cache) = self.info.pool.statements.as_ref()
         {

@@ -268,6 +268,7 @@ async fn welcome<'a>(
         queries: Default::default(),
         errors: Default::default(),
         server_pid: Default::default(),
+        pinned: Default::default(),
     });
     let mut out = BytesMut::with_capacity(512);
     backend::write_auth_ok(&mut out);
