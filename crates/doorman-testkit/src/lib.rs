@@ -190,6 +190,11 @@ impl TempCluster {
 
     /// Runs SQL as superuser `postgres` over the unix socket with psql; returns stdout (-At).
     pub fn psql(&self, sql: &str) -> String {
+        self.psql_db("postgres", sql)
+    }
+
+    /// As [`TempCluster::psql`], in database `db`.
+    pub fn psql_db(&self, db: &str, sql: &str) -> String {
         let mut c = Command::new("psql");
         c.args([
             "-X",
@@ -199,7 +204,7 @@ impl TempCluster {
             "-U",
             "postgres",
             "-d",
-            "postgres",
+            db,
             "-h",
         ])
         .arg(self.socket_dir())

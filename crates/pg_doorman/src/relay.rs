@@ -120,6 +120,9 @@ pub struct Attachment {
     pub pins: crate::sql_kind::Pins,
     /// `pins` changed since the relay last looked.
     pub pins_changed: bool,
+    /// The backend sent a FATAL ErrorResponse (relayed to the client, as PostgreSQL's own last
+    /// word before it closes, e.g. 57P01 after pg_terminate_backend).
+    pub server_fatal: bool,
     /// Hash of the client's parse-time settings ([`crate::params::parse_context`]).
     pub parse_ctx: u64,
     /// What is ready for the client was all made up by the pooler (no backend bytes yet).
@@ -298,10 +301,10 @@ fn scan_server(
             continue;
         }
         if !read {
-            if h.tag == tag::ERROR_RESPONSE
-                && count_error(&buf[sc.ready..], len, &mut at.tally)
-            {
-                at.schema_changed = true;
+            if h.tag == tag::ERROR_RESPONSE {
+                let flags = count_error(&buf[sc.ready..], len, &mut at.tally);
+                at.schema_changed |= flags & ERROR_STALE != 0;
+                at.server_fatal |= flags & ERROR_FATAL != 0;
             }
             sc.pass(buf, len);
             continue;
@@ -348,28 +351,40 @@ fn scan_server(
     }
 }
 
-/// Counts an ErrorResponse by SQLSTATE class (when its code field is buffered). True for the
-/// codes a stale cached statement gets (0A000 "cached plan must not change result type",
-/// XX000 "cache lookup failed for type"): rare, so any of those starts a new cache epoch.
-fn count_error(frame: &[u8], len: usize, tally: &mut crate::pool::stats::Tally) -> bool {
+/// [`count_error`]: the error is one a stale cached statement gets (0A000 "cached plan must
+/// not change result type", XX000 "cache lookup failed for type"); rare, so any of those
+/// starts a new cache epoch.
+const ERROR_STALE: u8 = 1;
+/// [`count_error`]: the backend ends the session (severity FATAL or PANIC).
+const ERROR_FATAL: u8 = 2;
+
+/// Counts an ErrorResponse by SQLSTATE class (when its code field is buffered) and tells what
+/// it means for the pooler ([`ERROR_STALE`], [`ERROR_FATAL`] bits).
+fn count_error(frame: &[u8], len: usize, tally: &mut crate::pool::stats::Tally) -> u8 {
     let body = &frame[5.min(frame.len())..len.min(frame.len())];
     let mut class = crate::pool::stats::ERROR_CLASSES.len() - 1;
     let mut rest = body;
+    let mut flags = 0;
     while let Some((&t, tail)) = rest.split_first() {
         if t == 0 {
             break;
         }
         let end = tail.iter().position(|&c| c == 0).unwrap_or(tail.len());
+        let value = &tail[..end];
+        if t == b'V' && (value == b"FATAL" || value == b"PANIC") {
+            flags |= ERROR_FATAL;
+        }
         if t == b'C' {
-            let code = &tail[..end];
-            class = crate::pool::stats::error_class(code);
-            tally.errors[class] += 1;
-            return code == b"0A000" || code == b"XX000";
+            class = crate::pool::stats::error_class(value);
+            if value == b"0A000" || value == b"XX000" {
+                flags |= ERROR_STALE;
+            }
+            break;
         }
         rest = tail.get(end + 1..).unwrap_or_default();
     }
     tally.errors[class] += 1;
-    false
+    flags
 }
 
 fn would_block(e: &io::Error) -> bool {

@@ -83,7 +83,7 @@ async fn every_show_has_compat_columns() {
     let expect: &[(&str, &str)] = &[
         (
             "POOLS",
-            "database,user,pool_mode,cl_idle,cl_active,cl_waiting,cl_cancel_req,sv_active,sv_idle,sv_used,sv_login,pool_size,maxwait,maxwait_us,avg_xact_time,paused,fallback_active,oldest_active_age_ms",
+            "database,user,pool_mode,cl_idle,cl_active,cl_waiting,cl_cancel_req,sv_active,sv_idle,sv_used,sv_login,pool_size,maxwait,maxwait_us,avg_xact_time,paused,fallback_active,oldest_active_age_ms,cl_pinned",
         ),
         (
             "POOLS_EXTENDED",

@@ -106,14 +106,17 @@ pub struct ClientList {
 
 impl ClientList {
     /// Adds a client built by `make(id, secret)` with a fresh process id and a random secret;
-    /// the returned guard removes it (and the pool's count) when dropped.
+    /// the returned guard removes it (and the pool's count) when dropped. `wanted`: the id to
+    /// use if no other client has it (a session-mode client's real backend pid).
     pub fn register(
         &self,
+        wanted: Option<i32>,
         make: impl FnOnce(u64, i32) -> ClientInfo,
     ) -> (Arc<ClientInfo>, ClientReg<'_>) {
         let secret: i32 = rand::random();
         let mut map = self.map.lock();
-        let pid = loop {
+        let free = wanted.filter(|&p| p > 0 && !map.contains_key(&p));
+        let pid = free.unwrap_or_else(|| loop {
             // Positive ids like PostgreSQL's pids, skipping any still in use after wrap-around.
             let pid = self
                 .next_pid
@@ -123,7 +126,7 @@ impl ClientList {
             if pid != 0 && !map.contains_key(&pid) {
                 break pid;
             }
-        };
+        });
         let info = Arc::new(make(pid as u64, secret));
         info.pool.stats.clients.fetch_add(1, Ordering::Relaxed);
         map.insert(pid, info.clone());

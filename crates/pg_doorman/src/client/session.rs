@@ -42,6 +42,9 @@ pub struct Session {
     /// A BEGIN answered without a backend (transaction mode), run on the backend the next
     /// statement gets.
     deferred_begin: Option<Box<str>>,
+    /// The backend taken at login (session mode with `session_backend_pid`), until the
+    /// first request attaches it.
+    held: Option<Box<Server>>,
     /// Shown by SHOW CLIENTS.
     pub(super) info: Arc<ClientInfo>,
 }
@@ -128,12 +131,18 @@ impl std::fmt::Display for Label<'_> {
 
 impl Session {
     /// A session for a logged-in client.
-    pub fn new(io: ClientIo, params: ClientParams, info: Arc<ClientInfo>) -> Self {
+    pub fn new(
+        io: ClientIo,
+        params: ClientParams,
+        info: Arc<ClientInfo>,
+        held: Option<Box<Server>>,
+    ) -> Self {
         Session {
             io,
             params,
             statements: None,
             deferred_begin: None,
+            held,
             info,
         }
     }
@@ -161,8 +170,13 @@ impl Session {
             // Boxed so that an idle client's task holds only the small wait state above; what
             // a request needs (the checkout/relay state machine) exists only while it runs.
             if !Box::pin(self.serve(next)).await {
-                return;
+                break;
             }
+        }
+        if let Some(server) = self.held.take() {
+            // Left before its first request: the backend goes back like any session's.
+            let at = Attachment::default();
+            Box::pin(self.release_after_exit(server, &at)).await;
         }
     }
 
@@ -335,6 +349,12 @@ impl Session {
                 tracing::warn!("{} server connection lost: {e}", self.label());
                 server.bad = true;
                 self.info.pool.discard(server);
+                if at.server_fatal {
+                    // The client has the backend's own FATAL (57P01 and the like): end the
+                    // connection as PostgreSQL does, without a second error.
+                    self.io.stream.close_with_fin();
+                    return false;
+                }
                 let e = ErrorFields::fatal(sqlstate::CONNECTION_FAILURE, "server connection lost");
                 self.fatal(e).await;
                 return false;
@@ -433,6 +453,9 @@ impl Session {
     /// Checks out a backend in line with the client's parameters; returns it with the time it
     /// was attached (two clock readings per request: arrival and attachment).
     async fn acquire(&mut self) -> Result<(Box<Server>, Micros), PoolError> {
+        if let Some(server) = self.held.take() {
+            return Ok((server, Micros::now()));
+        }
         let stats = &self.info.pool.stats;
         let started = Micros::now();
         self.info.set_state_at(state::WAITING, started);

@@ -251,7 +251,21 @@ async fn welcome<'a>(
     _slot: ClientSlot<'a>,
     peer: SocketAddr,
 ) -> Option<LoggedIn<'a>> {
-    let (info, listed) = ctx.client_list.register(|id, secret| ClientInfo {
+    let mut params = params;
+    let held = if pool.settings.backend_pid {
+        match Box::pin(take_backend(&pool, &mut params)).await {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!("client {peer}: {}: {}", pool.name(), e.message);
+                send_fatal(&io.stream, e).await;
+                return None;
+            }
+        }
+    } else {
+        None
+    };
+    let wanted_pid = held.as_ref().map(|s| s.backend_pid);
+    let (info, listed) = ctx.client_list.register(wanted_pid, |id, secret| ClientInfo {
         id,
         secret,
         pool: pool.clone(),
@@ -276,13 +290,33 @@ async fn welcome<'a>(
     backend::write_backend_key_data(&mut out, info.id as i32, info.secret);
     backend::write_ready_for_query(&mut out, b'I');
     io.stream.write_all(&out).await.ok()?;
-    let session = Session::new(io, params, info);
+    let session = Session::new(io, params, info, held);
     if ctx.config.general.log_client_connections {
         tracing::info!("{} client connected from {peer}", session.label());
     }
     _slot.hand_over();
     listed.hand_over();
     Some(LoggedIn { session, ctx })
+}
+
+/// The backend a session-mode client keeps for its whole life, taken at login so that its
+/// process id can go in BackendKeyData, and brought in line with the client's parameters.
+async fn take_backend(
+    pool: &Pool,
+    params: &mut ClientParams,
+) -> Result<Box<crate::server::Server>, ErrorFields> {
+    let mut server = pool.checkout().await.map_err(|e| e.to_client())?;
+    match super::session::sync_params(&mut server, params).await {
+        Ok(None) => Ok(server),
+        Ok(Some(e)) => {
+            pool.checkin(server);
+            Err(ErrorFields::fatal(code_of(&e.code), e.message))
+        }
+        Err(e) => {
+            pool.discard(server);
+            Err(e.to_client())
+        }
+    }
 }
 
 /// Serves one accepted connection until it closes.

@@ -408,6 +408,11 @@ pub struct Pool {
     /// Reset the session state a client left (SET, PREPARE, DECLARE, LISTEN, temp tables) when
     /// its backend returns to the pool in transaction mode.
     pub cleanup_server_connections: bool,
+    /// Session mode: the client's backend is checked out at login and its real process id is
+    /// given in BackendKeyData (the pooler keeps its own secret for cancel routing), so
+    /// `pg_backend_pid()`, NOTIFY's sender pid and `pg_terminate_backend` mean what drivers
+    /// expect. Off: backends are taken at the first query and clients get the pooler's ids.
+    pub session_backend_pid: bool,
     /// Overrides general.scaling_warm_pool_ratio.
     pub scaling_warm_pool_ratio: Option<usize>,
     /// Overrides general.scaling_fast_retries.
@@ -451,6 +456,7 @@ impl Default for Pool {
             server_tls_certificate: None,
             server_tls_private_key: None,
             cleanup_server_connections: true,
+            session_backend_pid: true,
             scaling_warm_pool_ratio: None,
             scaling_fast_retries: None,
             max_db_connections: 0,

@@ -105,6 +105,9 @@ pub struct PoolSettings {
     pub prepared: bool,
     /// Mutation-tracked reset at checkin (transaction mode, `cleanup_server_connections`).
     pub cleanup: bool,
+    /// Session mode with `session_backend_pid`: the backend is taken at login and its pid
+    /// given to the client.
+    pub backend_pid: bool,
     /// Pool-level statement cache entries (`prepared_statements_cache_size`).
     pub pool_prepared_cache: usize,
     /// Per-backend statements (`server_prepared_statements_cache_size`).
@@ -339,6 +342,8 @@ fn resolve_with(
                 log_param_changes: p.log_client_parameter_status_changes,
                 cleanup: p.cleanup_server_connections
                     && u.pool_mode.unwrap_or(p.pool_mode) == PoolMode::Transaction,
+                backend_pid: p.session_backend_pid
+                    && u.pool_mode.unwrap_or(p.pool_mode) == PoolMode::Session,
                 prepared: g.prepared_statements
                     && u.pool_mode.unwrap_or(p.pool_mode) == PoolMode::Transaction,
                 pool_prepared_cache: p

@@ -19,9 +19,14 @@ pub fn read_all(s: &mut TcpStream) -> Vec<u8> {
 }
 
 pub fn startup(user: &str, db: &str) -> Vec<u8> {
+    startup_with(&[("user", user), ("database", db)])
+}
+
+/// A StartupMessage with exactly these parameters.
+pub fn startup_with(params: &[(&str, &str)]) -> Vec<u8> {
     let mut body = Vec::new();
     body.extend_from_slice(&196608i32.to_be_bytes());
-    for (k, v) in [("user", user), ("database", db)] {
+    for &(k, v) in params {
         body.extend_from_slice(k.as_bytes());
         body.push(0);
         body.extend_from_slice(v.as_bytes());
@@ -50,8 +55,19 @@ pub fn raw_login(d: &Doorman) -> TcpStream {
 /// Startup and SCRAM login as app/app_pw to appdb over any stream (plain or TLS), up to the
 /// first ReadyForQuery; returns the BackendKeyData (pid, secret).
 pub fn login_on<S: Read + Write>(s: &mut S) -> (i32, i32) {
+    login_with(s, &[]).0
+}
+
+/// As [`login_on`] with `extra` startup parameters; also returns the ParameterStatus pairs.
+pub fn login_with<S: Read + Write>(
+    s: &mut S,
+    extra: &[(&str, &str)],
+) -> ((i32, i32), Vec<(String, String)>) {
     use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
-    s.write_all(&startup("app", "appdb")).unwrap();
+    let mut params = vec![("user", "app"), ("database", "appdb")];
+    params.extend_from_slice(extra);
+    s.write_all(&startup_with(&params)).unwrap();
+    let mut reported = Vec::new();
     let mut scram = ScramSha256::new(b"app_pw", ChannelBinding::unsupported());
     let mut key = (0, 0);
     loop {
@@ -77,8 +93,14 @@ pub fn login_on<S: Read + Write>(s: &mut S) -> (i32, i32) {
                     i32::from_be_bytes(body[4..8].try_into().unwrap()),
                 );
             }
+            (b'S', _) => {
+                let mut parts = body.split(|&c| c == 0).map(|p| String::from_utf8_lossy(p));
+                let k = parts.next().unwrap_or_default().into_owned();
+                let v = parts.next().unwrap_or_default().into_owned();
+                reported.push((k, v));
+            }
             (b'E', _) => panic!("login failed: {}", String::from_utf8_lossy(&body)),
-            (b'Z', _) => return key,
+            (b'Z', _) => return (key, reported),
             _ => {}
         }
         if !out.is_empty() {
