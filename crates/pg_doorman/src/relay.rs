@@ -120,6 +120,12 @@ pub struct Attachment {
     pub pins: crate::sql_kind::Pins,
     /// `pins` changed since the relay last looked.
     pub pins_changed: bool,
+    /// Read statements for RESETs of tracked parameters ([`crate::sql_kind::resets`]).
+    pub track_settings: bool,
+    /// Tracked parameters the client RESET since the last release: the relay stops at the
+    /// next ReadyForQuery 'I' (also in session mode) so that the session can put back the
+    /// client's startup values.
+    pub resets: u16,
     /// The backend sent a FATAL ErrorResponse (relayed to the client, as PostgreSQL's own last
     /// word before it closes, e.g. 57P01 after pg_terminate_backend).
     pub server_fatal: bool,
@@ -161,7 +167,7 @@ impl Attachment {
     /// from as much of its text as is buffered.
     #[inline]
     pub(crate) fn track_query(&mut self, buf: &[u8], pos: usize, len: usize) {
-        if self.track_dirt || self.track_ddl || self.track_pins {
+        if self.track_dirt || self.track_ddl || self.track_pins || self.track_settings {
             let end = (pos + len).min(buf.len());
             if let Some(text) = buf.get(pos + 5..end) {
                 self.track_text(text);
@@ -184,6 +190,15 @@ impl Attachment {
         if self.track_pins {
             self.pins_changed |= crate::sql_kind::track_pins(text, &mut self.pins);
         }
+        if self.track_settings {
+            self.resets |= crate::sql_kind::resets(text);
+        }
+    }
+
+    /// Relays on after a stop for [`Attachment::resets`] (session mode).
+    pub fn resume(&mut self) {
+        self.released = false;
+        self.resets = 0;
     }
 
     /// True when the client holds a transaction open (or failed) and nothing is in flight: a
@@ -330,7 +345,12 @@ fn scan_server(
             if *status == b'I' {
                 at.tally.xacts += 1;
             }
-            if release && at.pending == 0 && !at.unsynced && *status == b'I' && !at.pins.any() {
+            if (release || at.resets != 0)
+                && at.pending == 0
+                && !at.unsynced
+                && *status == b'I'
+                && !at.pins.any()
+            {
                 at.released = true;
             }
         } else {

@@ -189,6 +189,83 @@ pub fn track_pins(sql: &[u8], pins: &mut Pins) -> bool {
     }
 }
 
+/// Bit of [`resets`]'s result for RESET ALL / DISCARD ALL (every tracked parameter).
+pub const RESET_ALL: u16 = 1 << 15;
+
+/// Which tracked parameters ([`crate::params::TRACKED`], bit i for entry i) the statements in
+/// `sql` return to their session default: `RESET name`, `SET name TO DEFAULT`, `SET TIME ZONE
+/// DEFAULT|LOCAL`, and [`RESET_ALL`] for RESET ALL and DISCARD ALL. PostgreSQL's session
+/// default is what the client asked for at startup, which a pooled backend does not know.
+pub fn resets(sql: &[u8]) -> u16 {
+    let mut rest = sql;
+    let mut bits = 0;
+    loop {
+        let end = statement_end(rest);
+        let seg = &rest[..end.unwrap_or(rest.len())];
+        if !seg.is_empty()
+            && let Some(Kw::Reset | Kw::Set | Kw::Discard) = leading_keyword(seg)
+        {
+            bits |= reset_one(seg);
+        }
+        match end {
+            Some(e) if rest[e] == b';' && sql.len() <= SCAN_LIMIT => rest = &rest[e + 1..],
+            _ => return bits,
+        }
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn reset_one(seg: &[u8]) -> u16 {
+    let bit = |name: &[u8]| -> u16 {
+        let n = name.strip_prefix(b"\"").unwrap_or(name);
+        let n = n.strip_suffix(b"\"").unwrap_or(n);
+        std::str::from_utf8(n)
+            .ok()
+            .and_then(crate::params::tracked_name)
+            .and_then(|t| crate::params::TRACKED.iter().position(|x| *x == t))
+            .map_or(0, |i| 1 << i)
+    };
+    let mut w = words(seg);
+    let first = w.next();
+    let second = w.next();
+    if is(first, "DISCARD") {
+        return if is(second, "ALL") { RESET_ALL } else { 0 };
+    }
+    if is(first, "RESET") {
+        return match second {
+            Some(s) if is(Some(s), "ALL") => RESET_ALL,
+            Some(s) => bit(s),
+            None => 0,
+        };
+    }
+    // SET [SESSION] name {TO | =} DEFAULT, SET [SESSION] TIME ZONE {DEFAULT | LOCAL}.
+    let name = if is(second, "SESSION") {
+        w.next()
+    } else {
+        second
+    };
+    let Some(name) = name else { return 0 };
+    if is(Some(name), "TIME") {
+        let zone = w.next();
+        let value = w.next();
+        return if is(zone, "ZONE") && (is(value, "DEFAULT") || is(value, "LOCAL")) {
+            bit(b"TimeZone")
+        } else {
+            0
+        };
+    }
+    let mut value = w.next();
+    if is(value, "TO") {
+        value = w.next();
+    }
+    if is(value, "DEFAULT") && w.next().is_none() {
+        bit(name)
+    } else {
+        0
+    }
+}
+
 /// A cursor name as PostgreSQL keys it: quoted names as written, others folded to lower case.
 fn cursor_name(w: &[u8]) -> Box<[u8]> {
     match w.strip_prefix(b"\"").and_then(|n| n.strip_suffix(b"\"")) {
@@ -423,7 +500,7 @@ mod tests {
     fn dirt_of(sql: &str) -> u8 {
         let mut d = 0;
         track(sql.as_bytes(), &mut d);
-        d
+        d & dirt::ALL
     }
 
     #[test]
@@ -541,5 +618,61 @@ mod tests {
         assert_eq!(tx_control(b"SELECT 1"), TxControl::Other);
         assert_eq!(tx_control(b"  \nbegin\n"), TxControl::Begin);
         assert_eq!(tx_control(b"ENDX"), TxControl::Other);
+    }
+
+    #[test]
+    fn pins_follow_held_cursors_and_temporary_tables() {
+        let mut p = Pins::default();
+        assert!(!track_pins(b"DECLARE c CURSOR FOR SELECT 1", &mut p));
+        assert!(!p.any());
+        assert!(track_pins(
+            b"DECLARE \"Foo\" NO SCROLL CURSOR WITH HOLD FOR SELECT 1",
+            &mut p
+        ));
+        assert!(track_pins(
+            b"declare bar cursor with hold for select 2",
+            &mut p
+        ));
+        assert_eq!(p.held.len(), 2);
+        assert!(
+            !track_pins(b"CLOSE foo", &mut p),
+            "quoted names keep their case"
+        );
+        assert!(track_pins(b"CLOSE \"Foo\"", &mut p));
+        assert!(track_pins(b"close BAR", &mut p));
+        assert!(!p.any());
+        assert!(!track_pins(
+            b"CREATE TEMP TABLE t (a int) ON COMMIT DROP",
+            &mut p
+        ));
+        assert!(!track_pins(b"CREATE TABLE temp (a int)", &mut p));
+        assert!(track_pins(
+            b"SELECT 1; CREATE LOCAL TEMPORARY TABLE t (a int)",
+            &mut p
+        ));
+        assert!(p.temp);
+        assert!(track_pins(b"DISCARD TEMP", &mut p));
+        track_pins(b"DECLARE c CURSOR WITH HOLD FOR SELECT 1", &mut p);
+        assert!(track_pins(b"DISCARD ALL", &mut p));
+        assert!(!p.any());
+    }
+
+    #[test]
+    fn ddl_is_noted_apart_from_session_state() {
+        for sql in [
+            "CREATE TYPE t AS (a int)",
+            "drop type t",
+            "ALTER TABLE x ADD b int",
+        ] {
+            let mut d = 0;
+            track(sql.as_bytes(), &mut d);
+            assert_eq!(d & dirt::DDL, dirt::DDL, "{sql}");
+        }
+        let mut d = dirt::SET | dirt::DDL;
+        track(b"DISCARD ALL", &mut d);
+        assert_eq!(d, dirt::DDL);
+        let mut d = 0;
+        track(b"SELECT 'drop'", &mut d);
+        assert_eq!(d, 0);
     }
 }

@@ -50,7 +50,10 @@ async fn a_session_set_config_stays_with_its_client() {
     assert_eq!(one(&b, "SHOW default_transaction_read_only").await, "off");
     b.batch_execute("CREATE TABLE t_rw (v int)").await.unwrap();
     assert_eq!(one(&a, "SHOW default_transaction_read_only").await, "on");
-    let e = a.batch_execute("CREATE TABLE t_ro (v int)").await.unwrap_err();
+    let e = a
+        .batch_execute("CREATE TABLE t_ro (v int)")
+        .await
+        .unwrap_err();
     assert_eq!(sqlstate(&e), "25006");
 }
 
@@ -93,7 +96,12 @@ async fn cached_statements_are_not_shared_across_time_zones() {
 /// Parse/Bind/Execute/Sync of `sql` (unnamed statement) with text `param`; returns the
 /// message tags and the first DataRow or ErrorResponse text.
 fn run_unnamed(w: &mut Wire, sql: &str, param: &str) -> (String, String) {
-    w.send(&[parse("", sql), bind("", "", &[Some(param)]), execute(""), sync()]);
+    w.send(&[
+        parse("", sql),
+        bind("", "", &[Some(param)]),
+        execute(""),
+        sync(),
+    ]);
     let msgs = w.until_ready();
     let first = msgs
         .iter()
@@ -131,7 +139,10 @@ fn statements_are_prepared_afresh_after_ddl() {
 #[test]
 fn a_retry_after_a_stale_plan_error_prepares_afresh() {
     let pg = cluster(PgAuth::Scram);
-    pg.psql_db("appdb", "CREATE TABLE t_shape (a int); INSERT INTO t_shape VALUES (1)");
+    pg.psql_db(
+        "appdb",
+        "CREATE TABLE t_shape (a int); INSERT INTO t_shape VALUES (1)",
+    );
     pg.psql_db("appdb", "GRANT ALL ON t_shape TO app");
     let d = doorman(&pg, &PoolSpec::sized("transaction", 1));
     let mut w = Wire::login(&d);
@@ -241,7 +252,10 @@ fn session_mode_gives_the_real_backend_pid() {
     assert_eq!(w.value("SELECT pg_backend_pid()"), pid.to_string());
     w.send(&[common::raw::query("LISTEN ch; NOTIFY ch, 'x'")]);
     let msgs = w.until_ready();
-    let n = msgs.iter().find(|m| m.tag == b'A').expect("NotificationResponse");
+    let n = msgs
+        .iter()
+        .find(|m| m.tag == b'A')
+        .expect("NotificationResponse");
     assert_eq!(i32::from_be_bytes(n.body[..4].try_into().unwrap()), pid);
     w.send(&[common::raw::query(&format!(
         "SELECT pg_terminate_backend({pid})"

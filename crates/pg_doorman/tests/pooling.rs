@@ -273,7 +273,8 @@ fn cancel_after_ssl_request_ends_with_a_clean_close() {
     let d = doorman(&pg, &PoolSpec::sized("session", 2));
     let mut s = raw(&d);
     let (pid, secret) = common::raw::login_on(&mut s);
-    s.write_all(&common::raw::query("SELECT pg_sleep(20)")).unwrap();
+    s.write_all(&common::raw::query("SELECT pg_sleep(20)"))
+        .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(300));
     let mut c = raw(&d);
     let mut ssl = 8u32.to_be_bytes().to_vec();

@@ -58,6 +58,9 @@ pub struct ClientInfo {
     /// Kept on its backend past the transaction by session state (a WITH HOLD cursor, a
     /// temporary table) in transaction mode: SHOW POOLS cl_pinned.
     pub pinned: AtomicBool,
+    /// [`crate::params::parse_context`] of the client's current wishes (written by its own
+    /// task when they change; read per request with prepared statements on).
+    pub parse_ctx: AtomicU64,
 }
 
 impl ClientInfo {
@@ -116,15 +119,17 @@ impl ClientList {
         let secret: i32 = rand::random();
         let mut map = self.map.lock();
         let free = wanted.filter(|&p| p > 0 && !map.contains_key(&p));
-        let pid = free.unwrap_or_else(|| loop {
-            // Positive ids like PostgreSQL's pids, skipping any still in use after wrap-around.
-            let pid = self
-                .next_pid
-                .fetch_add(1, Ordering::Relaxed)
-                .wrapping_add(1)
-                & 0x7fff_ffff;
-            if pid != 0 && !map.contains_key(&pid) {
-                break pid;
+        let pid = free.unwrap_or_else(|| {
+            loop {
+                // Positive ids like PostgreSQL's pids, skipping any still in use after wrap-around.
+                let pid = self
+                    .next_pid
+                    .fetch_add(1, Ordering::Relaxed)
+                    .wrapping_add(1)
+                    & 0x7fff_ffff;
+                if pid != 0 && !map.contains_key(&pid) {
+                    break pid;
+                }
             }
         });
         let info = Arc::new(make(pid as u64, secret));

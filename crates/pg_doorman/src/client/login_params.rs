@@ -12,23 +12,38 @@ pub struct ClientParams {
     pub wanted: ParamSet,
     /// Other GUCs from the startup packet, SET on every backend the client uses.
     pub extras: ParamSet,
-    /// True when a value must be checked (and canonicalised) on a backend before login completes.
+}
+
+/// What [`from_startup`] found: the wishes, and whether a value must be checked (and
+/// canonicalised) on a backend before login completes.
+#[derive(Debug, Default)]
+pub struct StartupParams {
+    /// The wishes.
+    pub params: ClientParams,
+    /// A value needs the check.
     pub needs_check: bool,
-    /// The `wanted` copy `ctx` was computed from (compared by pointer).
-    ctx_of: ParamSet,
-    /// [`crate::params::parse_context`] of `wanted`, cached.
-    ctx: u64,
 }
 
 impl ClientParams {
-    /// The parse-context hash of the current wishes; recomputed only after they changed (a
-    /// change makes a new copy, since `ctx_of` shares the old one).
-    pub fn parse_ctx(&mut self) -> u64 {
-        if !self.ctx_of.same_copy(&self.wanted) {
-            self.ctx = crate::params::parse_context(&self.wanted);
-            self.ctx_of = self.wanted.clone();
+    /// Puts the tracked parameters named by `resets` ([`crate::sql_kind::resets`] bits) back
+    /// to their values in `startup` (the wishes as login settled them: PostgreSQL's session
+    /// defaults are the startup packet's values); returns the (name, value) pairs that changed.
+    pub fn restore(&mut self, startup: &ParamSet, resets: u16) -> Vec<(&'static str, String)> {
+        let mut changed = Vec::new();
+        for (i, name) in crate::params::TRACKED.iter().enumerate() {
+            if resets & crate::sql_kind::RESET_ALL == 0 && resets & (1 << i) == 0 {
+                continue;
+            }
+            if let Some(v) = startup.get(name)
+                && self.wanted.get(name) != Some(v)
+            {
+                changed.push((*name, v.to_string()));
+            }
         }
-        self.ctx
+        for (name, v) in &changed {
+            self.wanted.set(name, v);
+        }
+        changed
     }
 }
 
@@ -37,21 +52,21 @@ impl ClientParams {
 pub fn from_startup(
     defaults: &ParamSet,
     msg: &StartupMessage,
-) -> Result<ClientParams, ErrorFields> {
-    let mut p = ClientParams::default();
+) -> Result<StartupParams, ErrorFields> {
+    let mut p = StartupParams::default();
     for name in TRACKED {
         if let Some(v) = defaults.get(name) {
-            p.wanted.set(name, v);
+            p.params.wanted.set(name, v);
         }
     }
-    let apply = |k: &str, v: &str, p: &mut ClientParams| {
+    let apply = |k: &str, v: &str, p: &mut StartupParams| {
         if let Some(t) = tracked_name(k) {
-            if p.wanted.get(t) != Some(v) {
-                p.wanted.set(t, v);
+            if p.params.wanted.get(t) != Some(v) {
+                p.params.wanted.set(t, v);
                 p.needs_check |= CANONICALISED.contains(&t);
             }
         } else {
-            p.extras.set(k, v);
+            p.params.extras.set(k, v);
             p.needs_check = true;
         }
     };
@@ -119,9 +134,9 @@ mod tests {
             ]),
         )
         .unwrap();
-        assert_eq!(p.wanted.get("application_name"), Some("pgbench"));
+        assert_eq!(p.params.wanted.get("application_name"), Some("pgbench"));
         assert!(!p.needs_check);
-        assert_eq!(p.wanted.get("server_version"), None);
+        assert_eq!(p.params.wanted.get("server_version"), None);
     }
 
     #[test]
@@ -135,9 +150,9 @@ mod tests {
             ]),
         )
         .unwrap();
-        assert_eq!(p.wanted.get("DateStyle"), Some("ISO"));
-        assert_eq!(p.extras.get("extra_float_digits"), Some("2"));
-        assert_eq!(p.extras.get("search_path"), Some("x"));
+        assert_eq!(p.params.wanted.get("DateStyle"), Some("ISO"));
+        assert_eq!(p.params.extras.get("extra_float_digits"), Some("2"));
+        assert_eq!(p.params.extras.get("search_path"), Some("x"));
         assert!(p.needs_check);
         assert!(from_startup(&defaults(), &msg(&[("replication", "true")])).is_err());
     }

@@ -175,9 +175,14 @@ impl Session {
         }
         if let Some(server) = self.held.take() {
             // Left before its first request: the backend goes back like any session's.
-            let at = Attachment::default();
-            Box::pin(self.release_after_exit(server, &at)).await;
+            Box::pin(self.release_held(server)).await;
         }
+    }
+
+    /// Returns a backend taken at login and never used.
+    async fn release_held(&mut self, server: Box<Server>) {
+        let at = Attachment::default();
+        self.release_after_exit(server, &at).await;
     }
 
     /// Serves what the client sent; false when the session ends.
@@ -221,7 +226,7 @@ impl Session {
                 &mut self.statements,
                 self.info.pool.settings.client_prepared_cache,
                 status,
-                self.params.parse_ctx(),
+                self.info.parse_ctx.load(Ordering::Relaxed),
             )
         {
             return Some(out);
@@ -270,31 +275,49 @@ impl Session {
         at.track_pins = release_on_idle;
         if self.info.pool.statements.is_some() {
             at.track_ddl = true;
-            at.parse_ctx = self.params.parse_ctx();
+            at.parse_ctx = self.info.parse_ctx.load(Ordering::Relaxed);
         }
+        at.track_settings = true;
         let log = self.info.pool.settings.log_param_changes;
-        let mut sink = ParamSink {
-            wanted: &mut self.params.wanted,
-            log,
-            pinned: Some(&self.info.pinned),
+        let outcome = loop {
+            let mut sink = ParamSink {
+                wanted: &mut self.params.wanted,
+                log,
+                pinned: Some(&self.info.pinned),
+            };
+            let mut prep = self.info.pool.statements.as_ref().map(|pool| Prep {
+                pool,
+                client: &mut self.statements,
+                client_cap: self.info.pool.settings.client_prepared_cache,
+                max_memory: self.info.pool.settings.max_memory,
+            });
+            let outcome = relay(
+                &mut self.io,
+                &mut server,
+                &mut at,
+                release_on_idle,
+                &mut sink,
+                prep.as_mut(),
+            )
+            .await;
+            if at.resets == 0 || !matches!(outcome, Outcome::Released) {
+                break outcome;
+            }
+            // Boxed: rare (a RESET of a tracked parameter).
+            let resets = at.resets;
+            if !Box::pin(self.restore_startup(&mut server, resets, release_on_idle)).await {
+                break Outcome::ServerGone(std::io::ErrorKind::BrokenPipe.into());
+            }
+            if release_on_idle {
+                break outcome;
+            }
+            at.resume();
         };
-        let mut prep = self.info.pool.statements.as_ref().map(|pool| Prep {
-            pool,
-            client: &mut self.statements,
-            client_cap: self.info.pool.settings.client_prepared_cache,
-            max_memory: self.info.pool.settings.max_memory,
-        });
-        let outcome = relay(
-            &mut self.io,
-            &mut server,
-            &mut at,
-            release_on_idle,
-            &mut sink,
-            prep.as_mut(),
-        )
-        .await;
         self.info.cancel.store(0, Ordering::Release);
         self.attach(&server, None);
+        if at.params_changed {
+            self.info.parse_ctx.store(at.parse_ctx, Ordering::Relaxed);
+        }
         if at.pins.any() {
             self.info.pinned.store(false, Ordering::Relaxed);
         }
@@ -366,6 +389,38 @@ impl Session {
             Box::pin(self.linger()).await;
         }
         false
+    }
+
+    /// After a RESET of tracked parameters: PostgreSQL returns them to the session's startup
+    /// values, a pooled backend to its own. Puts the client's startup values back in its
+    /// wishes and tells the client (ParameterStatus after the ReadyForQuery it has, as
+    /// PostgreSQL may send them at any time); in session mode (`released` false) the backend is
+    /// brought in line at once, in transaction mode at the next checkout. False when the
+    /// backend failed.
+    async fn restore_startup(&mut self, server: &mut Server, resets: u16, released: bool) -> bool {
+        let changed = self.params.restore(&self.info.params, resets);
+        if changed.is_empty() {
+            return true;
+        }
+        let ctx = crate::params::parse_context(&self.params.wanted);
+        self.info.parse_ctx.store(ctx, Ordering::Relaxed);
+        server.synced = None;
+        if !released {
+            match sync_params(server, &mut self.params).await {
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!("{} {e}", self.label());
+                    return false;
+                }
+            }
+        }
+        let mut out = BytesMut::new();
+        for (k, v) in &changed {
+            backend::write_parameter_status(&mut out, k, v);
+        }
+        // A client that is gone shows up at its next read.
+        let _ = self.io.stream.write_all(&out).await;
+        true
     }
 
     /// Marks the client as holding `server` (or not) for SHOW CLIENTS / SERVERS / POOLS.

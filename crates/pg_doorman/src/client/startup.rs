@@ -265,25 +265,28 @@ async fn welcome<'a>(
         None
     };
     let wanted_pid = held.as_ref().map(|s| s.backend_pid);
-    let (info, listed) = ctx.client_list.register(wanted_pid, |id, secret| ClientInfo {
-        id,
-        secret,
-        pool: pool.clone(),
-        cancel: Default::default(),
-        params: params.wanted.clone(),
-        ip: peer.ip(),
-        port: peer.port(),
-        tls: io.stream.is_tls(),
-        flushed: Default::default(),
-        state: Default::default(),
-        connected: crate::clock::Micros::now(),
-        wait_from_us: Default::default(),
-        xacts: Default::default(),
-        queries: Default::default(),
-        errors: Default::default(),
-        server_pid: Default::default(),
-        pinned: Default::default(),
-    });
+    let (info, listed) = ctx
+        .client_list
+        .register(wanted_pid, |id, secret| ClientInfo {
+            id,
+            secret,
+            pool: pool.clone(),
+            cancel: Default::default(),
+            params: params.wanted.clone(),
+            ip: peer.ip(),
+            port: peer.port(),
+            tls: io.stream.is_tls(),
+            flushed: Default::default(),
+            state: Default::default(),
+            connected: crate::clock::Micros::now(),
+            wait_from_us: Default::default(),
+            xacts: Default::default(),
+            queries: Default::default(),
+            errors: Default::default(),
+            server_pid: Default::default(),
+            pinned: Default::default(),
+            parse_ctx: crate::params::parse_context(&params.wanted).into(),
+        });
     let mut out = BytesMut::with_capacity(512);
     backend::write_auth_ok(&mut out);
     write_parameter_statuses(&mut out, &pool, &params);
@@ -499,8 +502,9 @@ async fn login(
         tracing::warn!("client {peer}: {}: {e}", pool.name());
         Some(e.to_client())
     })?;
-    let mut params = from_startup(&defaults, msg)?;
-    if params.needs_check {
+    let found = from_startup(&defaults, msg)?;
+    let mut params = found.params;
+    if found.needs_check {
         check_params(&pool, &mut params).await?;
     }
     params.wanted = pool.intern_params(params.wanted);

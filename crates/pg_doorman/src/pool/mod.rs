@@ -519,7 +519,13 @@ impl Pool {
         if g.total < self.settings.pool_size {
             // Below scaling_warm_pool_ratio % of pool_size connections are made at once; above
             // it a burst first gives returning connections scaling_fast_retries chances.
-            let warm = self.settings.pool_size * self.settings.warm_ratio / 100;
+            // Session mode: a client keeps its backend for its whole life, so waiting for a
+            // return only delays its login.
+            let warm = if self.settings.mode == crate::config::PoolMode::Session {
+                self.settings.pool_size
+            } else {
+                self.settings.pool_size * self.settings.warm_ratio / 100
+            };
             if g.total < warm {
                 g.total += 1;
                 return Step::Create(SlotGuard(Some(self)));

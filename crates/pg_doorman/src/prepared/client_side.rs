@@ -246,7 +246,7 @@ fn plain_expect(tag: u8) -> Expect {
 
 /// Notes session state from the query text of a Parse at `pos`, as far as it is buffered.
 fn track_parse(at: &mut Attachment, buf: &[u8], pos: usize, len: usize) {
-    if !at.track_dirt && !at.track_ddl && !at.track_pins {
+    if !at.track_dirt && !at.track_ddl && !at.track_pins && !at.track_settings {
         return;
     }
     let body = &buf[pos + 5..(pos + len).min(buf.len())];

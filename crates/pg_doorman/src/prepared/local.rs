@@ -169,22 +169,22 @@ mod tests {
         req.extend(frame(b'S', b""));
         // Unknown to the pool: needs a backend.
         let mut buf = BytesMut::from(&req[..]);
-        assert!(answer_without_backend(&mut buf, &pool, &mut client, 0, b'I').is_none());
+        assert!(answer_without_backend(&mut buf, &pool, &mut client, 0, b'I', 0).is_none());
         let st = pool.intern(hash_body(body), body);
-        assert!(answer_without_backend(&mut buf, &pool, &mut client, 0, b'I').is_none());
+        assert!(answer_without_backend(&mut buf, &pool, &mut client, 0, b'I', 0).is_none());
         st.verified.store(true, Ordering::Relaxed);
-        let out = answer_without_backend(&mut buf, &pool, &mut client, 0, b'I').unwrap();
+        let out = answer_without_backend(&mut buf, &pool, &mut client, 0, b'I', 0).unwrap();
         assert_eq!(&out[..], b"1\0\0\0\x04Z\0\0\0\x05I");
         assert!(buf.is_empty());
         assert_eq!(client.as_deref_mut().unwrap().get(b"s1").unwrap().id, st.id);
         // A second Parse of the same name is an error only a backend path reports.
         let mut buf = BytesMut::from(&req[..]);
-        assert!(answer_without_backend(&mut buf, &pool, &mut client, 0, b'I').is_none());
+        assert!(answer_without_backend(&mut buf, &pool, &mut client, 0, b'I', 0).is_none());
         let mut close = frame(b'C', b"Ss1\0");
         close.extend(frame(b'S', b""));
         close.extend(frame(b'Q', b"SELECT 1\0"));
         let mut buf = BytesMut::from(&close[..]);
-        let out = answer_without_backend(&mut buf, &pool, &mut client, 0, b'I').unwrap();
+        let out = answer_without_backend(&mut buf, &pool, &mut client, 0, b'I', 0).unwrap();
         assert_eq!(&out[..], b"3\0\0\0\x04Z\0\0\0\x05I");
         assert_eq!(buf[0], b'Q', "only the request itself is consumed");
         assert!(client.as_deref().unwrap().is_empty());

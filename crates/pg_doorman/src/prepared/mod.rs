@@ -242,6 +242,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_new_epoch_or_another_parse_context_gives_a_new_statement() {
+        let cache = PoolCache::new(NonZeroUsize::new(8).unwrap());
+        let body = b"SELECT '00:00'::timetz\0\0\0";
+        let key = |ctx| hash_body(body) ^ cache.salt(ctx);
+        let a = cache.intern(key(1), body);
+        assert_eq!(cache.intern(key(1), body).id, a.id);
+        let other_zone = cache.intern(key(2), body);
+        assert_ne!(other_zone.id, a.id);
+        cache.new_epoch();
+        let after_ddl = cache.intern(key(1), body);
+        assert_ne!(after_ddl.id, a.id);
+        assert!(
+            cache
+                .get(key(1), body)
+                .is_some_and(|s| s.id == after_ddl.id)
+        );
+    }
+
+    #[test]
     fn server_names() {
         assert_eq!(ServerName::new(0).with_nul(), b"DOORMAN_0\0");
         assert_eq!(ServerName::new(1234).with_nul(), b"DOORMAN_1234\0");
