@@ -15,6 +15,8 @@ pub mod tag {
     pub const PARAMETER_STATUS: u8 = b'S';
     /// ReadyForQuery.
     pub const READY_FOR_QUERY: u8 = b'Z';
+    /// DataRow (protocol §55.7).
+    pub const DATA_ROW: u8 = b'D';
     /// ErrorResponse.
     pub const ERROR_RESPONSE: u8 = b'E';
     /// NoticeResponse.

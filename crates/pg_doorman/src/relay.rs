@@ -122,6 +122,11 @@ pub struct Attachment {
     pub pins_changed: bool,
     /// Read statements for RESETs of tracked parameters ([`crate::sql_kind::resets`]).
     pub track_settings: bool,
+    /// Untracked settings the client SET or RESET at session level (transaction mode; read
+    /// back at release so they follow the client, [`crate::sql_kind::session_sets`]).
+    pub set_names: Vec<Box<str>>,
+    /// RESETs seen in Parse messages (without statement rewriting), armed by the next Bind.
+    pub parse_resets: u16,
     /// Tracked parameters the client RESET since the last release: the relay stops at the
     /// next ReadyForQuery 'I' (also in session mode) so that the session can put back the
     /// client's startup values.
@@ -189,9 +194,23 @@ impl Attachment {
         }
         if self.track_pins {
             self.pins_changed |= crate::sql_kind::track_pins(text, &mut self.pins);
+            let names = &mut self.set_names;
+            crate::sql_kind::session_sets(text, |n| {
+                if !names.contains(&n) {
+                    names.push(n);
+                }
+            });
         }
         if self.track_settings {
             self.resets |= crate::sql_kind::resets(text);
+        }
+    }
+
+    /// Notes what a statement (a Parse body: text, NUL, parameter types) does when it runs.
+    #[inline]
+    pub(crate) fn track_statement(&mut self, body: &[u8]) {
+        if self.track_dirt || self.track_ddl || self.track_pins || self.track_settings {
+            self.track_text(body);
         }
     }
 

@@ -266,6 +266,67 @@ fn reset_one(seg: &[u8]) -> u16 {
     }
 }
 
+/// Calls `f` with the name of each setting the statements in `sql` change at session level
+/// and the pooler does not track (`SET [SESSION] name …`, `RESET name`), unquoted names folded
+/// to lower case, as PostgreSQL does. In transaction mode such a value must follow its client
+/// to the next backend, and its value is read back after the transaction to know it.
+pub fn session_sets(sql: &[u8], mut f: impl FnMut(Box<str>)) {
+    let mut rest = sql;
+    loop {
+        let end = statement_end(rest);
+        let seg = &rest[..end.unwrap_or(rest.len())];
+        if !seg.is_empty()
+            && let Some(Kw::Set | Kw::Reset) = leading_keyword(seg)
+            && let Some(name) = session_set_one(seg)
+        {
+            f(name);
+        }
+        match end {
+            Some(e) if rest[e] == b';' && sql.len() <= SCAN_LIMIT => rest = &rest[e + 1..],
+            _ => return,
+        }
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn session_set_one(seg: &[u8]) -> Option<Box<str>> {
+    let mut w = words(seg);
+    let first = w.next();
+    let second = w.next();
+    let name = if is(first, "SET") && is(second, "SESSION") {
+        w.next()?
+    } else {
+        second?
+    };
+    for kw in [
+        "LOCAL",
+        "TRANSACTION",
+        "CHARACTERISTICS",
+        "TIME",
+        "ALL",
+        "SESSION",
+        "ROLE",
+        "NAMES",
+        "SCHEMA",
+        "XML",
+    ] {
+        if is(Some(name), kw) {
+            return None;
+        }
+    }
+    let folded = match name.strip_prefix(b"\"").and_then(|n| n.strip_suffix(b"\"")) {
+        Some(inner) => inner.to_vec(),
+        None => name.to_ascii_lowercase(),
+    };
+    let name = String::from_utf8(folded).ok()?;
+    let valid = !name.is_empty()
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'.');
+    (valid && crate::params::tracked_name(&name).is_none()).then(|| name.into())
+}
+
 /// A cursor name as PostgreSQL keys it: quoted names as written, others folded to lower case.
 fn cursor_name(w: &[u8]) -> Box<[u8]> {
     match w.strip_prefix(b"\"").and_then(|n| n.strip_suffix(b"\"")) {

@@ -285,3 +285,67 @@ fn session_mode_gives_the_real_backend_pid() {
     let mut w = Wire(s);
     assert_ne!(w.value("SELECT pg_backend_pid()"), pid.to_string());
 }
+
+/// PostgreSQL's session default of a parameter is what the client sent at startup: RESET and
+/// RESET ALL return there, not to the pooled backend's own default (PostgreSQL's regression
+/// tests for dates and times run with PGTZ and PGDATESTYLE and rely on it).
+#[tokio::test]
+async fn reset_returns_to_the_startup_value() {
+    let pg = cluster(PgAuth::Scram);
+    for mode in ["session", "transaction"] {
+        let d = doorman(&pg, &PoolSpec::sized(mode, 2));
+        let conn = format!(
+            "{} options='-c TimeZone=Europe/Paris -c DateStyle=SQL,DMY'",
+            app_conn(&d)
+        );
+        let c = connect(&conn).await.unwrap();
+        assert_eq!(one(&c, "SHOW TimeZone").await, "Europe/Paris", "{mode}");
+        c.batch_execute("SET TimeZone = 'Asia/Tokyo'")
+            .await
+            .unwrap();
+        assert_eq!(one(&c, "SHOW TimeZone").await, "Asia/Tokyo", "{mode}");
+        c.batch_execute("RESET TimeZone").await.unwrap();
+        assert_eq!(one(&c, "SHOW TimeZone").await, "Europe/Paris", "{mode}");
+        c.batch_execute("SET DateStyle = 'ISO'; SET TIME ZONE 'UTC'")
+            .await
+            .unwrap();
+        c.batch_execute("RESET ALL").await.unwrap();
+        assert_eq!(one(&c, "SHOW DateStyle").await, "SQL, DMY", "{mode}");
+        assert_eq!(one(&c, "SHOW TimeZone").await, "Europe/Paris", "{mode}");
+        // Through the extended protocol too (psycopg and JDBC send RESET that way).
+        c.execute("SET TimeZone = 'Asia/Tokyo'", &[]).await.unwrap();
+        c.execute("RESET TimeZone", &[]).await.unwrap();
+        assert_eq!(one(&c, "SHOW TimeZone").await, "Europe/Paris", "{mode}");
+    }
+}
+
+/// Transaction mode: a session-level SET of a setting the pooler does not track (psycopg's
+/// `SET password_encryption`, then PQencryptPasswordConn's SHOW) stays the client's on every
+/// backend it uses, and only its; RESET and RESET ALL undo it.
+#[tokio::test]
+async fn an_untracked_session_set_follows_its_client() {
+    let pg = cluster(PgAuth::Scram);
+    let d = doorman(&pg, &PoolSpec::sized("transaction", 2));
+    let a = connect(&app_conn(&d)).await.unwrap();
+    let b = connect(&app_conn(&d)).await.unwrap();
+    let default = one(&b, "SHOW work_mem").await;
+    a.batch_execute("SET work_mem = '77MB'").await.unwrap();
+    a.execute("SET password_encryption TO 'md5'", &[])
+        .await
+        .unwrap();
+    // b holds one backend inside a transaction, so a's next statements use the other.
+    for round in 0..3 {
+        b.batch_execute("BEGIN").await.unwrap();
+        assert_eq!(one(&b, "SHOW work_mem").await, default, "round {round}");
+        assert_eq!(one(&a, "SHOW work_mem").await, "77MB", "round {round}");
+        assert_eq!(one(&a, "SHOW password_encryption").await, "md5");
+        b.batch_execute("COMMIT").await.unwrap();
+        assert_eq!(one(&a, "SHOW work_mem").await, "77MB", "round {round}");
+        assert_eq!(one(&b, "SHOW work_mem").await, default, "round {round}");
+    }
+    a.batch_execute("RESET work_mem").await.unwrap();
+    assert_eq!(one(&a, "SHOW work_mem").await, default);
+    assert_eq!(one(&a, "SHOW password_encryption").await, "md5");
+    a.batch_execute("RESET ALL").await.unwrap();
+    assert_eq!(one(&a, "SHOW password_encryption").await, "scram-sha-256");
+}

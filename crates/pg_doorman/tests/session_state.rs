@@ -67,14 +67,18 @@ fn cleanup_can_be_turned_off() {
     let pg = cluster(PgAuth::Scram);
     let d = one_backend(&pg, "    cleanup_server_connections: false\n");
     let mut a = Wire::login(&d);
-    a.send(&[query("SET work_mem = '77MB'")]);
+    a.send(&[query("SET work_mem = '77MB'; LISTEN ch")]);
     a.until_ready();
     let mut b = Wire::login(&d);
     assert_eq!(
-        b.value("SHOW work_mem"),
-        "77MB",
+        b.value("SELECT count(*) FROM pg_listening_channels()"),
+        "1",
         "state leaks without cleanup"
     );
+    // Session-level settings follow their client either way (read back after the
+    // transaction and SET where it goes), so they do not leak.
+    assert_eq!(b.value("SHOW work_mem"), "4MB");
+    assert_eq!(a.value("SHOW work_mem"), "77MB");
 }
 
 #[test]

@@ -61,6 +61,8 @@ pub struct ClientInfo {
     /// [`crate::params::parse_context`] of the client's current wishes (written by its own
     /// task when they change; read per request with prepared statements on).
     pub parse_ctx: AtomicU64,
+    /// The untracked settings of its startup packet (what RESET ALL returns to).
+    pub extras: ParamSet,
 }
 
 impl ClientInfo {

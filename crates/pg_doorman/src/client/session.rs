@@ -344,6 +344,19 @@ impl Session {
         }
         let mut linger = false;
         match outcome {
+            Outcome::Released if !at.set_names.is_empty() || at.session_reset => {
+                // Boxed: rare (a session-level SET or RESET ALL in transaction mode).
+                if !Box::pin(self.carry_settings(&mut server, &at)).await {
+                    self.info.pool.discard(server);
+                    return true;
+                }
+                if !needs_tidy(&server, &at) || Box::pin(tidy(&mut server, &at)).await {
+                    self.info.pool.checkin_at(server, ended);
+                } else {
+                    self.info.pool.discard(server);
+                }
+                return true;
+            }
             Outcome::Released => {
                 if !needs_tidy(&server, &at) || Box::pin(tidy(&mut server, &at)).await {
                     self.info.pool.checkin_at(server, ended);
@@ -389,6 +402,38 @@ impl Session {
             Box::pin(self.linger()).await;
         }
         false
+    }
+
+    /// Transaction mode: settings the client changed at session level (untracked ones, by
+    /// name) are read back from the backend and become part of the client's wishes, so they are
+    /// SET on every backend it uses next, as if it had one session; RESET ALL / DISCARD ALL
+    /// return to the startup packet's settings. False when the backend failed.
+    async fn carry_settings(&mut self, server: &mut Server, at: &Attachment) -> bool {
+        if at.session_reset {
+            self.params.extras = self.info.extras.clone();
+            server.clear_extras();
+        }
+        for name in &at.set_names {
+            let sql = format!(
+                "SELECT current_setting('{}', true)",
+                name.replace('\'', "''")
+            );
+            match server.query_value(&sql).await {
+                Ok(Some(Some(v))) => {
+                    let mut extras = server.extras.clone();
+                    extras.set(name, &v);
+                    server.extras = extras;
+                    self.params.extras.set(name, &v);
+                }
+                Ok(_) => self.params.extras.remove(name),
+                Err(e) => {
+                    tracing::warn!("{} {e}", self.label());
+                    return false;
+                }
+            }
+        }
+        server.synced = None;
+        true
     }
 
     /// After a RESET of tracked parameters: PostgreSQL returns them to the session's startup

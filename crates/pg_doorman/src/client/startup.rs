@@ -286,6 +286,7 @@ async fn welcome<'a>(
             server_pid: Default::default(),
             pinned: Default::default(),
             parse_ctx: crate::params::parse_context(&params.wanted).into(),
+            extras: params.extras.clone(),
         });
     let mut out = BytesMut::with_capacity(512);
     backend::write_auth_ok(&mut out);

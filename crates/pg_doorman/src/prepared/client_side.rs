@@ -141,6 +141,11 @@ pub fn scan_client(
                     if h.tag == b'P' {
                         track_parse(at, buf, pos, len);
                     }
+                    if h.tag == b'B' {
+                        // Without rewriting, the statement is unknown here: RESETs seen in a
+                        // Parse take effect when something runs.
+                        at.resets |= at.parse_resets;
+                    }
                     push(p, plain_expect(h.tag));
                     sc.pass(buf, len);
                     continue;
@@ -150,7 +155,7 @@ pub fn scan_client(
                 {
                     // Only the names are rewritten: the parameters stream through.
                     at.unsynced = true;
-                    bind(buf, sc, p, prep, names);
+                    bind(buf, sc, at, p, prep, names);
                     continue;
                 }
                 if !whole {
@@ -251,7 +256,11 @@ fn track_parse(at: &mut Attachment, buf: &[u8], pos: usize, len: usize) {
     }
     let body = &buf[pos + 5..(pos + len).min(buf.len())];
     if let Some(n) = body.iter().position(|&c| c == 0) {
+        let before = at.resets;
         at.track_text(&body[n + 1..]);
+        // A RESET in a Parse counts when it runs (the relay stops at the next ReadyForQuery).
+        at.parse_resets |= at.resets & !before;
+        at.resets = before;
     }
 }
 
@@ -274,7 +283,6 @@ fn parse(
     let len = body.end - pos;
     let name_len = cstr_len(&buf[body.clone()], "Parse")?;
     let rest = body.start + name_len + 1..body.end;
-    track_parse(at, buf, pos, len);
     if drops_statements(&buf[rest.clone()]) {
         // Sent as is; the backend's statements are reset at checkin.
         p.must_reset = true;
@@ -344,12 +352,12 @@ fn use_statement(
     frame_len: usize,
     name_at: usize,
     name_len: usize,
-) {
+) -> Option<Arc<Statement>> {
     let pos = sc.ready;
     let name = &buf[name_at..name_at + name_len];
     let Some(st) = prep.client.as_deref_mut().and_then(|c| c.get(name)) else {
         sc.pass(buf, frame_len);
-        return;
+        return None;
     };
     let st = Arc::clone(st);
     let id = st.id;
@@ -371,6 +379,7 @@ fn use_statement(
     );
     sc.ready += shift;
     sc.pass(buf, new_len);
+    Some(st)
 }
 
 fn inject_parse(buf: &mut BytesMut, at: usize, st: &Statement, p: &mut ServerPrepared) -> usize {
@@ -403,11 +412,16 @@ fn bind_names(buf: &[u8], pos: usize, len: usize) -> Option<(usize, usize, usize
 fn bind(
     buf: &mut BytesMut,
     sc: &mut Scan,
+    at: &mut Attachment,
     p: &mut ServerPrepared,
     prep: &mut Prep<'_>,
     (len, name_at, name_len): (usize, usize, usize),
 ) {
-    use_statement(buf, sc, p, prep, len, name_at, name_len);
+    if let Some(st) = use_statement(buf, sc, p, prep, len, name_at, name_len) {
+        // What a statement leaves on the session is read when it runs (Bind), not when it is
+        // prepared: a cached statement may run in a later transaction, on another backend.
+        at.track_statement(&st.body);
+    }
     push(p, Expect::Bind);
 }
 
@@ -425,7 +439,7 @@ fn describe(
         .ok_or(WireError::Truncated("Describe"))?;
     let name_len = cstr_len(&buf[body.start + 1..body.end], "Describe")?;
     if kind == b'S' {
-        use_statement(buf, sc, p, prep, len, body.start + 1, name_len);
+        let _ = use_statement(buf, sc, p, prep, len, body.start + 1, name_len);
     } else {
         sc.pass(buf, len);
     }

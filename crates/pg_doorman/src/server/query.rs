@@ -23,6 +23,18 @@ pub(crate) async fn read_message(
         })
 }
 
+/// The first column of a DataRow body as text (None for NULL).
+fn first_column(body: &[u8]) -> Result<Option<String>, ServerError> {
+    let bad = || ServerError::from(doorman_wire::WireError::Truncated("DataRow"));
+    let len = body.get(2..6).ok_or_else(bad)?;
+    let len = i32::from_be_bytes([len[0], len[1], len[2], len[3]]);
+    let Ok(len) = usize::try_from(len) else {
+        return Ok(None);
+    };
+    let v = body.get(6..6 + len).ok_or_else(bad)?;
+    Ok(Some(String::from_utf8_lossy(v).into_owned()))
+}
+
 impl Server {
     /// Runs `sql` as a simple Query and reads up to ReadyForQuery. ParameterStatus updates
     /// `self.params` and is reported through `on_param`. Returns the first ErrorResponse, if any.
@@ -39,6 +51,54 @@ impl Server {
             self.bad = true;
         }
         result
+    }
+
+    /// Runs `sql` (a simple Query returning one text column) and returns the first row's
+    /// value: `Some(None)` for SQL NULL, `None` when no row came or the query failed. Marks
+    /// the connection bad on I/O or protocol failure.
+    pub async fn query_value(&mut self, sql: &str) -> Result<Option<Option<String>>, ServerError> {
+        let mut out = BytesMut::with_capacity(sql.len() + 6);
+        doorman_wire::frontend::write_query(&mut out, sql);
+        let result = self.query_value_inner(&out).await;
+        if result.is_err() {
+            self.bad = true;
+        }
+        result
+    }
+
+    async fn query_value_inner(
+        &mut self,
+        msg: &[u8],
+    ) -> Result<Option<Option<String>>, ServerError> {
+        self.stream.write_all(msg).await?;
+        let mut value = None;
+        let mut failed = false;
+        loop {
+            let (t, body) = read_message(&mut self.stream, &mut self.buf).await?;
+            match t {
+                tag::READY_FOR_QUERY => {
+                    self.status = body.first().copied().unwrap_or(b'I');
+                    return Ok(if failed { None } else { value });
+                }
+                tag::DATA_ROW if value.is_none() => {
+                    value = Some(first_column(&body)?);
+                }
+                tag::PARAMETER_STATUS => {
+                    let (k, v) = parse_parameter_status(&body)?;
+                    self.params.set(k, v);
+                    self.synced = None;
+                }
+                tag::ERROR_RESPONSE => {
+                    let e = parse_error_body(&body)?;
+                    if e.severity == "FATAL" || e.severity == "PANIC" {
+                        self.bad = true;
+                        return Err(ServerError::Refused(e));
+                    }
+                    failed = true;
+                }
+                _ => {}
+            }
+        }
     }
 
     /// Brings a backend whose client left in the middle of an extended-protocol batch (Parse,
