@@ -183,6 +183,9 @@ impl Attachment {
     /// Notes what statement text `text` leaves behind (session state, DDL).
     pub(crate) fn track_text(&mut self, text: &[u8]) {
         use crate::sql_kind::dirt;
+        if !crate::sql_kind::may_matter(text) {
+            return;
+        }
         let mut d = self.dirty;
         crate::sql_kind::track(text, &mut d);
         if d & dirt::DDL != 0 {

@@ -99,6 +99,25 @@ fn leading_keyword(seg: &[u8]) -> Option<Kw> {
     })
 }
 
+/// True when any statement in `sql` may be one the pooler reads ([`track`], [`track_pins`],
+/// [`resets`], [`session_sets`]): its first statement starts with a keyword, or more
+/// statements follow. One scan, so that the common single SELECT/INSERT costs one pass.
+#[inline]
+pub fn may_matter(sql: &[u8]) -> bool {
+    let end = statement_end(sql);
+    let first = &sql[..end.unwrap_or(sql.len())];
+    if leading_keyword(first).is_some() {
+        return true;
+    }
+    match end {
+        Some(e) if sql[e] == b';' => sql[e + 1..]
+            .iter()
+            .take_while(|&&c| c != 0)
+            .any(|c| !c.is_ascii_whitespace() && *c != b';'),
+        _ => false,
+    }
+}
+
 /// True when `sql`'s leading word is DISCARD, RESET or DEALLOCATE: the only statements that
 /// change a backend's prepared statements or settings behind the pooler's back. A cheap filter
 /// in front of a closer reading.
@@ -735,5 +754,15 @@ mod tests {
         let mut d = 0;
         track(b"SELECT 'drop'", &mut d);
         assert_eq!(d, 0);
+    }
+
+    #[test]
+    fn may_matter_filters_plain_statements_in_one_pass() {
+        assert!(!may_matter(b"SELECT abalance FROM t WHERE aid = 1;"));
+        assert!(!may_matter(b"SELECT 1;  ;\0\0\0"));
+        assert!(!may_matter(b"INSERT INTO t VALUES (1)\0"));
+        assert!(may_matter(b"SELECT 1; SET work_mem = 1"));
+        assert!(may_matter(b" reset all"));
+        assert!(may_matter(b"DECLARE c CURSOR WITH HOLD FOR SELECT 1\0"));
     }
 }
