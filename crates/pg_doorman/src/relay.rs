@@ -393,9 +393,10 @@ fn scan_server(
     }
 }
 
-/// [`count_error`]: the error is one a stale cached statement gets (0A000 "cached plan must
-/// not change result type", XX000 "cache lookup failed for type"); rare, so any of those
-/// starts a new cache epoch.
+/// [`count_error`]: the error is one a stale cached statement gets: 0A000 "cached plan must
+/// not change result type" (told apart from other 0A000 errors by its routine field,
+/// RevalidateCachedQuery, which is not translated) or XX000 "cache lookup failed for type"
+/// (internal errors are rare, so any XX000 counts). Either starts a new cache epoch.
 const ERROR_STALE: u8 = 1;
 /// [`count_error`]: the backend ends the session (severity FATAL or PANIC).
 const ERROR_FATAL: u8 = 2;
@@ -407,21 +408,26 @@ fn count_error(frame: &[u8], len: usize, tally: &mut crate::pool::stats::Tally) 
     let mut class = crate::pool::stats::ERROR_CLASSES.len() - 1;
     let mut rest = body;
     let mut flags = 0;
+    let mut feature = false;
     while let Some((&t, tail)) = rest.split_first() {
         if t == 0 {
             break;
         }
         let end = tail.iter().position(|&c| c == 0).unwrap_or(tail.len());
         let value = &tail[..end];
-        if t == b'V' && (value == b"FATAL" || value == b"PANIC") {
-            flags |= ERROR_FATAL;
-        }
-        if t == b'C' {
-            class = crate::pool::stats::error_class(value);
-            if value == b"0A000" || value == b"XX000" {
-                flags |= ERROR_STALE;
+        match t {
+            b'V' if value == b"FATAL" || value == b"PANIC" => flags |= ERROR_FATAL,
+            b'C' => {
+                class = crate::pool::stats::error_class(value);
+                match value {
+                    b"XX000" => flags |= ERROR_STALE,
+                    b"0A000" => feature = true,
+                    // Fields after the code matter only for 0A000.
+                    _ => break,
+                }
             }
-            break;
+            b'R' if feature && value == b"RevalidateCachedQuery" => flags |= ERROR_STALE,
+            _ => {}
         }
         rest = tail.get(end + 1..).unwrap_or_default();
     }
@@ -618,6 +624,27 @@ mod tests {
             v.extend_from_slice(body);
         }
         v
+    }
+
+    #[test]
+    fn errors_that_mean_a_stale_statement_or_a_closing_backend_are_told_apart() {
+        let flags = |body: &[u8]| {
+            let f = frames(&[(b'E', body)]);
+            let mut tally = crate::pool::stats::Tally::default();
+            count_error(&f, f.len(), &mut tally)
+        };
+        let stale = b"SERROR\0VERROR\0C0A000\0Mcached plan must not change result type\0RRevalidateCachedQuery\0\0";
+        assert_eq!(flags(stale), ERROR_STALE);
+        let other = b"SERROR\0VERROR\0C0A000\0Mcannot do that\0Rsomewhere\0\0";
+        assert_eq!(flags(other), 0);
+        assert_eq!(
+            flags(b"SERROR\0VERROR\0CXX000\0Mcache lookup failed for type 1\0\0"),
+            ERROR_STALE
+        );
+        let fatal =
+            b"SFATAL\0VFATAL\0C57P01\0Mterminating connection due to administrator command\0\0";
+        assert_eq!(flags(fatal), ERROR_FATAL);
+        assert_eq!(flags(b"SERROR\0VERROR\0C42P01\0\0"), 0);
     }
 
     #[test]

@@ -466,12 +466,15 @@ fn track_one(seg: &[u8], dirty: &mut u8) {
     } else if is(first, "DROP") || is(first, "ALTER") {
         *dirty |= dirt::DDL;
     } else if is(first, "CREATE") {
-        *dirty |= dirt::DDL;
         let temp_word = |x: Option<&[u8]>| is(x, "TEMP") || is(x, "TEMPORARY");
         let temp = temp_word(second)
             || ((is(second, "GLOBAL") || is(second, "LOCAL")) && temp_word(w.next()));
         if temp {
             *dirty |= dirt::TEMP;
+        } else {
+            // Temporary tables are created per transaction by some applications: they do not
+            // start a new statement-cache epoch (PostgreSQL replans for changed relations).
+            *dirty |= dirt::DDL;
         }
     } else if is(first, "DISCARD") {
         if is(second, "ALL") {

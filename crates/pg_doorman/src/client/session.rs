@@ -418,7 +418,12 @@ impl Session {
                 "SELECT current_setting('{}', true)",
                 name.replace('\'', "''")
             );
-            match server.query_value(&sql).await {
+            let read = tokio::time::timeout(RESET_TIMEOUT, server.query_value(&sql)).await;
+            let Ok(read) = read else {
+                tracing::warn!("{} reading {name} back timed out", self.label());
+                return false;
+            };
+            match read {
                 Ok(Some(Some(v))) => {
                     let mut extras = server.extras.clone();
                     extras.set(name, &v);
@@ -451,10 +456,16 @@ impl Session {
         self.info.parse_ctx.store(ctx, Ordering::Relaxed);
         server.synced = None;
         if !released {
-            match sync_params(server, &mut self.params).await {
-                Ok(_) => {}
-                Err(e) => {
+            let synced =
+                tokio::time::timeout(RESET_TIMEOUT, sync_params(server, &mut self.params)).await;
+            match synced {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
                     tracing::warn!("{} {e}", self.label());
+                    return false;
+                }
+                Err(_) => {
+                    tracing::warn!("{} restoring startup parameters timed out", self.label());
                     return false;
                 }
             }

@@ -310,15 +310,28 @@ async fn take_backend(
     params: &mut ClientParams,
 ) -> Result<Box<crate::server::Server>, ErrorFields> {
     let mut server = pool.checkout().await.map_err(|e| e.to_client())?;
-    match super::session::sync_params(&mut server, params).await {
-        Ok(None) => Ok(server),
-        Ok(Some(e)) => {
+    let synced = tokio::time::timeout(
+        LOGIN_TIMEOUT,
+        super::session::sync_params(&mut server, params),
+    )
+    .await;
+    match synced {
+        Ok(Ok(None)) => Ok(server),
+        Ok(Ok(Some(e))) => {
             pool.checkin(server);
             Err(ErrorFields::fatal(code_of(&e.code), e.message))
         }
-        Err(e) => {
+        Ok(Err(e)) => {
             pool.discard(server);
             Err(e.to_client())
+        }
+        Err(_) => {
+            server.bad = true;
+            pool.discard(server);
+            Err(ErrorFields::fatal(
+                sqlstate::CONNECTION_FAILURE,
+                "server did not answer while applying session parameters",
+            ))
         }
     }
 }
