@@ -259,17 +259,21 @@ async fn login_with_postgres_down_and_nothing_cached_gets_08001() {
 #[tokio::test]
 async fn session_mode_backend_killed_and_wait_timeout() {
     let pg = cluster(PgAuth::Scram);
+    let one_backend = |pool_extra| {
+        doorman(
+            &pg,
+            &PoolSpec {
+                mode: "session",
+                pool_size: 1,
+                general_extra: "  query_wait_timeout: 400ms\n",
+                pool_extra,
+                ..Default::default()
+            },
+        )
+    };
     // With session_backend_pid (the default) the backend is taken at login: a client that
     // finds none within query_wait_timeout is refused at login with 53300.
-    let d = doorman(
-        &pg,
-        &PoolSpec {
-            mode: "session",
-            pool_size: 1,
-            general_extra: "  query_wait_timeout: 400ms\n",
-            ..Default::default()
-        },
-    );
+    let d = one_backend("");
     let a = connect(&app_conn(&d)).await.unwrap();
     let refused = connect(&app_conn(&d))
         .await
@@ -281,16 +285,7 @@ async fn session_mode_backend_killed_and_wait_timeout() {
     let b = connect(&app_conn(&d)).await.unwrap();
     assert_eq!(one(&b, "SELECT 1").await, "1");
     // Switched off, backends are taken at the first query.
-    let d = doorman(
-        &pg,
-        &PoolSpec {
-            mode: "session",
-            pool_size: 1,
-            general_extra: "  query_wait_timeout: 400ms\n",
-            pool_extra: "    session_backend_pid: false\n",
-            ..Default::default()
-        },
-    );
+    let d = one_backend("    session_backend_pid: false\n");
     let a = connect(&app_conn(&d)).await.unwrap();
     let pid = one(&a, "SELECT pg_backend_pid()").await;
     // The only backend is held by `a` for its whole session: `b` times out and stays usable.

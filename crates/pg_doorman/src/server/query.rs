@@ -59,45 +59,19 @@ impl Server {
     pub async fn query_value(&mut self, sql: &str) -> Result<Option<Option<String>>, ServerError> {
         let mut out = BytesMut::with_capacity(sql.len() + 6);
         doorman_wire::frontend::write_query(&mut out, sql);
-        let result = self.query_value_inner(&out).await;
+        let mut value = None;
+        let mut on_row = |body: &[u8]| {
+            if value.is_none() {
+                value = Some(first_column(body));
+            }
+        };
+        let result = self.run_rows(&out, &mut |_, _| {}, &mut on_row).await;
         if result.is_err() {
             self.bad = true;
         }
-        result
-    }
-
-    async fn query_value_inner(
-        &mut self,
-        msg: &[u8],
-    ) -> Result<Option<Option<String>>, ServerError> {
-        self.stream.write_all(msg).await?;
-        let mut value = None;
-        let mut failed = false;
-        loop {
-            let (t, body) = read_message(&mut self.stream, &mut self.buf).await?;
-            match t {
-                tag::READY_FOR_QUERY => {
-                    self.status = body.first().copied().unwrap_or(b'I');
-                    return Ok(if failed { None } else { value });
-                }
-                tag::DATA_ROW if value.is_none() => {
-                    value = Some(first_column(&body)?);
-                }
-                tag::PARAMETER_STATUS => {
-                    let (k, v) = parse_parameter_status(&body)?;
-                    self.params.set(k, v);
-                    self.synced = None;
-                }
-                tag::ERROR_RESPONSE => {
-                    let e = parse_error_body(&body)?;
-                    if e.severity == "FATAL" || e.severity == "PANIC" {
-                        self.bad = true;
-                        return Err(ServerError::Refused(e));
-                    }
-                    failed = true;
-                }
-                _ => {}
-            }
+        match (result?, value) {
+            (None, Some(v)) => Ok(Some(v?)),
+            _ => Ok(None),
         }
     }
 
@@ -132,6 +106,16 @@ impl Server {
         msg: &[u8],
         on_param: &mut impl FnMut(&str, &str),
     ) -> Result<Option<ReceivedError>, ServerError> {
+        self.run_rows(msg, on_param, &mut |_| {}).await
+    }
+
+    /// Sends `msg` and reads up to ReadyForQuery; DataRow bodies go to `on_row`.
+    async fn run_rows(
+        &mut self,
+        msg: &[u8],
+        on_param: &mut impl FnMut(&str, &str),
+        on_row: &mut impl FnMut(&[u8]),
+    ) -> Result<Option<ReceivedError>, ServerError> {
         self.stream.write_all(msg).await?;
         let mut first_error = None;
         loop {
@@ -155,6 +139,7 @@ impl Server {
                     }
                     first_error.get_or_insert(e);
                 }
+                tag::DATA_ROW => on_row(&body),
                 _ => {}
             }
         }
