@@ -204,11 +204,6 @@ async fn a_temporary_table_pins_its_client() {
     let d = with_admin(&pg, 2);
     let a = connect(&app_conn(&d)).await.unwrap();
     let b = connect(&app_conn(&d)).await.unwrap();
-    a.batch_execute("BEGIN; CREATE TEMP TABLE t_gone (v int) ON COMMIT DROP; COMMIT")
-        .await
-        .unwrap();
-    let admin = admin(&d).await;
-    assert_eq!(pinned(&admin).await, 0);
     a.batch_execute("CREATE TEMP TABLE t_tmp (v int)")
         .await
         .unwrap();
@@ -219,8 +214,13 @@ async fn a_temporary_table_pins_its_client() {
         .await
         .unwrap();
     assert_eq!(one(&a, "SELECT sum(v) FROM t_tmp").await, "7");
+    let admin = admin(&d).await;
     assert_eq!(pinned(&admin).await, 1);
     a.batch_execute("DISCARD TEMP").await.unwrap();
+    assert_eq!(pinned(&admin).await, 0);
+    a.batch_execute("BEGIN; CREATE TEMP TABLE t_gone (v int) ON COMMIT DROP; COMMIT")
+        .await
+        .unwrap();
     assert_eq!(pinned(&admin).await, 0);
 }
 
