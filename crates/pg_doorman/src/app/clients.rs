@@ -152,6 +152,14 @@ impl ClientList {
         v
     }
 
+    /// The backend key client `pid` holds now (0: none, or the client is gone).
+    pub fn current_key(&self, pid: i32) -> u64 {
+        self.map
+            .lock()
+            .get(&pid)
+            .map_or(0, |c| c.cancel.load(Ordering::SeqCst))
+    }
+
     /// The backend key client `pid` holds and its pool, if `secret` is its secret (constant
     /// time) and it holds a backend.
     pub fn cancel_target(&self, pid: i32, secret: i32) -> Option<(u64, Arc<Pool>)> {

@@ -7,6 +7,15 @@ use crate::app::clients::ClientList;
 use crate::server::connect::open_socket;
 use bytes::BytesMut;
 
+/// Calls [`crate::pool::Pool::cancel_done`] however the forward ends.
+struct CancelDone<'a>(&'a crate::pool::Pool, i32);
+
+impl Drop for CancelDone<'_> {
+    fn drop(&mut self) {
+        self.0.cancel_done(self.1);
+    }
+}
+
 /// Forwards a cancel for client `pid` if `secret` matches and it holds a backend.
 /// Unknown keys are ignored silently, as PostgreSQL does.
 pub async fn forward(clients: &ClientList, pid: i32, secret: i32) {
@@ -19,6 +28,15 @@ pub async fn forward(clients: &ClientList, pid: i32, secret: i32) {
         return;
     }
     let (bpid, bsecret) = ((key >> 32) as u32 as i32, key as u32 as i32);
+    // The backend is not handed to another client until the cancel is delivered.
+    pool.cancel_started(bpid);
+    let _done = CancelDone(&pool, bpid);
+    if clients.current_key(pid) != key {
+        // The client gave the backend back before the mark above: it may serve another
+        // client already, whose query must not be cancelled.
+        tracing::debug!("cancel request: the client's query ended first");
+        return;
+    }
     let mut msg = BytesMut::with_capacity(16);
     doorman_wire::startup::write_cancel(&mut msg, bpid, bsecret);
     match open_socket(&pool.settings.address, &pool.settings).await {

@@ -313,7 +313,9 @@ impl Session {
             }
             at.resume();
         };
-        self.info.cancel.store(0, Ordering::Release);
+        // SeqCst: pairs with the cancel forward's re-check (client::cancel) so that either it
+        // sees the backend given up or the checkin sees its cancel in flight.
+        self.info.cancel.store(0, Ordering::SeqCst);
         self.attach(&server, None);
         if at.params_changed {
             self.info.parse_ctx.store(at.parse_ctx, Ordering::Relaxed);
