@@ -349,3 +349,23 @@ async fn an_untracked_session_set_follows_its_client() {
     a.batch_execute("RESET ALL").await.unwrap();
     assert_eq!(one(&a, "SHOW password_encryption").await, "scram-sha-256");
 }
+
+/// After a RESET puts a client's startup TimeZone back, its cached statements are keyed by
+/// that zone again, not by the backend default the RESET reported on its way.
+#[tokio::test]
+async fn a_reset_time_zone_keys_cached_statements_by_the_startup_zone() {
+    let pg = cluster(PgAuth::Scram);
+    let d = doorman(&pg, &PoolSpec::sized("transaction", 1));
+    let u = connect(&app_conn(&d)).await.unwrap();
+    let conn = format!("{} options='-c TimeZone=Asia/Kolkata'", app_conn(&d));
+    let c = connect(&conn).await.unwrap();
+    c.batch_execute("SET TimeZone = 'Asia/Tokyo'")
+        .await
+        .unwrap();
+    c.batch_execute("RESET TimeZone").await.unwrap();
+    let sql = "SELECT '12:00'::timetz::text";
+    let ru: String = u.query_one(sql, &[]).await.unwrap().get(0);
+    assert_eq!(ru, "12:00:00+00");
+    let rc: String = c.query_one(sql, &[]).await.unwrap().get(0);
+    assert_eq!(rc, "12:00:00+05:30");
+}

@@ -308,9 +308,11 @@ impl Session {
             if !Box::pin(self.restore_startup(&mut server, resets, release_on_idle)).await {
                 break Outcome::ServerGone(std::io::ErrorKind::BrokenPipe.into());
             }
+            at.params_changed = true;
             if release_on_idle {
                 break outcome;
             }
+            at.parse_ctx = crate::params::parse_context(&self.params.wanted);
             at.resume();
         };
         // SeqCst: pairs with the cancel forward's re-check (client::cancel) so that either it
@@ -318,7 +320,10 @@ impl Session {
         self.info.cancel.store(0, Ordering::SeqCst);
         self.attach(&server, None);
         if at.params_changed {
-            self.info.parse_ctx.store(at.parse_ctx, Ordering::Relaxed);
+            // Derived from the wishes as they stand now (a RESET may have put startup values
+            // back after the relay's last ParameterStatus).
+            let ctx = crate::params::parse_context(&self.params.wanted);
+            self.info.parse_ctx.store(ctx, Ordering::Relaxed);
         }
         if at.pins.any() {
             self.info.pinned.store(false, Ordering::Relaxed);
@@ -346,20 +351,14 @@ impl Session {
         }
         let mut linger = false;
         match outcome {
-            Outcome::Released if !at.set_names.is_empty() || at.session_reset => {
+            Outcome::Released => {
                 // Boxed: rare (a session-level SET or RESET ALL in transaction mode).
-                if !Box::pin(self.carry_settings(&mut server, &at)).await {
+                if (!at.set_names.is_empty() || at.session_reset)
+                    && !Box::pin(self.carry_settings(&mut server, &at)).await
+                {
                     self.info.pool.discard(server);
                     return true;
                 }
-                if !needs_tidy(&server, &at) || Box::pin(tidy(&mut server, &at)).await {
-                    self.info.pool.checkin_at(server, ended);
-                } else {
-                    self.info.pool.discard(server);
-                }
-                return true;
-            }
-            Outcome::Released => {
                 if !needs_tidy(&server, &at) || Box::pin(tidy(&mut server, &at)).await {
                     self.info.pool.checkin_at(server, ended);
                 } else {
@@ -390,7 +389,7 @@ impl Session {
                 if at.server_fatal {
                     // The client has the backend's own FATAL (57P01 and the like): end the
                     // connection as PostgreSQL does, without a second error.
-                    self.io.stream.close_with_fin();
+                    let _ = self.io.stream.close_with_fin();
                     return false;
                 }
                 let e = ErrorFields::fatal(sqlstate::CONNECTION_FAILURE, "server connection lost");
@@ -427,9 +426,7 @@ impl Session {
             };
             match read {
                 Ok(Some(Some(v))) => {
-                    let mut extras = server.extras.clone();
-                    extras.set(name, &v);
-                    server.extras = extras;
+                    server.extras.set(name, &v);
                     self.params.extras.set(name, &v);
                 }
                 Ok(_) => self.params.extras.remove(name),
@@ -454,8 +451,6 @@ impl Session {
         if changed.is_empty() {
             return true;
         }
-        let ctx = crate::params::parse_context(&self.params.wanted);
-        self.info.parse_ctx.store(ctx, Ordering::Relaxed);
         server.synced = None;
         if !released {
             let synced =
