@@ -81,6 +81,18 @@ pub fn parse_parameter_status(body: &[u8]) -> Result<(&str, &str), WireError> {
     Ok((r.cstr()?, r.cstr()?))
 }
 
+/// The first column of a DataRow body (protocol §55.7: Int16 count, then Int32 length and bytes
+/// per column): `None` for SQL NULL. Errors when the body is shorter than it says.
+pub fn parse_data_row_first(body: &[u8]) -> Result<Option<&[u8]>, WireError> {
+    let mut r = Reader::new(body, "DataRow");
+    r.i16()?;
+    let len = r.i32()?;
+    match usize::try_from(len) {
+        Ok(n) => Ok(Some(r.bytes(n)?)),
+        Err(_) => Ok(None),
+    }
+}
+
 /// Decodes a BackendKeyData body into (process id, secret key).
 pub fn parse_backend_key_data(body: &[u8]) -> Result<(i32, i32), WireError> {
     let mut r = Reader::new(body, "BackendKeyData");
@@ -166,6 +178,20 @@ mod tests {
 
     fn body(b: &BytesMut) -> &[u8] {
         &b[5..]
+    }
+
+    #[test]
+    fn data_row_first_column() {
+        assert_eq!(
+            parse_data_row_first(&[0, 1, 0, 0, 0, 2, b'o', b'n']).unwrap(),
+            Some(&b"on"[..])
+        );
+        assert_eq!(
+            parse_data_row_first(&[0, 1, 255, 255, 255, 255]).unwrap(),
+            None
+        );
+        assert!(parse_data_row_first(&[0, 1, 0, 0, 0, 9, b'x']).is_err());
+        assert!(parse_data_row_first(&[0]).is_err());
     }
 
     #[test]

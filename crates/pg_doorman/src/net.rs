@@ -209,33 +209,31 @@ impl Stream {
     /// sockets inherit from the listener (`tcp_so_linger`). Used where the peer waits for end
     /// of stream as the answer, such as a CancelRequest (libpq 17's PQcancelBlocking reports a
     /// reset as "server closed the connection unexpectedly", protocol §55.2.8), or must read
-    /// the FATAL just written before the socket goes.
-    pub fn close_with_fin(&self) {
+    /// the FATAL just written before the socket goes. Stops writing (TLS: after close_notify);
+    /// errors when the socket is no longer connected.
+    pub fn close_with_fin(&self) -> io::Result<()> {
         let tcp = match self {
             Stream::Tcp(s) => s,
             Stream::Tls(t) => {
                 t.close();
                 t.tcp()
             }
-            Stream::Unix(_) => return,
+            Stream::Unix(s) => {
+                return socket2::SockRef::from(s).shutdown(std::net::Shutdown::Write);
+            }
         };
         let sock = socket2::SockRef::from(tcp);
         let _ = sock.set_linger(None);
-        let _ = sock.shutdown(std::net::Shutdown::Write);
+        sock.shutdown(std::net::Shutdown::Write)
     }
 
     /// Ends a connection the pooler is closing on a peer that may still be sending: stops
-    /// writing (TCP and unix sockets; a TLS session is left as is) and reads and discards what
-    /// arrives until end of stream, `max_bytes` or `max_wait`. Closing with unread input makes
-    /// the kernel send a reset, which can destroy the FATAL just written before the peer reads
-    /// it (a client in the middle of sending an oversized message).
+    /// writing ([`Stream::close_with_fin`]) and reads and discards what arrives until end of
+    /// stream, `max_bytes` or `max_wait`. Closing with unread input makes the kernel send a
+    /// reset, which can destroy the FATAL just written before the peer reads it (a client in
+    /// the middle of sending an oversized message).
     pub async fn linger(&self, max_wait: std::time::Duration, max_bytes: usize) {
-        let shut = match self {
-            Stream::Tcp(s) => socket2::SockRef::from(s).shutdown(std::net::Shutdown::Write),
-            Stream::Unix(s) => socket2::SockRef::from(s).shutdown(std::net::Shutdown::Write),
-            Stream::Tls(_) => Ok(()),
-        };
-        if shut.is_err() {
+        if self.close_with_fin().is_err() {
             return;
         }
         let drain = async {

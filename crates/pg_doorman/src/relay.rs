@@ -172,19 +172,27 @@ impl Attachment {
     /// from as much of its text as is buffered.
     #[inline]
     pub(crate) fn track_query(&mut self, buf: &[u8], pos: usize, len: usize) {
-        if self.track_dirt || self.track_ddl || self.track_pins || self.track_settings {
+        if self.reads_statements() {
             let end = (pos + len).min(buf.len());
             if let Some(text) = buf.get(pos + 5..end) {
-                self.track_text(text);
+                self.resets |= self.track_text(text);
             }
         }
     }
 
-    /// Notes what statement text `text` leaves behind (session state, DDL).
-    pub(crate) fn track_text(&mut self, text: &[u8]) {
+    /// True when statement texts are read for anything (session state, DDL, pins, RESETs).
+    #[inline]
+    pub(crate) fn reads_statements(&self) -> bool {
+        self.track_dirt || self.track_ddl || self.track_pins || self.track_settings
+    }
+
+    /// Notes what statement text `text` leaves behind (session state, DDL, pins, untracked
+    /// SETs) and returns the tracked parameters it RESETs ([`crate::sql_kind::resets`] bits),
+    /// for the caller to count now or when the statement runs.
+    pub(crate) fn track_text(&mut self, text: &[u8]) -> u16 {
         use crate::sql_kind::dirt;
         if !crate::sql_kind::may_matter(text) {
-            return;
+            return 0;
         }
         let mut d = self.dirty;
         crate::sql_kind::track(text, &mut d);
@@ -205,15 +213,17 @@ impl Attachment {
             });
         }
         if self.track_settings {
-            self.resets |= crate::sql_kind::resets(text);
+            crate::sql_kind::resets(text)
+        } else {
+            0
         }
     }
 
     /// Notes what a statement (a Parse body: text, NUL, parameter types) does when it runs.
     #[inline]
     pub(crate) fn track_statement(&mut self, body: &[u8]) {
-        if self.track_dirt || self.track_ddl || self.track_pins || self.track_settings {
-            self.track_text(body);
+        if self.reads_statements() {
+            self.resets |= self.track_text(body);
         }
     }
 

@@ -148,6 +148,20 @@ fn statement_end(s: &[u8]) -> Option<usize> {
 /// Updates `dirty` with the effect of each statement in `sql` (split at `;`, ending at a NUL).
 /// Text longer than 4096 bytes is read up to its first `;` only.
 pub fn track(sql: &[u8], dirty: &mut u8) {
+    each_statement(sql, |seg, kw| {
+        if !matches!(
+            kw,
+            Kw::Begin | Kw::Start | Kw::Commit | Kw::End | Kw::Rollback | Kw::Abort
+        ) {
+            track_one(seg, dirty);
+        }
+    });
+}
+
+/// Calls `f` with each statement of `sql` (split at `;`, ending at a NUL) that starts with a
+/// keyword the pooler acts on, and that keyword. Text longer than 4096 bytes is read up to its
+/// first `;` only.
+fn each_statement(sql: &[u8], mut f: impl FnMut(&[u8], Kw)) {
     let mut rest = sql;
     loop {
         let end = statement_end(rest);
@@ -155,12 +169,8 @@ pub fn track(sql: &[u8], dirty: &mut u8) {
         // The empty tail after a final `;` is the common second "statement".
         if !seg.is_empty()
             && let Some(kw) = leading_keyword(seg)
-            && !matches!(
-                kw,
-                Kw::Begin | Kw::Start | Kw::Commit | Kw::End | Kw::Rollback | Kw::Abort
-            )
         {
-            track_one(seg, dirty);
+            f(seg, kw);
         }
         match end {
             Some(e) if rest[e] == b';' && sql.len() <= SCAN_LIMIT => rest = &rest[e + 1..],
@@ -191,21 +201,13 @@ impl Pins {
 /// Updates `pins` with the effect of each statement in `sql` (split as [`track`] does).
 /// Returns true when something changed.
 pub fn track_pins(sql: &[u8], pins: &mut Pins) -> bool {
-    let mut rest = sql;
     let mut changed = false;
-    loop {
-        let end = statement_end(rest);
-        let seg = &rest[..end.unwrap_or(rest.len())];
-        if !seg.is_empty()
-            && let Some(Kw::Declare | Kw::Close | Kw::Create | Kw::Discard) = leading_keyword(seg)
-        {
+    each_statement(sql, |seg, kw| {
+        if matches!(kw, Kw::Declare | Kw::Close | Kw::Create | Kw::Discard) {
             changed |= pin_one(seg, pins);
         }
-        match end {
-            Some(e) if rest[e] == b';' && sql.len() <= SCAN_LIMIT => rest = &rest[e + 1..],
-            _ => return changed,
-        }
-    }
+    });
+    changed
 }
 
 /// Bit of [`resets`]'s result for RESET ALL / DISCARD ALL (every tracked parameter).
@@ -216,21 +218,13 @@ pub const RESET_ALL: u16 = 1 << 15;
 /// DEFAULT|LOCAL`, and [`RESET_ALL`] for RESET ALL and DISCARD ALL. PostgreSQL's session
 /// default is what the client asked for at startup, which a pooled backend does not know.
 pub fn resets(sql: &[u8]) -> u16 {
-    let mut rest = sql;
     let mut bits = 0;
-    loop {
-        let end = statement_end(rest);
-        let seg = &rest[..end.unwrap_or(rest.len())];
-        if !seg.is_empty()
-            && let Some(Kw::Reset | Kw::Set | Kw::Discard) = leading_keyword(seg)
-        {
+    each_statement(sql, |seg, kw| {
+        if matches!(kw, Kw::Reset | Kw::Set | Kw::Discard) {
             bits |= reset_one(seg);
         }
-        match end {
-            Some(e) if rest[e] == b';' && sql.len() <= SCAN_LIMIT => rest = &rest[e + 1..],
-            _ => return bits,
-        }
-    }
+    });
+    bits
 }
 
 #[cold]
@@ -290,21 +284,13 @@ fn reset_one(seg: &[u8]) -> u16 {
 /// to lower case, as PostgreSQL does. In transaction mode such a value must follow its client
 /// to the next backend, and its value is read back after the transaction to know it.
 pub fn session_sets(sql: &[u8], mut f: impl FnMut(Box<str>)) {
-    let mut rest = sql;
-    loop {
-        let end = statement_end(rest);
-        let seg = &rest[..end.unwrap_or(rest.len())];
-        if !seg.is_empty()
-            && let Some(Kw::Set | Kw::Reset) = leading_keyword(seg)
+    each_statement(sql, |seg, kw| {
+        if matches!(kw, Kw::Set | Kw::Reset)
             && let Some(name) = session_set_one(seg)
         {
             f(name);
         }
-        match end {
-            Some(e) if rest[e] == b';' && sql.len() <= SCAN_LIMIT => rest = &rest[e + 1..],
-            _ => return,
-        }
-    }
+    });
 }
 
 #[cold]
@@ -334,11 +320,7 @@ fn session_set_one(seg: &[u8]) -> Option<Box<str>> {
             return None;
         }
     }
-    let folded = match name.strip_prefix(b"\"").and_then(|n| n.strip_suffix(b"\"")) {
-        Some(inner) => inner.to_vec(),
-        None => name.to_ascii_lowercase(),
-    };
-    let name = String::from_utf8(folded).ok()?;
+    let name = String::from_utf8(identifier(name)).ok()?;
     let valid = !name.is_empty()
         && name
             .bytes()
@@ -346,11 +328,18 @@ fn session_set_one(seg: &[u8]) -> Option<Box<str>> {
     (valid && crate::params::tracked_name(&name).is_none()).then(|| name.into())
 }
 
-/// A cursor name as PostgreSQL keys it: quoted names as written, others folded to lower case.
-fn cursor_name(w: &[u8]) -> Box<[u8]> {
+/// True for `CREATE [GLOBAL | LOCAL] {TEMP | TEMPORARY} …`, given the word after CREATE and
+/// the rest.
+fn creates_temp<'a>(second: Option<&[u8]>, rest: &mut impl Iterator<Item = &'a [u8]>) -> bool {
+    let temp_word = |x: Option<&[u8]>| is(x, "TEMP") || is(x, "TEMPORARY");
+    temp_word(second) || ((is(second, "GLOBAL") || is(second, "LOCAL")) && temp_word(rest.next()))
+}
+
+/// An identifier as PostgreSQL keys it: quoted as written, unquoted folded to lower case.
+fn identifier(w: &[u8]) -> Vec<u8> {
     match w.strip_prefix(b"\"").and_then(|n| n.strip_suffix(b"\"")) {
-        Some(inner) => inner.into(),
-        None => w.to_ascii_lowercase().into(),
+        Some(inner) => inner.to_vec(),
+        None => w.to_ascii_lowercase(),
     }
 }
 
@@ -368,7 +357,7 @@ fn pin_one(seg: &[u8], pins: &mut Pins) -> bool {
                 break;
             }
             if is(Some(word), "HOLD") && is(prev, "WITH") {
-                pins.held.push(cursor_name(name));
+                pins.held.push(identifier(name).into());
                 return true;
             }
             prev = Some(word);
@@ -380,17 +369,14 @@ fn pin_one(seg: &[u8], pins: &mut Pins) -> bool {
             pins.held.clear();
             return had;
         }
-        let name = cursor_name(name);
-        if let Some(i) = pins.held.iter().position(|n| *n == name) {
+        let name = identifier(name);
+        if let Some(i) = pins.held.iter().position(|n| **n == *name) {
             pins.held.swap_remove(i);
             return true;
         }
     } else if is(first, "CREATE") {
         let second = w.next();
-        let temp_word = |x: Option<&[u8]>| is(x, "TEMP") || is(x, "TEMPORARY");
-        let temp = temp_word(second)
-            || ((is(second, "GLOBAL") || is(second, "LOCAL")) && temp_word(w.next()));
-        if temp && !pins.temp {
+        if creates_temp(second, &mut w) && !pins.temp {
             // ON COMMIT DROP tables end with their transaction.
             let words: Vec<&[u8]> = w.collect();
             let drops = words.windows(3).any(|t| {
@@ -466,10 +452,7 @@ fn track_one(seg: &[u8], dirty: &mut u8) {
     } else if is(first, "DROP") || is(first, "ALTER") {
         *dirty |= dirt::DDL;
     } else if is(first, "CREATE") {
-        let temp_word = |x: Option<&[u8]>| is(x, "TEMP") || is(x, "TEMPORARY");
-        let temp = temp_word(second)
-            || ((is(second, "GLOBAL") || is(second, "LOCAL")) && temp_word(w.next()));
-        if temp {
+        if creates_temp(second, &mut w) {
             *dirty |= dirt::TEMP;
         } else {
             // Temporary tables are created per transaction by some applications: they do not

@@ -68,7 +68,7 @@ pub async fn send_fatal(stream: &Stream, mut e: ErrorFields) {
     e.write(&mut out);
     if stream.write_all(&out).await.is_ok() {
         // A reset could destroy the FATAL before the client reads it.
-        stream.close_with_fin();
+        let _ = stream.close_with_fin();
     }
 }
 
@@ -145,7 +145,7 @@ async fn startup_phase(ctx: &AppContext, accepted: Box<Accepted>) -> Option<Logg
             ctx.conns.cancel.fetch_add(1, Ordering::Relaxed);
             super::cancel::forward(&ctx.client_list, pid, secret).await;
             // The client reads until end of stream: that is the answer (as PostgreSQL).
-            stream.close_with_fin();
+            let _ = stream.close_with_fin();
             return None;
         }
         Ok(Ok(None)) => return None,
@@ -303,8 +303,10 @@ async fn welcome<'a>(
     Some(LoggedIn { session, ctx })
 }
 
-/// The backend a session-mode client keeps for its whole life, taken at login so that its
-/// process id can go in BackendKeyData, and brought in line with the client's parameters.
+/// A backend brought in line with the client's parameters: the one a session-mode client keeps
+/// for its whole life (taken at login so that its process id can go in BackendKeyData), or the
+/// one [`check_params`] tries the startup values on. A value PostgreSQL refuses fails the login
+/// with its SQLSTATE.
 async fn take_backend(
     pool: &Pool,
     params: &mut ClientParams,
@@ -529,14 +531,11 @@ async fn login(
 /// Applies the client's startup parameters on a backend once, so that invalid values fail the
 /// login (as PostgreSQL would) and values come back in PostgreSQL's canonical spelling.
 async fn check_params(pool: &Pool, params: &mut ClientParams) -> Result<(), ErrorFields> {
-    let mut server = pool.checkout().await.map_err(|e| e.to_client())?;
-    let result = super::session::sync_params(&mut server, params).await;
+    // In session mode the backend checked here is idle and in line again when the client's own
+    // is taken in `welcome`, so that costs no second SET.
+    let server = take_backend(pool, params).await?;
     pool.checkin(server);
-    match result {
-        Ok(None) => Ok(()),
-        Ok(Some(e)) => Err(ErrorFields::fatal(code_of(&e.code), e.message)),
-        Err(e) => Err(e.to_client()),
-    }
+    Ok(())
 }
 
 /// A backend's SQLSTATE as a static code for our ErrorFields (unknown codes map to 22023).

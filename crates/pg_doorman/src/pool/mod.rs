@@ -3,6 +3,7 @@
 //! returning connection directly (never through the idle list). One short pool-local lock per
 //! checkout/checkin; no global state.
 
+mod cancels;
 pub mod coordinator;
 pub mod histogram;
 mod maintenance;
@@ -125,12 +126,8 @@ pub struct Pool {
     pub servers: Arc<stats::ServerList>,
     /// Woken by RESUME.
     resumed: tokio::sync::Notify,
-    /// Backends (by pid) with a CancelRequest in flight, and the backend itself once its client
-    /// returned it: it goes back to the pool only when the cancel was delivered, so a late
-    /// cancel cannot hit the next client's query (as PgBouncer 1.18+).
-    cancelling: Mutex<Vec<(i32, Option<Box<Server>>)>>,
-    /// Entries in `cancelling`: checkin looks there only when non-zero.
-    cancels: std::sync::atomic::AtomicUsize,
+    /// Backends with a CancelRequest in flight ([`cancels`]).
+    cancels: cancels::Cancels,
     /// When a failed connect was last logged, and how many were not logged since.
     fail_log: Mutex<(Option<Instant>, u64)>,
     /// When a failed replenish (min_pool_size) was last logged.
@@ -255,7 +252,6 @@ impl Pool {
             stats: Default::default(),
             servers: Default::default(),
             resumed: tokio::sync::Notify::new(),
-            cancelling: Mutex::new(Vec::new()),
             cancels: Default::default(),
             fail_log: Mutex::new((None, 0)),
             replenish_log: Mutex::new(None),
@@ -709,50 +705,23 @@ impl Pool {
         }
         s.last_used = now;
         s.served = true;
-        if self.cancels.load(Ordering::SeqCst) > 0 {
-            let Some(back) = self.park_if_cancelling(s) else {
-                return;
-            };
-            s = back;
-        }
+        let Some(s) = self.cancels.park(s) else {
+            return;
+        };
         let mut g = self.inner.lock();
         if let Some(Handoff::Server(s)) = g.hand_off(Handoff::Server(s)) {
             g.idle.push_back(s);
         }
     }
 
-    /// Keeps `s` aside while a cancel for it is in flight; gives it back otherwise.
-    fn park_if_cancelling(&self, s: Box<Server>) -> Option<Box<Server>> {
-        let mut c = self.cancelling.lock();
-        match c
-            .iter_mut()
-            .find(|(pid, slot)| *pid == s.backend_pid && slot.is_none())
-        {
-            Some((_, slot)) => {
-                *slot = Some(s);
-                None
-            }
-            None => Some(s),
-        }
-    }
-
     /// A CancelRequest for backend `pid` is being forwarded; pair with [`Self::cancel_done`].
     pub fn cancel_started(&self, pid: i32) {
-        self.cancelling.lock().push((pid, None));
-        self.cancels.fetch_add(1, Ordering::SeqCst);
+        self.cancels.start(pid);
     }
 
     /// The cancel for `pid` was delivered (or failed): a backend returned meanwhile goes back.
     pub fn cancel_done(&self, pid: i32) {
-        let parked = {
-            let mut c = self.cancelling.lock();
-            let Some(i) = c.iter().position(|(p, _)| *p == pid) else {
-                return;
-            };
-            self.cancels.fetch_sub(1, Ordering::SeqCst);
-            c.swap_remove(i).1
-        };
-        if let Some(s) = parked {
+        if let Some(s) = self.cancels.done(pid) {
             self.checkin_at(s, Micros::now());
         }
     }

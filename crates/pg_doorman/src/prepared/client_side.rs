@@ -251,16 +251,13 @@ fn plain_expect(tag: u8) -> Expect {
 
 /// Notes session state from the query text of a Parse at `pos`, as far as it is buffered.
 fn track_parse(at: &mut Attachment, buf: &[u8], pos: usize, len: usize) {
-    if !at.track_dirt && !at.track_ddl && !at.track_pins && !at.track_settings {
+    if !at.reads_statements() {
         return;
     }
     let body = &buf[pos + 5..(pos + len).min(buf.len())];
     if let Some(n) = body.iter().position(|&c| c == 0) {
-        let before = at.resets;
-        at.track_text(&body[n + 1..]);
         // A RESET in a Parse counts when it runs (the relay stops at the next ReadyForQuery).
-        at.parse_resets |= at.resets & !before;
-        at.resets = before;
+        at.parse_resets |= at.track_text(&body[n + 1..]);
     }
 }
 

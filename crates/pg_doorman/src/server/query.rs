@@ -25,14 +25,8 @@ pub(crate) async fn read_message(
 
 /// The first column of a DataRow body as text (None for NULL).
 fn first_column(body: &[u8]) -> Result<Option<String>, ServerError> {
-    let bad = || ServerError::from(doorman_wire::WireError::Truncated("DataRow"));
-    let len = body.get(2..6).ok_or_else(bad)?;
-    let len = i32::from_be_bytes([len[0], len[1], len[2], len[3]]);
-    let Ok(len) = usize::try_from(len) else {
-        return Ok(None);
-    };
-    let v = body.get(6..6 + len).ok_or_else(bad)?;
-    Ok(Some(String::from_utf8_lossy(v).into_owned()))
+    let v = doorman_wire::backend::parse_data_row_first(body)?;
+    Ok(v.map(|v| String::from_utf8_lossy(v).into_owned()))
 }
 
 impl Server {
