@@ -22,6 +22,10 @@ pub const ADMIN_SHUTDOWN: &str = "57P01";
 pub const QUERY_CANCELED: &str = "57014";
 /// 58000 system_error.
 pub const SYSTEM_ERROR: &str = "58000";
+/// 58006: PgDoorman's code for "pooler is shut down now", sent to a client the pooler closes
+/// between transactions while it shuts down (not a PostgreSQL code; drivers treat class 58 as
+/// a system error and reconnect).
+pub const POOLER_SHUTDOWN: &str = "58006";
 /// XX000 internal_error.
 pub const INTERNAL_ERROR: &str = "XX000";
 /// 42601 syntax_error.

@@ -43,11 +43,12 @@ pub async fn bind(
     Err(last)
 }
 
-/// Accepts until the context's shutdown token fires.
+/// Accepts until the process stops accepting (drain, upgrade) or shuts down.
 pub async fn serve(listener: TcpListener, ctx: Arc<AppContext>, tracker: TaskTracker) {
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
+            _ = ctx.lifecycle.stop_accepting.cancelled() => return,
             _ = ctx.shutdown.cancelled() => return,
         };
         match accepted {

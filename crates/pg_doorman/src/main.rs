@@ -24,9 +24,44 @@ struct Cli {
     /// Validate the config file and exit (0 = valid, 1 = invalid).
     #[arg(short = 't', long)]
     test_config: bool,
-    /// Fork into the background (not supported by this version: rejected).
+    /// Fork into the background and write `general.daemon_pid_file`.
     #[arg(short = 'd', long, env = "DAEMON")]
     daemon: bool,
+    /// Serve on this inherited listening socket instead of binding (binary upgrade).
+    #[arg(long, env = "INHERIT_FD", value_name = "FD")]
+    inherit_fd: Option<i32>,
+}
+
+/// Our command line without `--daemon` and `--inherit-fd` (with their values): what an
+/// upgrade's child is started with.
+fn upgrade_args() -> Vec<std::ffi::OsString> {
+    let mut out = Vec::new();
+    let mut args = std::env::args_os().skip(1);
+    while let Some(a) = args.next() {
+        let s = a.to_string_lossy();
+        if s == "--inherit-fd" {
+            args.next();
+            continue;
+        }
+        if s.starts_with("--inherit-fd=") || s == "-d" || s == "--daemon" {
+            continue;
+        }
+        out.push(a);
+    }
+    out
+}
+
+/// A descriptor number from the environment, taken over (set by an upgrading parent).
+fn inherited_env(name: &str) -> anyhow::Result<Option<std::os::fd::OwnedFd>> {
+    let Some(v) = std::env::var_os(name) else {
+        return Ok(None);
+    };
+    let n: i32 = v
+        .to_string_lossy()
+        .parse()
+        .with_context(|| format!("{name} is not a descriptor number"))?;
+    let fd = pg_doorman::app::fds::take_inherited(n).with_context(|| format!("{name}={n}"))?;
+    Ok(Some(fd))
 }
 
 /// The tokio runtime as `general` describes it (worker_threads, the advanced runtime knobs
@@ -199,10 +234,35 @@ fn real_main(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         });
     }
     let config = config?;
+    // Resolved now: once an operator renames a new binary over this path, /proc/self/exe
+    // names a deleted file, but the path still leads to the executable to upgrade to.
+    let exe = std::env::current_exe().ok().map(|p| {
+        let s = p.to_string_lossy();
+        match s.strip_suffix(" (deleted)") {
+            Some(live) => std::path::PathBuf::from(live),
+            None => p,
+        }
+    });
+    let mut boot = pg_doorman::app::Boot {
+        listener: cli
+            .inherit_fd
+            .map(pg_doorman::app::fds::take_inherited)
+            .transpose()
+            .context("--inherit-fd")?,
+        web: inherited_env("PG_DOORMAN_WEB_FD")?,
+        upgrade: inherited_env("PG_DOORMAN_UPGRADE_FD")?,
+        first_id: std::env::var("PG_DOORMAN_FIRST_ID")
+            .ok()
+            .and_then(|v| v.parse().ok()),
+        exe,
+        args: upgrade_args(),
+        pid_file: std::env::var_os("PG_DOORMAN_PID_FILE").map(Into::into),
+        ..Default::default()
+    };
     if cli.daemon {
-        anyhow::bail!(
-            "--daemon is not supported by this version; run in the foreground (e.g. systemd Type=simple)"
-        );
+        // Before any thread exists (runtime, logging).
+        boot.daemon = Some(pg_doorman::app::daemon::fork_into_background()?);
+        boot.pid_file = Some(config.general.daemon_pid_file.clone().into());
     }
     init_logging(&cli, config.general.syslog_prog_name.as_deref())?;
     let runtime = build_runtime(&config.general)?;
@@ -211,20 +271,18 @@ fn real_main(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         let _rt = runtime.enter();
         pg_doorman::app::signals::install().context("cannot install signal handlers")?
     };
+    boot.signals = Some(installed);
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
         let hup = std::sync::Arc::new(tokio::sync::Notify::new());
-        let signals = tokio::spawn(pg_doorman::app::signals::watch(
-            installed,
-            shutdown.clone(),
-            hup.clone(),
-        ));
-        let result = pg_doorman::app::run(config, shutdown.clone(), hup).await;
+        let result = pg_doorman::app::run(config, shutdown.clone(), hup, boot).await;
         shutdown.cancel();
-        if let Ok(name) = signals.await {
-            tracing::info!("stopped ({name})");
+        if result.is_ok() {
+            tracing::info!("stopped");
         }
         result
     })?;
+    // Sessions still running (in a transaction at the deadline) are not waited for.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     Ok(std::process::ExitCode::SUCCESS)
 }

@@ -536,6 +536,7 @@ pub async fn serve(listener: tokio::net::TcpListener, ctx: Arc<AppContext>) {
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
+            _ = ctx.lifecycle.stop_accepting.cancelled() => return,
             _ = ctx.shutdown.cancelled() => return,
         };
         let Ok((mut sock, _)) = accepted else {

@@ -18,6 +18,7 @@ async fn client_task_future_is_small() {
         Default::default(),
         tls,
         Default::default(),
+        Default::default(),
     ));
     let accepted = pg_doorman::client::startup::Accepted {
         stream: pg_doorman::net::Stream::Tcp(sock),

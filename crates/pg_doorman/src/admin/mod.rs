@@ -88,6 +88,28 @@ pub async fn serve(
             b'X' => return,
             b'Q' => {
                 let sql = String::from_utf8_lossy(body.strip_suffix(b"\0").unwrap_or(&body));
+                if is_upgrade(&sql) {
+                    // Answered once the new process serves (or with why it does not).
+                    match ctx.lifecycle.upgrade().await {
+                        Ok(()) => {
+                            tracing::info!("admin: UPGRADE");
+                            let mut rs =
+                                result::ResultSet::new(&mut out, &[("success", result::Col::Text)]);
+                            rs.row(&[Some("t")]);
+                            rs.finish("SHOW");
+                        }
+                        Err(e) => ErrorFields::error(
+                            sqlstate::SYSTEM_ERROR,
+                            format!("upgrade failed: {e}"),
+                        )
+                        .write(&mut out),
+                    }
+                    backend::write_ready_for_query(&mut out, b'I');
+                    if stream.write_all(&out).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
                 match run(ctx, &sql, &mut out) {
                     Ok(()) => pause_completes(ctx, &sql).await,
                     Err(e) => {
@@ -109,6 +131,14 @@ pub async fn serve(
             }
         }
     }
+}
+
+/// True for `UPGRADE` (any case, optional `;`).
+fn is_upgrade(sql: &str) -> bool {
+    sql.trim()
+        .trim_end_matches(';')
+        .trim()
+        .eq_ignore_ascii_case("UPGRADE")
 }
 
 /// After `PAUSE [db]`: returns once no client of those pools holds a backend (transactions
@@ -171,7 +201,8 @@ fn run(ctx: &AppContext, sql: &str, out: &mut BytesMut) -> Result<(), ErrorField
             let mut rs = result::ResultSet::new(out, &[("success", result::Col::Text)]);
             rs.row(&[Some("t")]);
             rs.finish("SHOW");
-            ctx.shutdown.cancel();
+            // As SIGTERM: a graceful drain (a second SHUTDOWN stops at once).
+            ctx.lifecycle.command(crate::app::lifecycle::Command::Drain);
             Ok(())
         }
         // psql's own probes (tab completion, \d) get an empty answer instead of an error.

@@ -18,6 +18,7 @@ const HELP: &[&str] = &[
     "RECONNECT [<db>]",
     "RELOAD",
     "SHUTDOWN",
+    "UPGRADE",
 ];
 
 fn cols(spec: &[(&'static str, Col)]) -> Vec<(&'static str, Col)> {

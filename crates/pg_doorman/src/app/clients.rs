@@ -63,6 +63,54 @@ pub struct ClientInfo {
     pub parse_ctx: AtomicU64,
     /// The untracked settings of its startup packet (what RESET ALL returns to).
     pub extras: ParamSet,
+    /// What the process asks of it at its next idle point (drain, upgrade).
+    pub leave: Leave,
+}
+
+/// What a draining process asks of a client at its next idle point (between transactions,
+/// holding no backend): [`Leave::STAY`], [`Leave::CLOSE`] or [`Leave::MIGRATE`]. Set by the
+/// lifecycle task, which wakes the client's task; read by the client's task on every wait, with
+/// one atomic load and a waker registration that clones nothing when the task is the same.
+#[derive(Debug, Default)]
+pub struct Leave {
+    what: AtomicU8,
+    waker: futures_util::task::AtomicWaker,
+}
+
+impl Leave {
+    /// Go on serving.
+    pub const STAY: u8 = 0;
+    /// Be told 58006 and closed (graceful shutdown).
+    pub const CLOSE: u8 = 1;
+    /// Move to the new process (binary upgrade).
+    pub const MIGRATE: u8 = 2;
+
+    /// The request in force.
+    pub fn get(&self) -> u8 {
+        self.what.load(Ordering::Acquire)
+    }
+
+    /// Asks `what` and wakes the client's task if it waits.
+    pub fn set(&self, what: u8) {
+        if self.what.swap(what, Ordering::AcqRel) != what {
+            self.waker.wake();
+        }
+    }
+
+    /// Ready with the request once one other than `ignored` is set; otherwise registers the
+    /// task to be woken by [`Leave::set`].
+    pub fn poll(&self, cx: &mut std::task::Context<'_>, ignored: u8) -> std::task::Poll<u8> {
+        let v = self.get();
+        if v != Leave::STAY && v != ignored {
+            return std::task::Poll::Ready(v);
+        }
+        self.waker.register(cx.waker());
+        // A set between the load and the registration found no waker: look again.
+        match self.get() {
+            v if v != Leave::STAY && v != ignored => std::task::Poll::Ready(v),
+            _ => std::task::Poll::Pending,
+        }
+    }
 }
 
 impl ClientInfo {
@@ -118,7 +166,17 @@ impl ClientList {
         wanted: Option<i32>,
         make: impl FnOnce(u64, i32) -> ClientInfo,
     ) -> (Arc<ClientInfo>, ClientReg<'_>) {
-        let secret: i32 = rand::random();
+        self.register_keyed(wanted, rand::random(), make)
+    }
+
+    /// [`ClientList::register`] with the secret given: a client migrated from an upgraded
+    /// process keeps the key its BackendKeyData gave it.
+    pub fn register_keyed(
+        &self,
+        wanted: Option<i32>,
+        secret: i32,
+        make: impl FnOnce(u64, i32) -> ClientInfo,
+    ) -> (Arc<ClientInfo>, ClientReg<'_>) {
         let mut map = self.map.lock();
         let free = wanted.filter(|&p| p > 0 && !map.contains_key(&p));
         let pid = free.unwrap_or_else(|| {
@@ -143,6 +201,27 @@ impl ClientList {
             info: info.clone(),
         };
         (info, reg)
+    }
+
+    /// Ids given from now on start above `id` (a new process of an upgrade skips the ids its
+    /// predecessor's clients still hold).
+    pub fn ids_from(&self, id: i32) {
+        self.next_pid.fetch_max(id, Ordering::Relaxed);
+    }
+
+    /// The last id given.
+    pub fn last_id(&self) -> i32 {
+        self.next_pid.load(Ordering::Relaxed)
+    }
+
+    /// Logged-in clients.
+    pub fn len(&self) -> usize {
+        self.map.lock().len()
+    }
+
+    /// True when no client is logged in.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// A snapshot, ordered by id.

@@ -37,6 +37,8 @@ pub struct AppContext {
     /// Client access rules (pg_hba / hba); None lets every client try to log in. Swapped on
     /// SIGHUP.
     pub hba: arc_swap::ArcSwapOption<crate::hba::Hba>,
+    /// Drain and upgrade state.
+    pub lifecycle: super::lifecycle::Lifecycle,
 }
 
 /// Accepted connections by outcome (PgDoorman SHOW CONNECTIONS).
@@ -101,6 +103,7 @@ impl AppContext {
         shutdown: CancellationToken,
         tls: crate::tls::ClientTls,
         hup: Arc<tokio::sync::Notify>,
+        lifecycle: super::lifecycle::Lifecycle,
     ) -> Self {
         let admin =
             arc_swap::ArcSwap::from_pointee((config.general.admin_username.clone(), admin_secret));
@@ -118,12 +121,19 @@ impl AppContext {
             started: std::time::Instant::now(),
             hba: Default::default(),
             reloaded: Default::default(),
+            lifecycle,
         }
     }
 
     /// Gives back a unit of `clients` kept by [`ClientSlot::hand_over`].
     pub fn release_client_slot(&self) {
         self.clients.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Takes a client slot even past max_connections (a client migrated from an upgraded
+    /// process was admitted there); given back with [`AppContext::release_client_slot`].
+    pub fn force_client_slot(&self) {
+        self.clients.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Takes a client slot, or None when max_connections are connected.

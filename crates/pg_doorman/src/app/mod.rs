@@ -3,14 +3,19 @@
 
 pub mod clients;
 pub mod context;
+pub mod daemon;
+pub mod fds;
+pub mod handoff;
+pub mod lifecycle;
 pub mod limits;
+pub mod notify;
 pub mod signals;
+pub mod upgrade;
 
 use crate::config::Config;
 use crate::pool::settings;
 use context::AppContext;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -34,12 +39,46 @@ pub enum StartError {
     },
 }
 
-/// Runs pg_doorman with `config` until `shutdown` is cancelled.
-/// `hup` is notified on SIGHUP: TLS material is re-read then.
+/// How this process came to be and what its lifecycle needs: the sockets an upgrading parent
+/// passed (`--inherit-fd`, `PG_DOORMAN_WEB_FD`, `PG_DOORMAN_UPGRADE_FD`), the executable and
+/// command line to start on upgrade, the daemon's pid file and start-up pipe.
+#[derive(Default)]
+pub struct Boot {
+    /// The main listening socket, inherited.
+    pub listener: Option<std::os::fd::OwnedFd>,
+    /// The metrics listening socket, inherited.
+    pub web: Option<std::os::fd::OwnedFd>,
+    /// The parent's end of the client handoff (we are an upgrade's child).
+    pub upgrade: Option<std::os::fd::OwnedFd>,
+    /// Client ids start above this (ids the parent's clients hold).
+    pub first_id: Option<i32>,
+    /// Executable to start on upgrade.
+    pub exe: Option<std::path::PathBuf>,
+    /// Its arguments.
+    pub args: Vec<std::ffi::OsString>,
+    /// Pid file to write once the listener is up (`--daemon`, or taken over from the parent).
+    pub pid_file: Option<std::path::PathBuf>,
+    /// The waiting parent of `--daemon`.
+    pub daemon: Option<daemon::Ready>,
+    /// Signal handlers, registered before the listener opens.
+    pub signals: Option<signals::Signals>,
+}
+
+/// Turns an inherited listening socket into a tokio listener.
+fn inherited_listener(fd: std::os::fd::OwnedFd) -> std::io::Result<tokio::net::TcpListener> {
+    let l = std::net::TcpListener::from(fd);
+    l.set_nonblocking(true)?;
+    tokio::net::TcpListener::from_std(l)
+}
+
+/// Runs pg_doorman with `config` until `shutdown` is cancelled (by the lifecycle controller:
+/// a drain that ended, an upgrade that handed everything over, or an immediate stop).
+/// `hup` is notified on SIGHUP: the config and TLS material are re-read then.
 pub async fn run(
     config: Config,
     shutdown: CancellationToken,
     hup: Arc<tokio::sync::Notify>,
+    mut boot: Boot,
 ) -> Result<(), StartError> {
     let config = Arc::new(config);
     let (resolved, derived) = {
@@ -68,23 +107,51 @@ pub async fn run(
     // Bound before the main listener, so a pg_doorman that accepts clients also serves /metrics.
     let metrics_listener = if config.web.enabled {
         let web = format!("{}:{}", config.web.host, config.web.port);
-        let l = tokio::net::TcpListener::bind(&web)
-            .await
-            .map_err(|source| StartError::Listen {
-                addr: web.clone(),
-                source,
-            })?;
+        let l = match boot.web.take() {
+            Some(fd) => inherited_listener(fd),
+            None => tokio::net::TcpListener::bind(&web).await,
+        }
+        .map_err(|source| StartError::Listen {
+            addr: web.clone(),
+            source,
+        })?;
         Some((l, web))
     } else {
         None
     };
     let tcp = settings::tcp_options(&config);
-    let listener = crate::listener::bind(&g.host, g.port, backlog, &tcp)
-        .await
-        .map_err(|source| StartError::Listen {
-            addr: addr.clone(),
-            source,
-        })?;
+    let listener = match boot.listener.take() {
+        Some(fd) => inherited_listener(fd),
+        None => crate::listener::bind(&g.host, g.port, backlog, &tcp).await,
+    }
+    .map_err(|source| StartError::Listen {
+        addr: addr.clone(),
+        source,
+    })?;
+    // Duplicates kept for a later upgrade's child (the accept loop owns the originals).
+    let mut fds = Vec::new();
+    {
+        use std::os::fd::AsFd;
+        let main = nix::unistd::dup(listener.as_fd());
+        let web = metrics_listener
+            .as_ref()
+            .map(|(l, _)| nix::unistd::dup(l.as_fd()));
+        match (main, web.transpose()) {
+            (Ok(m), Ok(w)) => {
+                fds.push(m);
+                fds.extend(w);
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!("cannot keep the listening sockets for an upgrade: {e}")
+            }
+        }
+    }
+    let lifecycle = lifecycle::Lifecycle::new(
+        boot.exe.take(),
+        std::mem::take(&mut boot.args),
+        boot.pid_file.clone(),
+        fds,
+    );
     let ctx = Arc::new(AppContext::new(
         config.clone(),
         resolved,
@@ -92,7 +159,11 @@ pub async fn run(
         shutdown.clone(),
         tls,
         hup,
+        lifecycle,
     ));
+    if let Some(id) = boot.first_id {
+        ctx.client_list.ids_from(id);
+    }
     if let Some(rules) = access {
         tracing::info!("client access: {} pg_hba rules", rules.len());
         ctx.hba.store(Some(Arc::new(rules)));
@@ -129,10 +200,36 @@ pub async fn run(
         ctx.clone(),
         tracker.clone(),
     ));
+    if let Some(s) = boot.signals.take() {
+        tokio::spawn(lifecycle::control(ctx.clone(), s));
+    }
+    // Listener up, pools built: tell whoever waits (the upgrading parent, systemd, the
+    // daemon's parent) and take over the pid file.
+    let _pid_file = match boot.pid_file.as_deref() {
+        Some(p) => match daemon::PidFile::write(p) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                tracing::error!("{e:#}");
+                None
+            }
+        },
+        None => None,
+    };
+    match boot.upgrade.take() {
+        Some(fd) => {
+            tokio::spawn(upgrade::serve_predecessor(ctx.clone(), fd));
+        }
+        None => notify::ready(),
+    }
+    if let Some(mut d) = boot.daemon.take() {
+        d.done();
+    }
     if let Err(e) = accept.await {
         tracing::error!("accept loop failed: {e}");
     }
-    let in_use = ctx.clients.load(Ordering::Relaxed);
+    // Stopped accepting: a drain or an upgrade runs until it cancels `shutdown`.
+    ctx.shutdown.cancelled().await;
+    let in_use = ctx.client_list.len();
     tracing::info!("shutting down: {in_use} clients connected");
     for p in &ctx.pools.all() {
         p.close_idle();
@@ -154,6 +251,7 @@ async fn reload_on_hup(ctx: Arc<AppContext>) {
             _ = ctx.shutdown.cancelled() => return,
         }
         tracing::info!("SIGHUP: reloading pools, pg_hba rules and TLS certificates");
+        notify::reloading();
         reload_config(ctx.clone()).await;
         match ctx.tls.reload() {
             Ok(true) => tracing::info!("client TLS certificate reloaded"),
@@ -175,6 +273,7 @@ async fn reload_on_hup(ctx: Arc<AppContext>) {
                 ),
             }
         }
+        notify::ready();
     }
 }
 

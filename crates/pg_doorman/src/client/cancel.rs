@@ -16,16 +16,17 @@ impl Drop for CancelDone<'_> {
     }
 }
 
-/// Forwards a cancel for client `pid` if `secret` matches and it holds a backend.
-/// Unknown keys are ignored silently, as PostgreSQL does.
-pub async fn forward(clients: &ClientList, pid: i32, secret: i32) {
+/// Forwards a cancel for client `pid` if `secret` matches and it holds a backend. Unknown
+/// keys are ignored silently, as PostgreSQL does; false for them (the caller may know another
+/// process that has the client: an upgrade's predecessor).
+pub async fn forward(clients: &ClientList, pid: i32, secret: i32) -> bool {
     let target = clients.cancel_target(pid, secret);
     let Some((key, pool)) = target else {
-        tracing::debug!("cancel request with unknown key ignored");
-        return;
+        tracing::debug!("cancel request with unknown key");
+        return false;
     };
     if key == 0 {
-        return;
+        return true;
     }
     let (bpid, bsecret) = ((key >> 32) as u32 as i32, key as u32 as i32);
     // The backend is not handed to another client until the cancel is delivered.
@@ -35,7 +36,7 @@ pub async fn forward(clients: &ClientList, pid: i32, secret: i32) {
         // The client gave the backend back before the mark above: it may serve another
         // client already, whose query must not be cancelled.
         tracing::debug!("cancel request: the client's query ended first");
-        return;
+        return true;
     }
     let mut msg = BytesMut::with_capacity(16);
     doorman_wire::startup::write_cancel(&mut msg, bpid, bsecret);
@@ -56,4 +57,5 @@ pub async fn forward(clients: &ClientList, pid: i32, secret: i32) {
         }
         Err(e) => tracing::warn!("cancel request: cannot reach backend: {e}"),
     }
+    true
 }

@@ -5,5 +5,6 @@ pub mod auth;
 pub mod cancel;
 mod local_reply;
 mod login_params;
+pub mod migrate;
 pub mod session;
 pub mod startup;

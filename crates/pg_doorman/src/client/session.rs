@@ -3,7 +3,8 @@
 //! returns or discards the backend depending on how the relay ended.
 
 use super::login_params::ClientParams;
-use crate::app::clients::{ClientInfo, state};
+use crate::app::clients::{ClientInfo, Leave, state};
+use crate::app::handoff::Migrant;
 use crate::clock::Micros;
 use crate::config::PoolMode;
 use crate::error::{PoolError, ServerError};
@@ -31,6 +32,8 @@ enum Next {
     Terminate,
     Gone,
     Protocol(String),
+    /// The process asks the client to leave ([`Leave`]'s CLOSE or MIGRATE).
+    Leave(u8),
 }
 
 /// One client between login and disconnect.
@@ -47,6 +50,17 @@ pub struct Session {
     held: Option<Box<Server>>,
     /// Shown by SHOW CLIENTS.
     pub(super) info: Arc<ClientInfo>,
+    /// Asked to migrate but cannot: ignore that request.
+    stay: bool,
+}
+
+/// A client leaving for the new process of an upgrade: its state and a duplicate of its
+/// socket (this process's copy closes without a FIN, as the socket lives on in the other).
+pub struct Departure {
+    /// What the new process needs.
+    pub migrant: Migrant,
+    /// The socket.
+    pub fd: std::os::fd::OwnedFd,
 }
 
 /// Brings `server` in line with the client's wishes with one simple query, only when something
@@ -144,6 +158,7 @@ impl Session {
             deferred_begin: None,
             held,
             info,
+            stay: false,
         }
     }
 
@@ -162,11 +177,24 @@ impl Session {
     }
 
     /// Serves the client until it leaves (borrowing, so the session is stored once in the
-    /// task). Shutdown (SIGTERM) ends the process and with it every client socket, as PgDoorman
-    /// documents, so sessions do not watch a token on every wake-up.
-    pub async fn run(&mut self) {
+    /// task). A draining process asks it to leave through its [`Leave`] signal, which it
+    /// reads only while it holds no backend: then it is told 58006 and closed (shutdown) or
+    /// returns its [`Departure`] for the new process (upgrade).
+    pub async fn run(&mut self) -> Option<Departure> {
         loop {
             let next = self.wait_for_request().await;
+            if matches!(next, Next::Leave(Leave::MIGRATE)) {
+                match self.depart() {
+                    Ok(d) => return Some(d),
+                    Err(e) => {
+                        // The socket could not be duplicated (out of descriptors): the client
+                        // stays here until shutdown_timeout.
+                        tracing::warn!("{} cannot migrate: {e}", self.label());
+                        self.stay = true;
+                        continue;
+                    }
+                }
+            }
             // Boxed so that an idle client's task holds only the small wait state above; what
             // a request needs (the checkout/relay state machine) exists only while it runs.
             if !Box::pin(self.serve(next)).await {
@@ -177,6 +205,60 @@ impl Session {
             // Left before its first request: the backend goes back like any session's.
             Box::pin(self.release_held(server)).await;
         }
+        None
+    }
+
+    /// True when this client can move to a new process: a plain socket (a TLS session's keys
+    /// cannot be carried) and no backend held.
+    fn can_migrate(&self) -> bool {
+        !self.stay && matches!(self.io.stream, crate::net::Stream::Tcp(_)) && self.held.is_none()
+    }
+
+    /// What the new process needs to serve this client as before, and a duplicate of its
+    /// socket. Errors: the duplicate could not be made.
+    fn depart(&mut self) -> std::io::Result<Departure> {
+        let crate::net::Stream::Tcp(tcp) = &self.io.stream else {
+            return Err(std::io::ErrorKind::Unsupported.into());
+        };
+        let fd = nix::unistd::dup(tcp).map_err(std::io::Error::from)?;
+        let pairs = |p: &crate::params::ParamSet| -> Vec<(String, String)> {
+            p.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let i = &self.info;
+        let r = Ordering::Relaxed;
+        let migrant = Migrant {
+            id: i.id,
+            secret: i.secret,
+            user: i.pool.settings.user.clone(),
+            database: i.pool.settings.database.clone(),
+            peer: i.addr().to_string(),
+            age_us: i.connected.elapsed().as_micros() as u64,
+            startup: pairs(&i.params),
+            startup_extras: pairs(&i.extras),
+            wanted: pairs(&self.params.wanted),
+            extras: pairs(&self.params.extras),
+            deferred_begin: self.deferred_begin.as_deref().map(str::to_string),
+            pending: self.io.buf.to_vec(),
+            statements: self
+                .statements
+                .as_ref()
+                .map(|s| s.export())
+                .unwrap_or_default(),
+            counters: [i.xacts.load(r), i.queries.load(r), i.errors.load(r)],
+        };
+        Ok(Departure { migrant, fd })
+    }
+
+    /// A migrated client's BEGIN that was answered but not yet run.
+    pub fn set_deferred_begin(&mut self, begin: Option<String>) {
+        self.deferred_begin = begin.map(String::into_boxed_str);
+    }
+
+    /// A migrated client's prepared statements.
+    pub fn set_statements(&mut self, s: Option<Box<ClientStatements>>) {
+        self.statements = s;
     }
 
     /// Returns a backend taken at login and never used.
@@ -195,6 +277,11 @@ impl Session {
                 }
             }
             Next::Terminate | Next::Gone => return false,
+            Next::Leave(_) => {
+                let e = ErrorFields::fatal(sqlstate::POOLER_SHUTDOWN, "pooler is shut down now");
+                self.fatal(e).await;
+                return false;
+            }
             Next::Protocol(msg) => {
                 let e = ErrorFields::fatal(sqlstate::PROTOCOL_VIOLATION, msg);
                 self.fatal(e).await;
@@ -601,6 +688,14 @@ impl Session {
 
     /// Waits, holding no backend and (when idle) no read buffer, until a request, Terminate or EOF.
     async fn wait_for_request(&mut self) -> Next {
+        // Waits for the socket or the process's leave request; a client that cannot migrate
+        // ignores MIGRATE and waits on.
+        let ignored = if self.can_migrate() {
+            Leave::STAY
+        } else {
+            Leave::MIGRATE
+        };
+        let leave = &self.info.leave;
         let io = &mut self.io;
         loop {
             if io.scan.ready > 0 || io.scan.skip > 0 {
@@ -619,8 +714,17 @@ impl Session {
                 // Idle clients keep no buffer: that is what makes thousands of them cheap.
                 crate::net::give_buffer(std::mem::take(&mut io.buf), CLIENT_CHUNK);
             }
-            if io.stream.readable().await.is_err() {
-                return Next::Gone;
+            let woke = std::future::poll_fn(|cx| {
+                if let std::task::Poll::Ready(v) = leave.poll(cx, ignored) {
+                    return std::task::Poll::Ready(Err(v));
+                }
+                io.stream.poll_read_ready(cx).map(Ok)
+            })
+            .await;
+            match woke {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Next::Gone,
+                Err(v) => return Next::Leave(v),
             }
             match io.stream.read_now(&mut io.buf, CLIENT_CHUNK) {
                 Ok(0) => return Next::Gone,

@@ -83,9 +83,9 @@ pub struct Accepted {
 /// A client that completed startup and authentication and was sent its welcome. Dropping it
 /// takes the client off the list and gives back its max_connections slot (one guard instead of
 /// two, so every idle client's task stays within a 384-byte tokio cell).
-struct LoggedIn<'a> {
-    session: Session,
-    ctx: &'a AppContext,
+pub(super) struct LoggedIn<'a> {
+    pub(super) session: Session,
+    pub(super) ctx: &'a AppContext,
 }
 
 impl Drop for LoggedIn<'_> {
@@ -143,7 +143,11 @@ async fn startup_phase(ctx: &AppContext, accepted: Box<Accepted>) -> Option<Logg
         Ok(Ok(Some(Negotiated::Startup(m)))) => m,
         Ok(Ok(Some(Negotiated::Cancel(pid, secret)))) => {
             ctx.conns.cancel.fetch_add(1, Ordering::Relaxed);
-            super::cancel::forward(&ctx.client_list, pid, secret).await;
+            if !super::cancel::forward(&ctx.client_list, pid, secret).await
+                && ctx.lifecycle.cancel_to_predecessor(pid, secret)
+            {
+                tracing::debug!("cancel request sent to the process being upgraded from");
+            }
             // The client reads until end of stream: that is the answer (as PostgreSQL).
             let _ = stream.close_with_fin();
             return None;
@@ -287,6 +291,7 @@ async fn welcome<'a>(
             pinned: Default::default(),
             parse_ctx: crate::params::parse_context(&params.wanted).into(),
             extras: params.extras.clone(),
+            leave: Default::default(),
         });
     let mut out = BytesMut::with_capacity(512);
     backend::write_auth_ok(&mut out);
@@ -342,10 +347,30 @@ async fn take_backend(
 pub async fn handle(ctx: Arc<AppContext>, accepted: Box<Accepted>) {
     // Boxed: the login state machine is large and must not stay in every idle client's task.
     // (The socket comes boxed too: an async fn keeps its arguments' slots for its whole life.)
-    let Some(mut client) = Box::pin(startup_phase(&ctx, accepted)).await else {
+    let Some(client) = Box::pin(startup_phase(&ctx, accepted)).await else {
         return;
     };
-    client.session.run().await;
+    serve(client).await;
+}
+
+/// Runs a logged-in client's session; a client that leaves for the new process of an upgrade
+/// is handed to the lifecycle's sender.
+pub(super) async fn serve(mut client: LoggedIn<'_>) {
+    let departure = client.session.run().await;
+    let ctx = client.ctx;
+    if let Some(d) = departure {
+        if ctx.config.general.log_client_disconnections {
+            tracing::info!(
+                "{} client migrating to the new process",
+                client.session.label()
+            );
+        }
+        // Queued before the client is taken off the list (and its slot given back), so the
+        // old process's count reaches 0 only after every departure is queued.
+        ctx.lifecycle.depart(d);
+        drop(client);
+        return;
+    }
     if ctx.config.general.log_client_disconnections {
         tracing::info!(
             "{} client disconnected after {}",

@@ -151,7 +151,8 @@ pub struct General {
     pub scaling_warm_pool_ratio: usize,
     /// Yields before opening a connection above the warm ratio.
     pub scaling_fast_retries: u32,
-    /// Drain window for binary upgrade (accepted; SIGTERM exits at once, as documented).
+    /// Longest a graceful shutdown (SIGTERM) or a binary upgrade waits for clients to finish
+    /// their transactions (ms); those still busy then are closed.
     pub shutdown_timeout: Millis,
     /// Most client connections at once; more are refused with 53300.
     pub max_connections: usize,
@@ -211,6 +212,8 @@ pub struct General {
     pub server_tls13_ciphers: String,
     /// Send logs to syslog (`/dev/log`, facility daemon) under this program name.
     pub syslog_prog_name: Option<String>,
+    /// Where `--daemon` writes its pid (PgDoorman default /tmp/pg_doorman.pid).
+    pub daemon_pid_file: String,
     /// Cap on bytes held for client messages that must be read whole (Parse), process-wide;
     /// a message that would pass it ends its client with 53200.
     pub max_memory_usage: ByteSize,
@@ -292,6 +295,7 @@ impl Default for General {
             server_tls_ciphers: String::new(),
             server_tls13_ciphers: String::new(),
             syslog_prog_name: None,
+            daemon_pid_file: "/tmp/pg_doorman.pid".into(),
             max_memory_usage: ByteSize(256 * 1024 * 1024),
             message_size_to_be_stream: ByteSize(1024 * 1024),
             prepared_statements: true,

@@ -18,7 +18,6 @@ const NOT_YET_GENERAL: &[&str] = &[
     "patroni_api_timeout",
     "fallback_connect_timeout",
     "fallback_lifetime",
-    "daemon_pid_file",
     "startup_parameters",
 ];
 const NOT_YET_POOL: &[&str] = &[

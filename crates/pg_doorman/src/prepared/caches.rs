@@ -340,6 +340,21 @@ impl ClientStatements {
         self.recent.put(s.hash, s.clone());
     }
 
+    /// Every statement the client names, as (name, Parse body after the name); the unnamed
+    /// one has an empty name. What a client migrating to a new process takes along.
+    pub fn export(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let named = self
+            .named
+            .iter()
+            .map(|(k, s)| (k.to_vec(), s.body.to_vec()));
+        let unnamed = self.unnamed.iter().map(|s| (Vec::new(), s.body.to_vec()));
+        // Oldest first, so that re-inserting them keeps the LRU order.
+        let mut v: Vec<_> = named.collect();
+        v.reverse();
+        v.extend(unnamed);
+        v
+    }
+
     /// Named statements held.
     pub fn len(&self) -> usize {
         self.named.len()
