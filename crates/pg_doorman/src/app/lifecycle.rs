@@ -17,6 +17,8 @@ use tokio_util::sync::CancellationToken;
 /// How often a drain re-asks clients (new logins, clients back from a transaction) and closes
 /// the idle backends it no longer needs (PgDoorman polls every 250 ms too).
 const DRAIN_TICK: Duration = Duration::from_millis(250);
+/// How often a drain looks whether any client is left.
+const EMPTY_CHECK: Duration = Duration::from_millis(5);
 
 /// Phases ([`Lifecycle::phase`]).
 pub mod phase {
@@ -241,18 +243,25 @@ async fn drain(ctx: Arc<AppContext>, what: u8) {
         ctx.client_list.len(),
         crate::logging::human(timeout)
     );
+    let mut next_round = tokio::time::Instant::now();
     loop {
-        for c in ctx.client_list.snapshot() {
-            c.leave.set(what);
+        let now = tokio::time::Instant::now();
+        if now >= next_round {
+            for c in ctx.client_list.snapshot() {
+                c.leave.set(what);
+            }
+            for p in &ctx.pools.all() {
+                p.close_idle();
+            }
+            next_round = now + DRAIN_TICK;
         }
-        for p in &ctx.pools.all() {
-            p.close_idle();
-        }
-        if ctx.client_list.is_empty() || tokio::time::Instant::now() >= deadline {
+        if ctx.client_list.is_empty() || now >= deadline {
             break;
         }
+        // The count is looked at more often than clients are asked: an upgrade of idle
+        // clients ends as soon as the last one left, not at the next round.
         tokio::select! {
-            _ = tokio::time::sleep(DRAIN_TICK) => {}
+            _ = tokio::time::sleep(EMPTY_CHECK) => {}
             _ = ctx.shutdown.cancelled() => return,
         }
     }

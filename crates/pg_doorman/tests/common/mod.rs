@@ -7,6 +7,7 @@
     clippy::panic
 )]
 
+pub mod live;
 pub mod pki;
 pub mod raw;
 
