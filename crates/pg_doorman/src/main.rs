@@ -260,6 +260,9 @@ fn real_main(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         ..Default::default()
     };
     if cli.daemon {
+        let pid_file = std::path::Path::new(&config.general.daemon_pid_file);
+        // Refused here, where the operator still reads stderr, not after the fork.
+        pg_doorman::app::daemon::check(pid_file)?;
         // Before any thread exists (runtime, logging).
         boot.daemon = Some(pg_doorman::app::daemon::fork_into_background()?);
         boot.pid_file = Some(config.general.daemon_pid_file.clone().into());

@@ -49,29 +49,38 @@ pub fn fork_into_background() -> anyhow::Result<Ready> {
 /// process rewrites it with its own).
 pub struct PidFile(PathBuf);
 
+/// Errors when `path` names a running process other than us or our parent (an upgrade's
+/// predecessor); Ok(Some(pid)) when it names one that is gone (a stale file).
+pub fn check(path: &Path) -> anyhow::Result<Option<i32>> {
+    let Ok(old) = std::fs::read_to_string(path) else {
+        return Ok(None);
+    };
+    let Ok(pid) = old.trim().parse::<i32>() else {
+        return Ok(None);
+    };
+    if pid <= 0 || pid as u32 == std::process::id() {
+        return Ok(None);
+    }
+    let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
+    if alive && !is_predecessor(pid) {
+        anyhow::bail!(
+            "pid file {} names process {pid}, which is running: is pg_doorman already started?",
+            path.display()
+        );
+    }
+    Ok((!alive).then_some(pid))
+}
+
 impl PidFile {
     /// Writes our pid to `path`. A file left by a process that is gone is replaced (logged);
-    /// one whose pid is alive and is not us is an error.
+    /// one whose pid is alive and is not us (or our upgrade predecessor) is an error.
     pub fn write(path: &Path) -> anyhow::Result<PidFile> {
         let me = std::process::id();
-        if let Ok(old) = std::fs::read_to_string(path)
-            && let Ok(pid) = old.trim().parse::<i32>()
-            && pid > 0
-            && pid as u32 != me
-        {
-            let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
-            if alive && !is_predecessor(pid) {
-                anyhow::bail!(
-                    "pid file {} names process {pid}, which is running: is pg_doorman already started?",
-                    path.display()
-                );
-            }
-            if !alive {
-                tracing::warn!(
-                    "replacing stale pid file {} (process {pid} is gone)",
-                    path.display()
-                );
-            }
+        if let Some(pid) = check(path)? {
+            tracing::warn!(
+                "replacing stale pid file {} (process {pid} is gone)",
+                path.display()
+            );
         }
         std::fs::write(path, format!("{me}\n"))
             .with_context(|| format!("cannot write pid file {}", path.display()))?;

@@ -230,6 +230,9 @@ pub async fn control(ctx: Arc<AppContext>, mut signals: super::signals::Signals)
 /// (clients still here then are asked to close once more and given a moment).
 async fn drain(ctx: Arc<AppContext>, what: u8) {
     ctx.lifecycle.stop_accepting.cancel();
+    // Our copies of the listening sockets go too: a shutdown must refuse new connections (an
+    // upgrade's child holds its own).
+    ctx.lifecycle.listen_fds.lock().clear();
     let timeout = ctx.config.general.shutdown_timeout.0;
     let deadline = tokio::time::Instant::now() + timeout;
     let in_tx = ctx
