@@ -4,7 +4,7 @@
 
 use super::login_params::ClientParams;
 use super::session::Session;
-use super::startup::{LoggedIn, send_fatal, serve};
+use super::startup::{LoggedIn, finish, send_fatal};
 use crate::app::clients::ClientInfo;
 use crate::app::context::AppContext;
 use crate::app::handoff::Migrant;
@@ -140,5 +140,7 @@ pub async fn arrive(ctx: Arc<AppContext>, m: Box<Migrant>, fd: OwnedFd) {
         m.statements.len()
     );
     listed.hand_over();
-    serve(LoggedIn { session, ctx: &ctx }).await;
+    let mut client = LoggedIn { session, ctx: &ctx };
+    let departure = client.session.run().await;
+    finish(client, departure);
 }

@@ -688,16 +688,8 @@ impl Session {
 
     /// Waits, holding no backend and (when idle) no read buffer, until a request, Terminate or EOF.
     async fn wait_for_request(&mut self) -> Next {
-        // Waits for the socket or the process's leave request; a client that cannot migrate
-        // ignores MIGRATE and waits on.
-        let ignored = if self.can_migrate() {
-            Leave::STAY
-        } else {
-            Leave::MIGRATE
-        };
-        let leave = &self.info.leave;
-        let io = &mut self.io;
         loop {
+            let io = &mut self.io;
             if io.scan.ready > 0 || io.scan.skip > 0 {
                 return Next::Request;
             }
@@ -714,11 +706,20 @@ impl Session {
                 // Idle clients keep no buffer: that is what makes thousands of them cheap.
                 crate::net::give_buffer(std::mem::take(&mut io.buf), CLIENT_CHUNK);
             }
+            // Waits for the socket or the process's leave request; a client that cannot
+            // migrate ignores MIGRATE and waits on. (Only `this` is kept across the wait: every
+            // idle client's task holds this state.)
+            let this = &*self;
             let woke = std::future::poll_fn(|cx| {
-                if let std::task::Poll::Ready(v) = leave.poll(cx, ignored) {
+                let ignored = if this.can_migrate() {
+                    Leave::STAY
+                } else {
+                    Leave::MIGRATE
+                };
+                if let std::task::Poll::Ready(v) = this.info.leave.poll(cx, ignored) {
                     return std::task::Poll::Ready(Err(v));
                 }
-                io.stream.poll_read_ready(cx).map(Ok)
+                this.io.stream.poll_read_ready(cx).map(Ok)
             })
             .await;
             match woke {
@@ -726,6 +727,7 @@ impl Session {
                 Ok(Err(_)) => return Next::Gone,
                 Err(v) => return Next::Leave(v),
             }
+            let io = &mut self.io;
             match io.stream.read_now(&mut io.buf, CLIENT_CHUNK) {
                 Ok(0) => return Next::Gone,
                 Ok(_) => {}

@@ -347,16 +347,17 @@ async fn take_backend(
 pub async fn handle(ctx: Arc<AppContext>, accepted: Box<Accepted>) {
     // Boxed: the login state machine is large and must not stay in every idle client's task.
     // (The socket comes boxed too: an async fn keeps its arguments' slots for its whole life.)
-    let Some(client) = Box::pin(startup_phase(&ctx, accepted)).await else {
+    let Some(mut client) = Box::pin(startup_phase(&ctx, accepted)).await else {
         return;
     };
-    serve(client).await;
+    let departure = client.session.run().await;
+    finish(client, departure);
 }
 
-/// Runs a logged-in client's session; a client that leaves for the new process of an upgrade
-/// is handed to the lifecycle's sender.
-pub(super) async fn serve(mut client: LoggedIn<'_>) {
-    let departure = client.session.run().await;
+/// After a logged-in client's session: one that leaves for the new process of an upgrade is
+/// handed to the lifecycle's sender; otherwise its disconnection is logged. (Not async: the
+/// client's task future keeps one copy of the session, not two.)
+pub(super) fn finish(client: LoggedIn<'_>, departure: Option<super::session::Departure>) {
     let ctx = client.ctx;
     if let Some(d) = departure {
         if ctx.config.general.log_client_disconnections {
