@@ -8,6 +8,8 @@ need=()
 command -v psql >/dev/null 2>&1 || need+=(postgresql-client)
 command -v runuser >/dev/null 2>&1 || need+=(util-linux)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+# ss: the upgrade tests count each process's backend sockets.
+command -v ss >/dev/null 2>&1 || need+=(iproute2)
 # Driver suites (crates/pg_doorman/tests/drivers): Debian's Python with psycopg 3 and asyncpg
 # (and prometheus_client, whose parser checks /metrics),
 # a JDK with pgjdbc, and Node.js with node-postgres from the npm registry.

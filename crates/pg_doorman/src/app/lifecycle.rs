@@ -185,6 +185,7 @@ pub async fn control(ctx: Arc<AppContext>, mut signals: super::signals::Signals)
         let l = &ctx.lifecycle;
         match cmd {
             Command::Immediate => {
+                super::notify::stopping();
                 ctx.shutdown.cancel();
                 return;
             }

@@ -22,7 +22,7 @@ impl Live {
     pub fn start(yaml: &str, env: &[(&str, &str)]) -> Live {
         let dir = tempfile::tempdir().unwrap();
         let bin = dir.path().join("pg_doorman");
-        std::fs::copy(binary(), &bin).unwrap();
+        copy_exe(&bin);
         let pid_file = dir.path().join("pg_doorman.pid");
         let pf = pid_file.to_string_lossy().into_owned();
         let mut all: Vec<(&str, &str)> = vec![("PG_DOORMAN_PID_FILE", &pf)];
@@ -66,7 +66,7 @@ impl Live {
     /// upgrade does).
     pub fn replace_binary(&self) {
         let tmp = self.bin.with_extension("new");
-        std::fs::copy(binary(), &tmp).unwrap();
+        copy_exe(&tmp);
         std::fs::rename(&tmp, &self.bin).unwrap();
     }
 
@@ -98,6 +98,19 @@ impl Live {
         }
         false
     }
+}
+
+/// Copies the test binary to `to` with cp(1): a copy written by this (multi-threaded) test
+/// process would leave its write descriptor in any child forked meanwhile until that child's
+/// exec, and executing the copy then fails with ETXTBSY.
+fn copy_exe(to: &std::path::Path) {
+    let ok = std::process::Command::new("cp")
+        .arg(binary())
+        .arg(to)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "cp to {}", to.display());
 }
 
 /// True while process `pid` exists (and is not a zombie).
