@@ -69,12 +69,15 @@ pub struct ClientInfo {
 
 /// What a draining process asks of a client at its next idle point (between transactions,
 /// holding no backend): [`Leave::STAY`], [`Leave::CLOSE`] or [`Leave::MIGRATE`]. Set by the
-/// lifecycle task, which wakes the client's task; read by the client's task on every wait, with
-/// one atomic load and a waker registration that clones nothing when the task is the same.
+/// lifecycle task, which wakes the client's task; read by the client's task on every wait with
+/// one atomic load. Its waker is registered once: it stays until a [`Leave::set`] takes it,
+/// and a client's task never changes.
 #[derive(Debug, Default)]
 pub struct Leave {
     what: AtomicU8,
     waker: futures_util::task::AtomicWaker,
+    /// The waker is registered (written by the client's task only).
+    armed: AtomicBool,
 }
 
 impl Leave {
@@ -97,14 +100,21 @@ impl Leave {
         }
     }
 
-    /// Ready with the request once one other than `ignored` is set; otherwise registers the
-    /// task to be woken by [`Leave::set`].
+    /// Ready with the request once one other than `ignored` is set; otherwise makes sure the
+    /// task will be woken by [`Leave::set`]. Called by the client's own task only.
     pub fn poll(&self, cx: &mut std::task::Context<'_>, ignored: u8) -> std::task::Poll<u8> {
         let v = self.get();
         if v != Leave::STAY && v != ignored {
             return std::task::Poll::Ready(v);
         }
+        // While the request is STAY no set has happened, so the waker registered before is
+        // still there (the common case costs no read-modify-write). After a set (an ignored
+        // MIGRATE) it was taken: register again.
+        if v == Leave::STAY && self.armed.load(Ordering::Relaxed) {
+            return std::task::Poll::Pending;
+        }
         self.waker.register(cx.waker());
+        self.armed.store(true, Ordering::Relaxed);
         // A set between the load and the registration found no waker: look again.
         match self.get() {
             v if v != Leave::STAY && v != ignored => std::task::Poll::Ready(v),
@@ -276,5 +286,55 @@ impl ClientList {
     pub fn unregister(&self, info: &Arc<ClientInfo>) {
         info.pool.stats.clients.fetch_sub(1, Ordering::Relaxed);
         self.map.lock().remove(&(info.id as i32));
+    }
+}
+
+#[cfg(test)]
+mod leave_tests {
+    use super::Leave;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Context, Poll, Wake, Waker};
+
+    struct Count(AtomicUsize);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_set_wakes_a_waiting_task_once_and_is_then_seen() {
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let l = Leave::default();
+        assert_eq!(l.poll(&mut cx, Leave::STAY), Poll::Pending);
+        assert_eq!(l.poll(&mut cx, Leave::STAY), Poll::Pending);
+        l.set(Leave::CLOSE);
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        l.set(Leave::CLOSE);
+        assert_eq!(
+            count.0.load(Ordering::SeqCst),
+            1,
+            "the same request wakes no one again"
+        );
+        assert_eq!(l.poll(&mut cx, Leave::STAY), Poll::Ready(Leave::CLOSE));
+    }
+
+    #[test]
+    fn an_ignored_request_rearms_the_waker_for_the_next() {
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let l = Leave::default();
+        assert_eq!(l.poll(&mut cx, Leave::MIGRATE), Poll::Pending);
+        l.set(Leave::MIGRATE);
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        // A TLS client cannot migrate: it waits on, and must still hear CLOSE.
+        assert_eq!(l.poll(&mut cx, Leave::MIGRATE), Poll::Pending);
+        l.set(Leave::CLOSE);
+        assert_eq!(count.0.load(Ordering::SeqCst), 2);
+        assert_eq!(l.poll(&mut cx, Leave::MIGRATE), Poll::Ready(Leave::CLOSE));
     }
 }
