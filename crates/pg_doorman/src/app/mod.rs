@@ -120,6 +120,7 @@ pub async fn run(
         None
     };
     let tcp = settings::tcp_options(&config);
+    let inherited = boot.listener.is_some();
     let listener = match boot.listener.take() {
         Some(fd) => inherited_listener(fd),
         None => crate::listener::bind(&g.host, g.port, backlog, &tcp).await,
@@ -128,14 +129,26 @@ pub async fn run(
         addr: addr.clone(),
         source,
     })?;
-    // Duplicates kept for a later upgrade's child (the accept loop owns the originals).
+    if inherited
+        && let Ok(a) = listener.local_addr()
+        && a.port() != g.port
+    {
+        // The socket is handed over as it is (that is what keeps connections from being
+        // refused); a new address needs a restart, as for a reload.
+        tracing::warn!(
+            "general.port is {} but the inherited listening socket is {a}: restart to move it",
+            g.port
+        );
+    }
+    // Duplicates kept for a later upgrade's child (the accept loop owns the originals);
+    // close-on-exec, so no process we start inherits them by accident.
     let mut fds = Vec::new();
     {
         use std::os::fd::AsFd;
-        let main = nix::unistd::dup(listener.as_fd());
+        let main = listener.as_fd().try_clone_to_owned();
         let web = metrics_listener
             .as_ref()
-            .map(|(l, _)| nix::unistd::dup(l.as_fd()));
+            .map(|(l, _)| l.as_fd().try_clone_to_owned());
         match (main, web.transpose()) {
             (Ok(m), Ok(w)) => {
                 fds.push(m);

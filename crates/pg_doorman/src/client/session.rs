@@ -220,7 +220,8 @@ impl Session {
         let crate::net::Stream::Tcp(tcp) = &self.io.stream else {
             return Err(std::io::ErrorKind::Unsupported.into());
         };
-        let fd = nix::unistd::dup(tcp).map_err(std::io::Error::from)?;
+        // Close-on-exec: only the SCM_RIGHTS message carries it to the new process.
+        let fd = std::os::fd::AsFd::as_fd(tcp).try_clone_to_owned()?;
         let pairs = |p: &crate::params::ParamSet| -> Vec<(String, String)> {
             p.iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
