@@ -6,8 +6,9 @@
 //! The child sends back cancels for keys it does not know (clients still in a transaction
 //! here).
 //!
-//! Packets: `R` pid (child ready), `C` u32 length + first chunk, with the socket (a client),
-//! `+` chunk (the rest of a long record), `K` pid secret (a cancel to forward).
+//! Packets: `R` pid (child ready), `W` u32 count, u32 user length, user, database (open that
+//! many backends: what the pool was using here), `C` u32 length + first chunk, with the socket
+//! (a client), `+` chunk (the rest of a long record), `K` pid secret (a cancel to forward).
 
 use super::context::AppContext;
 use super::fds;
@@ -24,6 +25,7 @@ const READY: u8 = b'R';
 const CLIENT: u8 = b'C';
 const MORE: u8 = b'+';
 const CANCEL: u8 = b'K';
+const WARM: u8 = b'W';
 /// Record bytes per packet: well inside the default unix socket send buffer (208 KiB).
 const CHUNK: usize = 32 * 1024;
 /// How long the child has to start serving (PgDoorman: 10 s).
@@ -160,6 +162,23 @@ pub async fn start(ctx: &Arc<AppContext>) -> Result<Handoff, String> {
     tokio::task::spawn_blocking(move || child.wait());
     super::notify::main_pid(pid);
     tracing::info!("upgrade: process {pid} serves; migrating idle clients to it");
+    // Before the clients: the new pools open what ours use, so the clients do not queue
+    // behind pools that grow one waiter deadline at a time.
+    for p in &ctx.pools.all() {
+        let n = p.counts().sv_total;
+        if n == 0 {
+            continue;
+        }
+        let (user, db) = (&p.settings.user, &p.settings.database);
+        let mut w = vec![WARM];
+        w.extend_from_slice(&(n as u32).to_le_bytes());
+        w.extend_from_slice(&(user.len() as u32).to_le_bytes());
+        w.extend_from_slice(user.as_bytes());
+        w.extend_from_slice(db.as_bytes());
+        if let Err(e) = send(&sock, &w, None).await {
+            tracing::warn!("upgrade: {e}");
+        }
+    }
     let (tx, rx) = mpsc::unbounded_channel();
     let task = tokio::spawn(send_clients(sock.clone(), rx));
     tokio::spawn(forward_cancels(sock, ctx.clone()));
@@ -211,6 +230,25 @@ async fn forward_cancels(sock: Sock, ctx: Arc<AppContext>) {
     }
 }
 
+/// Opens, in the background, as many backends for a pool as the old process was using.
+fn warm(ctx: &Arc<AppContext>, p: &[u8]) {
+    let n = u32::from_le_bytes([p[0], p[1], p[2], p[3]]) as usize;
+    let ulen = u32::from_le_bytes([p[4], p[5], p[6], p[7]]) as usize;
+    let Some(user) = p.get(8..8 + ulen) else {
+        return;
+    };
+    let db = &p[8 + ulen..];
+    let (Ok(user), Ok(db)) = (std::str::from_utf8(user), std::str::from_utf8(db)) else {
+        return;
+    };
+    if let Ok(pool) = ctx.pools.get(db, user) {
+        tokio::spawn(async move {
+            let opened = pool.replenish_to(n).await;
+            tracing::debug!(pool = %pool.name(), "upgrade: opened {opened} of the {n} backends the old process used");
+        });
+    }
+}
+
 /// In the child: tells the parent we serve, then receives its clients until it closes the
 /// socket (it exited). Cancels for unknown keys go back to it meanwhile.
 pub async fn serve_predecessor(ctx: Arc<AppContext>, fd: OwnedFd) {
@@ -251,6 +289,10 @@ pub async fn serve_predecessor(ctx: Arc<AppContext>, fd: OwnedFd) {
                 let mut rec = Vec::with_capacity(total.min(16 << 20));
                 rec.extend_from_slice(&p[5..]);
                 partial = Some((fd, total, rec));
+            }
+            (WARM, None) if n >= 9 => {
+                warm(&ctx, &p[1..]);
+                continue;
             }
             (MORE, None) => match partial.as_mut() {
                 Some((_, _, rec)) => rec.extend_from_slice(&p[1..]),

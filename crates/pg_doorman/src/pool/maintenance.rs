@@ -116,11 +116,18 @@ impl Pool {
     /// Opens connections until `min_pool_size` exist, one at a time; stops at the first
     /// failure (logged once, then every 10 minutes). Returns how many were opened.
     pub async fn replenish(&self) -> usize {
+        self.replenish_to(self.settings.min_pool_size).await
+    }
+
+    /// As [`Pool::replenish`] up to `target` connections (at most pool_size): what a binary
+    /// upgrade's new process opens at once for the backends its predecessor was using, so the
+    /// clients it takes over do not queue behind a cold pool.
+    pub async fn replenish_to(&self, target: usize) -> usize {
         let mut opened = 0;
         loop {
             let guard = {
                 let mut g = self.inner.lock();
-                if g.total >= self.settings.min_pool_size || g.total >= self.settings.pool_size {
+                if g.total >= target || g.total >= self.settings.pool_size {
                     break;
                 }
                 // Clients creating connections come first; the next cycle tries again.
@@ -148,7 +155,7 @@ impl Pool {
                     let mut last = self.replenish_log.lock();
                     if last.is_none_or(|at| at.elapsed() >= REPLENISH_LOG_EVERY) {
                         *last = Some(Instant::now());
-                        tracing::warn!(pool = %self.name(), "cannot keep min_pool_size {}: {e}", self.settings.min_pool_size);
+                        tracing::warn!(pool = %self.name(), "cannot open {target} server connections: {e}");
                     }
                     break;
                 }
