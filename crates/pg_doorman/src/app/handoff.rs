@@ -8,6 +8,15 @@
 
 use bytes::{Buf, BufMut, BytesMut};
 
+/// A client leaving for the new process of an upgrade: its state and a duplicate of its
+/// socket (this process's copy closes without a FIN, as the socket lives on in the other).
+pub struct Departure {
+    /// What the new process needs.
+    pub migrant: Migrant,
+    /// The socket.
+    pub fd: std::os::fd::OwnedFd,
+}
+
 /// Record layout version; a process refuses another's.
 const VERSION: u8 = 1;
 

@@ -3,6 +3,7 @@
 
 pub mod clients;
 pub mod context;
+pub mod control;
 pub mod daemon;
 pub mod fds;
 pub mod handoff;
@@ -214,7 +215,7 @@ pub async fn run(
         tracker.clone(),
     ));
     if let Some(s) = boot.signals.take() {
-        tokio::spawn(lifecycle::control(ctx.clone(), s));
+        tokio::spawn(control::control(ctx.clone(), s));
     }
     // Listener up, pools built: tell whoever waits (the upgrading parent, systemd, the
     // daemon's parent) and take over the pid file.
@@ -230,7 +231,11 @@ pub async fn run(
     };
     match boot.upgrade.take() {
         Some(fd) => {
-            tokio::spawn(upgrade::serve_predecessor(ctx.clone(), fd));
+            tokio::spawn(upgrade::serve_predecessor(
+                ctx.clone(),
+                fd,
+                crate::client::migrate::arrive,
+            ));
         }
         None => notify::ready(),
     }

@@ -12,9 +12,8 @@
 
 use super::context::AppContext;
 use super::fds;
-use super::handoff::Migrant;
+use super::handoff::{Departure, Migrant};
 use super::lifecycle::Handoff;
-use crate::client::session::Departure;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
@@ -250,8 +249,13 @@ fn warm(ctx: &Arc<AppContext>, p: &[u8]) {
 }
 
 /// In the child: tells the parent we serve, then receives its clients until it closes the
-/// socket (it exited). Cancels for unknown keys go back to it meanwhile.
-pub async fn serve_predecessor(ctx: Arc<AppContext>, fd: OwnedFd) {
+/// socket (it exited) and serves each with `arrive` (the client layer's; passed in so this
+/// module needs nothing above it). Cancels for unknown keys go back to it meanwhile.
+pub async fn serve_predecessor<F, Fut>(ctx: Arc<AppContext>, fd: OwnedFd, arrive: F)
+where
+    F: Fn(Arc<AppContext>, Box<Migrant>, OwnedFd) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let sock: Sock = match fds::async_fd(fd) {
         Ok(s) => Arc::new(s),
         Err(e) => return tracing::error!("upgrade: the parent's socket: {e}"),
@@ -311,7 +315,7 @@ pub async fn serve_predecessor(ctx: Arc<AppContext>, fd: OwnedFd) {
             match Migrant::decode(&rec) {
                 Ok(m) => {
                     received += 1;
-                    tokio::spawn(crate::client::migrate::arrive(ctx.clone(), Box::new(m), fd));
+                    tokio::spawn(arrive(ctx.clone(), Box::new(m), fd));
                 }
                 Err(e) => tracing::warn!("upgrade: client record unreadable, closing it: {e}"),
             }

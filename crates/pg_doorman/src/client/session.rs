@@ -4,7 +4,7 @@
 
 use super::login_params::ClientParams;
 use crate::app::clients::{ClientInfo, Leave, state};
-use crate::app::handoff::Migrant;
+use crate::app::handoff::{Departure, Migrant};
 use crate::clock::Micros;
 use crate::config::PoolMode;
 use crate::error::{PoolError, ServerError};
@@ -52,15 +52,6 @@ pub struct Session {
     pub(super) info: Arc<ClientInfo>,
     /// Asked to migrate but cannot: ignore that request.
     stay: bool,
-}
-
-/// A client leaving for the new process of an upgrade: its state and a duplicate of its
-/// socket (this process's copy closes without a FIN, as the socket lives on in the other).
-pub struct Departure {
-    /// What the new process needs.
-    pub migrant: Migrant,
-    /// The socket.
-    pub fd: std::os::fd::OwnedFd,
 }
 
 /// Brings `server` in line with the client's wishes with one simple query, only when something

@@ -357,7 +357,7 @@ pub async fn handle(ctx: Arc<AppContext>, accepted: Box<Accepted>) {
 /// After a logged-in client's session: one that leaves for the new process of an upgrade is
 /// handed to the lifecycle's sender; otherwise its disconnection is logged. (Not async: the
 /// client's task future keeps one copy of the session, not two.)
-pub(super) fn finish(client: LoggedIn<'_>, departure: Option<super::session::Departure>) {
+pub(super) fn finish(client: LoggedIn<'_>, departure: Option<crate::app::handoff::Departure>) {
     let ctx = client.ctx;
     if let Some(d) = departure {
         if ctx.config.general.log_client_disconnections {
