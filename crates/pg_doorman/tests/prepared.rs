@@ -318,6 +318,39 @@ async fn tokio_postgres_statements_and_pipelines_across_a_small_pool() {
     assert!(!d.log_text().contains("DOORMAN_"), "{}", d.log_text());
 }
 
+/// client_anonymous_prepared_cache_size caps what a client remembers by text, never its named
+/// statements: with a cap of 2, the first of 20 named statements still binds (PgDoorman
+/// before 3.7.0 evicted it, and the client's next Bind failed with 26000).
+#[tokio::test]
+async fn the_anonymous_cap_never_evicts_a_named_statement() {
+    let pg = cluster(PgAuth::Scram);
+    let d = doorman(
+        &pg,
+        &PoolSpec {
+            general_extra: "  client_anonymous_prepared_cache_size: 2\n",
+            ..PoolSpec::sized("transaction", 2)
+        },
+    );
+    let c = connect(&app_conn(&d)).await.unwrap();
+    let mut named = Vec::new();
+    for i in 0..20i32 {
+        named.push(c.prepare(&format!("SELECT $1::int + {i}")).await.unwrap());
+    }
+    for (i, st) in named.iter().enumerate() {
+        let v: i32 = c.query_one(st, &[&1i32]).await.unwrap().get(0);
+        assert_eq!(v, 1 + i as i32);
+    }
+    // Anonymous statements past the cap are forgotten and parsed again: still correct.
+    for i in 0..10i32 {
+        let v: i32 = c
+            .query_one(&format!("SELECT $1::int * {i}") as &str, &[&3i32])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(v, 3 * i);
+    }
+}
+
 #[test]
 fn large_bind_streams_and_oversized_parse_is_refused() {
     let pg = cluster(PgAuth::Scram);

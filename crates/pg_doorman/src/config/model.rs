@@ -170,7 +170,9 @@ pub struct General {
     pub tcp_so_linger: i64,
     /// TCP_NODELAY on every socket.
     pub tcp_no_delay: bool,
-    /// TCP_USER_TIMEOUT (Linux); 0 = off.
+    /// TCP_USER_TIMEOUT (Linux); 0 = off. A bare number is seconds, as in PgDoorman (whose
+    /// sample config ships `60`), unlike this file's other durations.
+    #[serde(deserialize_with = "super::units::seconds_default")]
     pub tcp_user_timeout: Millis,
     /// SO_SNDBUF/SO_RCVBUF for client and backend TCP sockets (bytes); 0 = kernel autotuning.
     pub tcp_socket_buffer_size: ByteSize,
@@ -227,7 +229,10 @@ pub struct General {
     pub prepared_statements_cache_size: usize,
     /// Statements each backend keeps prepared (LRU); unset = prepared_statements_cache_size.
     pub server_prepared_statements_cache_size: Option<usize>,
-    /// Named statements per client; 0 = unlimited (PgDoorman's current name).
+    /// Anonymous (unnamed) statements each client remembers by text, LRU; 0 = unlimited;
+    /// unset = prepared_statements_cache_size. Named statements are never evicted (they live
+    /// until Close or DEALLOCATE): PgDoorman 3.7.0 stopped capping them, as an evicted name
+    /// made the client's next Bind fail with 26000.
     pub client_anonymous_prepared_cache_size: Option<usize>,
     /// Deprecated alias of client_anonymous_prepared_cache_size (warns on load).
     pub client_prepared_statements_cache_size: Option<usize>,
@@ -259,7 +264,8 @@ impl Default for General {
             server_lifetime: Millis::secs(1200),
             retain_connections_time: Millis::secs(30),
             retain_connections_max: 3,
-            server_idle_check_timeout: Millis::secs(30),
+            // PgDoorman's default (COMPAT.md); its 2.x changelog said 30 s.
+            server_idle_check_timeout: Millis::secs(60),
             pooler_check_query: ";".into(),
             max_concurrent_creates: 4,
             scaling_max_parallel_creates: 2,
@@ -354,7 +360,7 @@ impl General {
     pub fn client_prepared_statements_cache_size(&self) -> usize {
         self.client_anonymous_prepared_cache_size
             .or(self.client_prepared_statements_cache_size)
-            .unwrap_or(0)
+            .unwrap_or(self.prepared_statements_cache_size)
     }
 }
 

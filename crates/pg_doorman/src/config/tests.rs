@@ -98,3 +98,37 @@ fn bad_values_are_rejected() {
     .unwrap_err();
     assert!(err.contains("SCRAM"), "{err}");
 }
+
+/// PgDoorman counts tcp_user_timeout in seconds (its sample config ships `60`): a bare number
+/// here must not become 60 ms.
+#[test]
+fn tcp_user_timeout_is_seconds_like_pgdoorman() {
+    let t = |v: &str| {
+        let c = Config::from_yaml(&format!("general:\n  tcp_user_timeout: {v}\n")).unwrap();
+        c.general.tcp_user_timeout.0
+    };
+    assert_eq!(t("60"), std::time::Duration::from_secs(60));
+    assert_eq!(t("\"30\""), std::time::Duration::from_secs(30));
+    assert_eq!(t("\"500ms\""), std::time::Duration::from_millis(500));
+    assert_eq!(t("\"2m\""), std::time::Duration::from_secs(120));
+    assert_eq!(t("0"), std::time::Duration::ZERO);
+    let c = parse_toml("[general]\ntcp_user_timeout = 45\n").unwrap();
+    assert_eq!(c.general.tcp_user_timeout.0.as_secs(), 45);
+    assert_eq!(
+        crate::pool::settings::tcp_options(&c).user_timeout_ms,
+        45_000
+    );
+}
+
+/// Defaults that PgDoorman documents (COMPAT.md), where an older changelog said otherwise.
+#[test]
+fn defaults_follow_pgdoorman() {
+    let c = Config::from_yaml("general:\n  port: 1\n").unwrap();
+    assert_eq!(c.general.server_idle_check_timeout.0.as_secs(), 60);
+    assert_eq!(c.general.tcp_user_timeout.0.as_secs(), 60);
+    // Unset, the per-client anonymous cache inherits the pool cache size.
+    assert_eq!(
+        c.general.client_prepared_statements_cache_size(),
+        c.general.prepared_statements_cache_size
+    );
+}

@@ -118,6 +118,24 @@ impl<'de> serde::Deserialize<'de> for Millis {
     }
 }
 
+/// `deserialize_with` for the durations PgDoorman counts in seconds (`tcp_user_timeout`): a
+/// bare number, or a string without a unit, is seconds; strings with a unit read as for
+/// [`Millis`] ("500ms", "2m").
+pub fn seconds_default<'de, D: Deserializer<'de>>(d: D) -> Result<Millis, D::Error> {
+    d.deserialize_any(UnitVisitor(
+        |s| {
+            let (num, unit) = split_unit(s);
+            if unit.is_empty() {
+                parse_duration(&format!("{num}s")).map(Millis)
+            } else {
+                parse_duration(s).map(Millis)
+            }
+        },
+        Millis::secs,
+        "a duration: seconds or a string like \"30s\"",
+    ))
+}
+
 impl<'de> serde::Deserialize<'de> for ByteSize {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_any(UnitVisitor(

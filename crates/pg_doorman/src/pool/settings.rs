@@ -112,7 +112,8 @@ pub struct PoolSettings {
     pub pool_prepared_cache: usize,
     /// Per-backend statements (`server_prepared_statements_cache_size`).
     pub server_prepared_cache: usize,
-    /// Per-client named statements; 0 = unlimited (`client_prepared_statements_cache_size`).
+    /// Per-client anonymous statements remembered by text; 0 = unlimited
+    /// (`client_anonymous_prepared_cache_size`). Named ones are never capped.
     pub client_prepared_cache: usize,
     /// `max_memory_usage` (bytes).
     pub max_memory: usize,

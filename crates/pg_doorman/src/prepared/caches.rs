@@ -208,12 +208,13 @@ impl ServerPrepared {
 /// never prepare pay nothing.
 #[derive(Debug)]
 pub struct ClientStatements {
+    /// Named statements: never evicted (PgDoorman 3.7.0: an evicted name fails the client's
+    /// next Bind with 26000); they go with Close, DEALLOCATE or the client.
     named: Lru<Box<[u8]>, Arc<Statement>>,
-    /// `client_prepared_statements_cache_size`; 0 = unlimited.
-    named_cap: usize,
     /// The unnamed statement (protocol: the last Parse with an empty name).
     pub unnamed: Option<Arc<Statement>>,
-    /// Recently parsed statements by hash, so a repeated Parse takes no pool lock.
+    /// Recently parsed statements by hash, so a repeated Parse takes no pool lock: the
+    /// anonymous LRU, capped by `client_anonymous_prepared_cache_size`.
     recent: Lru<u64, Arc<Statement>>,
     recent_cap: usize,
     /// This client's share of the pool's [`ClientMemory`] sums: (named, anonymous, bytes,
@@ -222,18 +223,19 @@ pub struct ClientStatements {
     sums: Arc<ClientMemory>,
 }
 
-/// Statements a client remembers by hash to skip the pool cache.
-const RECENT_DEFAULT: usize = 64;
-
 impl ClientStatements {
-    /// Empty maps; `named_cap` 0 = unlimited. `sums` are the pool's totals this client adds to.
-    pub fn new(named_cap: usize, sums: Arc<ClientMemory>) -> Self {
+    /// Empty maps; `anonymous_cap` bounds the anonymous LRU (0 = unlimited). `sums` are the
+    /// pool's totals this client adds to.
+    pub fn new(anonymous_cap: usize, sums: Arc<ClientMemory>) -> Self {
         ClientStatements {
             named: Lru::unbounded_with_hasher(Keys),
-            named_cap,
             unnamed: None,
             recent: Lru::unbounded_with_hasher(Keys),
-            recent_cap: RECENT_DEFAULT,
+            recent_cap: if anonymous_cap == 0 {
+                usize::MAX
+            } else {
+                anonymous_cap
+            },
             mine: [0; 4],
             sums,
         }
@@ -266,20 +268,11 @@ impl ClientStatements {
         self.named.contains(name)
     }
 
-    /// Names `s` as `name`; the oldest name is dropped past the cap.
+    /// Names `s` as `name` (replacing what had that name).
     pub fn insert(&mut self, name: &[u8], s: Arc<Statement>) {
         if name.is_empty() {
             self.unnamed = Some(s);
             return;
-        }
-        if self.named_cap > 0
-            && self.named.len() >= self.named_cap
-            && !self.named.contains(name)
-            && let Some((k, old)) = self.named.pop_lru()
-        {
-            self.count(NAMED, -1);
-            self.count(BYTES, -weight(&k, &old));
-            self.count(EVICTIONS, 1);
         }
         let w = weight(name, &s);
         match self.named.put(name.into(), s) {
@@ -449,17 +442,31 @@ mod tests {
     }
 
     #[test]
-    fn client_names_are_capped() {
+    fn client_names_are_never_evicted_but_anonymous_statements_are() {
         let mut c = ClientStatements::new(2, Default::default());
-        c.insert(b"a", st(1));
-        c.insert(b"b", st(2));
-        c.insert(b"c", st(3));
-        assert!(c.get(b"a").is_none());
-        assert_eq!(c.get(b"c").map(|s| s.id), Some(3));
+        for i in 0..100u64 {
+            c.insert(format!("s{i}").as_bytes(), st(i));
+        }
+        // The trap of PgDoorman before 3.7.0: an evicted name fails the next Bind (26000).
+        assert_eq!(c.len(), 100);
+        assert_eq!(c.get(b"s0").map(|s| s.id), Some(0));
+        for i in 0..5u64 {
+            c.remember(&st(1000 + i));
+        }
+        assert!(
+            c.recent(1000, b"").is_none(),
+            "the oldest anonymous entry goes past the cap"
+        );
+        assert!(c.recent(1004, b"").is_some());
         c.insert(b"", st(4));
         assert_eq!(c.get(b"").map(|s| s.id), Some(4));
         assert!(c.remove(b""));
         assert!(!c.remove(b"zz"));
+        let mut unlimited = ClientStatements::new(0, Default::default());
+        for i in 0..500u64 {
+            unlimited.remember(&st(i));
+        }
+        assert!(unlimited.recent(0, b"").is_some());
     }
 
     #[test]
@@ -474,18 +481,18 @@ mod tests {
                 verified: Default::default(),
             })
         };
-        let mut c = ClientStatements::new(2, sums.clone());
+        let mut c = ClientStatements::new(1, sums.clone());
         c.insert(b"s1", text(1, b"SELECT 1"));
         c.insert(b"s2", text(2, b"SELECT 22"));
         c.remember(&text(3, b"SELECT 333"));
         assert_eq!(load(&sums.named), 2);
         assert_eq!(load(&sums.anonymous), 1);
         assert_eq!(load(&sums.bytes), (2 + 8) + (2 + 9) + 10);
-        // Past the cap of 2 the oldest name goes and is counted as an eviction.
-        c.insert(b"s4", text(4, b"x"));
-        assert_eq!(load(&sums.named), 2);
+        // Past the anonymous cap of 1 the oldest anonymous entry goes, counted as an eviction.
+        c.remember(&text(4, b"x"));
+        assert_eq!(load(&sums.anonymous), 1);
         assert_eq!(load(&sums.evictions), 1);
-        assert_eq!(load(&sums.bytes), (2 + 9) + 10 + (2 + 1));
+        assert_eq!(load(&sums.bytes), (2 + 8) + (2 + 9) + 1);
         let mut other = ClientStatements::new(0, sums.clone());
         other.insert(b"s1", text(1, b"SELECT 1"));
         c.clear();

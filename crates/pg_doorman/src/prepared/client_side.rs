@@ -22,7 +22,8 @@ pub struct Prep<'a> {
     pub pool: &'a PoolCache,
     /// The client's names, created on its first Parse/Bind/Describe/Close.
     pub client: &'a mut Option<Box<ClientStatements>>,
-    /// `client_prepared_statements_cache_size` for a new client map; 0 = unlimited.
+    /// `client_anonymous_prepared_cache_size` for a new client map (its anonymous LRU);
+    /// 0 = unlimited.
     pub client_cap: usize,
     /// `max_memory_usage`: cap on bytes held for messages read whole, process-wide.
     pub max_memory: usize,
