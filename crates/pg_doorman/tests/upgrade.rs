@@ -344,6 +344,35 @@ async fn a_migrated_client_keeps_statements_settings_and_cancel_key() {
     assert_eq!(sqlstate(&e), "57014", "{e}");
 }
 
+/// A client that had sent part of a message (3 bytes of a Query) when the upgrade came: the
+/// bytes travel with it and the message completes on the new process; a BEGIN answered but
+/// not yet run on a backend (transaction mode defers it) is still open there.
+#[test]
+fn a_half_sent_message_and_a_deferred_begin_survive_the_move() {
+    use common::raw::{Wire, query};
+    use std::io::Write;
+    let pg = cluster(PgAuth::Scram);
+    let live = Live::start(&upgrade_yaml(&pg, ""), &[]);
+    let mut w = Wire::login(&live.first);
+    w.send(&[query("BEGIN")]);
+    assert_eq!(common::raw::tags(&w.until_ready()), "CZ");
+    let q = query("SELECT txid_current_if_assigned() IS NULL, 'moved'");
+    w.0.write_all(&q[..3]).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let (old, _, _) = live.upgrade();
+    assert!(Live::wait_gone(old, Duration::from_secs(8)));
+    w.0.write_all(&q[3..]).unwrap();
+    let msgs = w.until_ready();
+    let row = msgs.iter().find(|m| m.tag == b'D').expect("no row");
+    assert!(
+        String::from_utf8_lossy(&row.body).contains("moved"),
+        "{msgs:?}"
+    );
+    // ReadyForQuery says the transaction is open: the deferred BEGIN came along.
+    assert_eq!(msgs.last().unwrap().body, b"T");
+    assert_eq!(w.value("COMMIT"), "");
+}
+
 /// A config the new binary rejects: the upgrade is refused, logged and returned to the admin
 /// client; the old process serves on. Fixed, UPGRADE from the console goes through.
 #[test]
