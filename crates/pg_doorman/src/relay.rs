@@ -283,6 +283,9 @@ pub enum Outcome {
     OverMemory,
     /// The backend closed, failed, or broke the protocol.
     ServerGone(io::Error),
+    /// Idle between transactions while keeping its backend, the client was asked to leave
+    /// (a drain: it is told 58006).
+    Leave,
 }
 
 /// Client-side parameter view updated from ParameterStatus.
@@ -293,6 +296,9 @@ pub struct ParamSink<'a> {
     pub log: bool,
     /// The client's "pinned" mark (SHOW POOLS cl_pinned), kept in line with `Attachment::pins`.
     pub pinned: Option<&'a std::sync::atomic::AtomicBool>,
+    /// The client's leave request (a drain): a client that keeps its backend between
+    /// transactions (session mode, or pinned) is let go when it is idle on it.
+    pub leave: Option<&'a crate::app::clients::Leave>,
 }
 
 /// Rejects message types a client may not send and lengths over the type's cap.
@@ -550,7 +556,26 @@ pub async fn relay(
             to_server_blocked,
             to_client_blocked,
         };
-        match std::future::poll_fn(|cx| poll_event(cx, client, server, want)).await {
+        // Only a client that keeps its backend between transactions, idle on it, hears a
+        // drain here (the others hear it without a backend): one load per such wait.
+        let leave = sink.leave.filter(|_| {
+            (!release_on_idle || at.pins.any())
+                && !to_server_blocked
+                && !to_client_blocked
+                && client.buf.is_empty()
+                && at.is_clean(server)
+        });
+        let event = std::future::poll_fn(|cx| {
+            if let Some(l) = leave
+                && l.poll(cx, crate::app::clients::Leave::MIGRATE).is_ready()
+            {
+                return Poll::Ready(Event::Leave);
+            }
+            poll_event(cx, client, server, want)
+        })
+        .await;
+        match event {
+            Event::Leave => return Outcome::Leave,
             Event::ServerRead(Ok(0)) => {
                 return Outcome::ServerGone(io::ErrorKind::UnexpectedEof.into());
             }
@@ -576,6 +601,7 @@ struct Want {
 
 /// What happened while waiting.
 enum Event {
+    Leave,
     ServerRead(io::Result<usize>),
     ClientRead(io::Result<usize>),
     ServerWritable(io::Result<()>),
@@ -710,6 +736,7 @@ mod tests {
             wanted: &mut wanted,
             log: false,
             pinned: None,
+            leave: None,
         };
         let mut buf = BytesMut::from(&buf[..]);
         scan_server(
@@ -741,6 +768,7 @@ mod tests {
             wanted: &mut w,
             log: false,
             pinned: None,
+            leave: None,
         };
         let mut buf = BytesMut::from(&buf[..]);
         scan_server(

@@ -177,6 +177,47 @@ fn sigterm_lets_the_transaction_finish_then_says_58006_and_exits() {
     );
 }
 
+/// Session mode keeps the backend between transactions: a drain still lets the client finish
+/// its transaction and then tells it 58006, and an idle one at once; the process does not wait
+/// for shutdown_timeout.
+#[test]
+fn session_mode_clients_are_told_58006_between_transactions() {
+    use common::raw::{Wire, login_on, query, read_msg, tags};
+    let pg = cluster(PgAuth::Scram);
+    let y = yaml(
+        &pg,
+        &PoolSpec {
+            mode: "session",
+            general_extra: "  shutdown_timeout: 30s\n",
+            ..Default::default()
+        },
+    );
+    let mut d = Proc::start(&y, Stdio::null(), &[]);
+    let connect = || {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        login_on(&mut s);
+        Wire(s)
+    };
+    let mut idle = connect();
+    assert_eq!(idle.value("SELECT 1"), "1");
+    let mut busy = connect();
+    busy.send(&[query("BEGIN")]);
+    assert_eq!(tags(&busy.until_ready()), "CZ");
+    let t = Instant::now();
+    d.signal(nix::sys::signal::Signal::SIGTERM);
+    let e = read_msg(&mut idle.0);
+    assert_eq!((e.tag, e.text()), (b'E', "58006".to_string()));
+    assert_eq!(busy.value("SELECT 2"), "2", "the transaction goes on");
+    busy.send(&[query("COMMIT")]);
+    let after = busy.until_ready();
+    assert_eq!(tags(&after), "CZ");
+    let e = read_msg(&mut busy.0);
+    assert_eq!((e.tag, e.text()), (b'E', "58006".to_string()));
+    d.exited_within(Duration::from_secs(5)).expect("no exit");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+}
+
 #[test]
 fn shutdown_timeout_bounds_the_wait_for_a_long_transaction() {
     let pg = cluster(PgAuth::Scram);

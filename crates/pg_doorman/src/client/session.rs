@@ -363,6 +363,7 @@ impl Session {
                 wanted: &mut self.params.wanted,
                 log,
                 pinned: Some(&self.info.pinned),
+                leave: Some(&self.info.leave),
             };
             let mut prep = self.info.pool.statements.as_ref().map(|pool| Prep {
                 pool,
@@ -446,6 +447,13 @@ impl Session {
                 return true;
             }
             Outcome::Terminated | Outcome::ClientGone => {}
+            // A drain, while the client was idle on the backend it keeps: the backend goes
+            // back (session mode resets it), the client is told 58006.
+            Outcome::Leave => {
+                let e = ErrorFields::fatal(sqlstate::POOLER_SHUTDOWN, "pooler is shut down now");
+                self.send_fatal(e).await;
+                linger = true;
+            }
             // The backend goes back first; the client is then given time to read its FATAL.
             Outcome::OverMemory => {
                 tracing::warn!("{} message would pass max_memory_usage", self.label());
