@@ -296,8 +296,8 @@ pub struct ParamSink<'a> {
     pub log: bool,
     /// The client's "pinned" mark (SHOW POOLS cl_pinned), kept in line with `Attachment::pins`.
     pub pinned: Option<&'a std::sync::atomic::AtomicBool>,
-    /// The client's leave request (a drain): a client that keeps its backend between
-    /// transactions (session mode, or pinned) is let go when it is idle on it.
+    /// The client's leave request (a drain), given in session mode only (a client keeps its
+    /// backend between transactions there): it is let go when it is idle on it.
     pub leave: Option<&'a crate::app::clients::Leave>,
 }
 
@@ -556,24 +556,12 @@ pub async fn relay(
             to_server_blocked,
             to_client_blocked,
         };
-        // Only a client that keeps its backend between transactions, idle on it, hears a
-        // drain here (the others hear it without a backend): one load per such wait.
+        // Only a client that keeps its backend between transactions (session mode), idle on
+        // it, hears a drain here; the others hear it while they hold no backend.
         let leave = sink.leave.filter(|_| {
-            (!release_on_idle || at.pins.any())
-                && !to_server_blocked
-                && !to_client_blocked
-                && client.buf.is_empty()
-                && at.is_clean(server)
+            !to_server_blocked && !to_client_blocked && client.buf.is_empty() && at.is_clean(server)
         });
-        let event = std::future::poll_fn(|cx| {
-            if let Some(l) = leave
-                && l.poll(cx, crate::app::clients::Leave::MIGRATE).is_ready()
-            {
-                return Poll::Ready(Event::Leave);
-            }
-            poll_event(cx, client, server, want)
-        })
-        .await;
+        let event = std::future::poll_fn(|cx| poll_event(cx, client, server, want, leave)).await;
         match event {
             Event::Leave => return Outcome::Leave,
             Event::ServerRead(Ok(0)) => {
@@ -610,11 +598,13 @@ enum Event {
 
 /// One poll over both sockets, server first (its replies end a transaction). Reads go through
 /// `poll_read_buf`, whose short reads clear readiness: no EAGAIN syscalls per transaction.
+/// `leave`: a drain's request to watch last (session mode, idle on the backend).
 fn poll_event(
     cx: &mut Context<'_>,
     client: &mut ClientIo,
     server: &mut Server,
     want: Want,
+    leave: Option<&crate::app::clients::Leave>,
 ) -> Poll<Event> {
     if want.read_server
         && let Poll::Ready(r) = server.stream.poll_read_buf(cx, &mut server.buf, READ_CHUNK)
@@ -637,6 +627,11 @@ fn poll_event(
         && let Poll::Ready(r) = client.stream.poll_write_ready(cx)
     {
         return Poll::Ready(Event::ClientWritable(r));
+    }
+    if let Some(l) = leave
+        && l.poll(cx, crate::app::clients::Leave::MIGRATE).is_ready()
+    {
+        return Poll::Ready(Event::Leave);
     }
     Poll::Pending
 }

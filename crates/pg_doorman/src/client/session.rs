@@ -363,7 +363,9 @@ impl Session {
                 wanted: &mut self.params.wanted,
                 log,
                 pinned: Some(&self.info.pinned),
-                leave: Some(&self.info.leave),
+                // Session mode only: there the client keeps its backend between
+                // transactions, so the relay is where it idles.
+                leave: (!release_on_idle).then_some(&self.info.leave),
             };
             let mut prep = self.info.pool.statements.as_ref().map(|pool| Prep {
                 pool,
