@@ -121,6 +121,9 @@ pub async fn start(ctx: &Arc<AppContext>) -> Result<Handoff, String> {
                 .saturating_add(1 << 20)
                 .to_string(),
         )
+        // DAEMON (the env form of --daemon, dropped from the arguments too) would fork the
+        // child away from us.
+        .env_remove("DAEMON")
         .env_remove("PG_DOORMAN_WEB_FD")
         .env_remove("PG_DOORMAN_PID_FILE")
         .stdin(std::process::Stdio::null());
