@@ -124,6 +124,40 @@ impl Leave {
 }
 
 impl ClientInfo {
+    /// A client that logged in now from `peer` with startup settings `params` (tracked) and
+    /// `extras` (untracked); its parse context is that of `params`, its figures zero.
+    pub fn new(
+        (id, secret): (u64, i32),
+        pool: Arc<Pool>,
+        peer: std::net::SocketAddr,
+        tls: bool,
+        params: ParamSet,
+        extras: ParamSet,
+    ) -> ClientInfo {
+        ClientInfo {
+            id,
+            secret,
+            pool,
+            cancel: Default::default(),
+            parse_ctx: crate::params::parse_context(&params).into(),
+            params,
+            ip: peer.ip(),
+            port: peer.port(),
+            tls,
+            flushed: Default::default(),
+            state: Default::default(),
+            connected: Micros::now(),
+            wait_from_us: Default::default(),
+            xacts: Default::default(),
+            queries: Default::default(),
+            errors: Default::default(),
+            server_pid: Default::default(),
+            pinned: Default::default(),
+            extras,
+            leave: Default::default(),
+        }
+    }
+
     /// Marks the client `s` (a [`state`] value); WAITING and ACTIVE are timed from now, IDLE
     /// reads no clock.
     pub fn set_state(&self, s: u8) {

@@ -83,26 +83,21 @@ pub async fn arrive(ctx: Arc<AppContext>, m: Box<Migrant>, fd: OwnedFd) {
     let (info, listed) = ctx
         .client_list
         .register_keyed(wanted_id, m.secret, |id, secret| ClientInfo {
-            id,
-            secret,
-            pool: pool.clone(),
-            cancel: Default::default(),
-            params: param_set(&m.startup),
-            ip: peer.ip(),
-            port: peer.port(),
-            tls: false,
-            flushed: Default::default(),
-            state: Default::default(),
+            // The figures it had, and the parse context of its current wishes (not of its
+            // startup values, which a SET may have left behind).
             connected,
-            wait_from_us: Default::default(),
             xacts: m.counters[0].into(),
             queries: m.counters[1].into(),
             errors: m.counters[2].into(),
-            server_pid: Default::default(),
-            pinned: Default::default(),
             parse_ctx: parse_ctx.into(),
-            extras: param_set(&m.startup_extras),
-            leave: Default::default(),
+            ..ClientInfo::new(
+                (id, secret),
+                pool.clone(),
+                peer,
+                false,
+                param_set(&m.startup),
+                param_set(&m.startup_extras),
+            )
         });
     if Some(info.id as i32) != wanted_id {
         // Another client here holds its id: its cancel key changes (it cannot be told).

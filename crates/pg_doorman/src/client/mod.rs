@@ -8,3 +8,4 @@ mod login_params;
 pub mod migrate;
 pub mod session;
 pub mod startup;
+mod sync;

@@ -269,30 +269,16 @@ async fn welcome<'a>(
         None
     };
     let wanted_pid = held.as_ref().map(|s| s.backend_pid);
-    let (info, listed) = ctx
-        .client_list
-        .register(wanted_pid, |id, secret| ClientInfo {
-            id,
-            secret,
-            pool: pool.clone(),
-            cancel: Default::default(),
-            params: params.wanted.clone(),
-            ip: peer.ip(),
-            port: peer.port(),
-            tls: io.stream.is_tls(),
-            flushed: Default::default(),
-            state: Default::default(),
-            connected: crate::clock::Micros::now(),
-            wait_from_us: Default::default(),
-            xacts: Default::default(),
-            queries: Default::default(),
-            errors: Default::default(),
-            server_pid: Default::default(),
-            pinned: Default::default(),
-            parse_ctx: crate::params::parse_context(&params.wanted).into(),
-            extras: params.extras.clone(),
-            leave: Default::default(),
-        });
+    let (info, listed) = ctx.client_list.register(wanted_pid, |id, secret| {
+        ClientInfo::new(
+            (id, secret),
+            pool.clone(),
+            peer,
+            io.stream.is_tls(),
+            params.wanted.clone(),
+            params.extras.clone(),
+        )
+    });
     let mut out = BytesMut::with_capacity(512);
     backend::write_auth_ok(&mut out);
     write_parameter_statuses(&mut out, &pool, &params);
@@ -317,11 +303,8 @@ async fn take_backend(
     params: &mut ClientParams,
 ) -> Result<Box<crate::server::Server>, ErrorFields> {
     let mut server = pool.checkout().await.map_err(|e| e.to_client())?;
-    let synced = tokio::time::timeout(
-        LOGIN_TIMEOUT,
-        super::session::sync_params(&mut server, params),
-    )
-    .await;
+    let synced =
+        tokio::time::timeout(LOGIN_TIMEOUT, super::sync::sync_params(&mut server, params)).await;
     match synced {
         Ok(Ok(None)) => Ok(server),
         Ok(Ok(Some(e))) => {
