@@ -17,83 +17,17 @@
 #      BENCH_CPU_REPEAT (5; 0 skips the repeated CPU runs at 40/120 clients), BENCH_CPU_SECONDS (8).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROOT=$PWD
 SECS=${BENCH_SECONDS:-15}
 CLIENTS=${BENCH_CLIENTS:-"1 40 120 500 2000"}
 WORKERS=${BENCH_WORKERS:-2}
 IDLE=${BENCH_IDLE:-5000}
 bash scripts/deps.sh --bench
 [ "${BENCH_SKIP_BUILD:-0}" = 1 ] || cargo build --release --locked -p pg_doorman
-BIN=$ROOT/target/release/pg_doorman
-PGBIN=/usr/lib/postgresql/15/bin
-PGBOUNCER=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
-ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-
-WORK=$(mktemp -d /tmp/pg_doorman-bench.XXXXXX)
-chmod 755 "$WORK"
-as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-[ "$(id -u)" -eq 0 ] && chown postgres "$WORK"
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  as_pg "$PGBIN/pg_ctl" -D "$WORK/data" -m immediate stop >/dev/null 2>&1 || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-PG_PORT=$(port); BOUNCER_PORT=$(port); DOORMAN_PORT=$(port); METRICS_PORT=$(port)
-
-echo "== PostgreSQL on $PG_PORT"
-as_pg "$PGBIN/initdb" -U postgres --auth=trust --no-sync -D "$WORK/data" >/dev/null
-cat >> "$WORK/data/postgresql.conf" <<CONF
-port = $PG_PORT
-listen_addresses = '127.0.0.1'
-unix_socket_directories = '$WORK'
-max_connections = 700
-shared_buffers = 256MB
-fsync = off
-synchronous_commit = off
-password_encryption = md5
-CONF
-printf 'local all all trust\nhost all all 127.0.0.1/32 md5\n' > "$WORK/data/pg_hba.conf"
-as_pg "$PGBIN/pg_ctl" -w -D "$WORK/data" -l "$WORK/postgres.log" start >/dev/null
-psql -X -q -h "$WORK" -p "$PG_PORT" -U postgres -c "CREATE ROLE bench LOGIN PASSWORD 'bench'" -c "CREATE DATABASE bench OWNER bench"
-MD5=$(psql -X -At -h "$WORK" -p "$PG_PORT" -U postgres -c "SELECT rolpassword FROM pg_authid WHERE rolname = 'bench'")
-export PGPASSWORD=bench
-# Plain unless a row asks for TLS (both poolers offer it).
-export PGSSLMODE=disable
-openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=localhost -days 2 \
-  -keyout "$WORK/tls.key" -out "$WORK/tls.crt" >/dev/null 2>&1
-[ "$(id -u)" -eq 0 ] && chown postgres "$WORK/tls.key" "$WORK/tls.crt"
-
+source bench/lib.sh
+start_postgres 700
+make_tls
 echo "== PgBouncer $($PGBOUNCER --version | head -1) on $BOUNCER_PORT"
-cat > "$WORK/pgbouncer.ini" <<INI
-[databases]
-bench = host=127.0.0.1 port=$PG_PORT dbname=bench
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = $BOUNCER_PORT
-unix_socket_dir =
-auth_type = md5
-auth_file = $WORK/userlist.txt
-pool_mode = transaction
-default_pool_size = 40
-max_client_conn = 10000
-max_db_connections = 40
-client_tls_sslmode = allow
-client_tls_key_file = $WORK/tls.key
-client_tls_cert_file = $WORK/tls.crt
-logfile = $WORK/pgbouncer.log
-pidfile = $WORK/pgbouncer.pid
-INI
-echo "\"bench\" \"$MD5\"" > "$WORK/userlist.txt"
-[ "$(id -u)" -eq 0 ] && chown postgres "$WORK"/pgbouncer.ini "$WORK"/userlist.txt
-# As root, -u drops privileges without runuser/PAM, so the raised fd limit (5,000 idle clients) stays.
-start_bouncer() {
-  if [ "$(id -u)" -eq 0 ]; then "$PGBOUNCER" -u postgres "$WORK/pgbouncer.ini" >/dev/null 2>&1 & else "$PGBOUNCER" "$WORK/pgbouncer.ini" >/dev/null 2>&1 & fi
-  sleep 1
-  BOUNCER_PID=$(cat "$WORK/pgbouncer.pid"); PIDS+=("$BOUNCER_PID")
-}
+write_bouncer 40 "" bench "$MD5"
 start_bouncer
 
 echo "== pg_doorman on $DOORMAN_PORT (worker_threads $WORKERS)"
@@ -122,15 +56,11 @@ pools:
         password: "$MD5"
         pool_size: 40
 YAML
-"$BIN" "$WORK/pg_doorman.yaml" -l warn > "$WORK/pg_doorman.log" 2>&1 &
-DOORMAN_PID=$!; PIDS+=("$DOORMAN_PID")
-for _ in $(seq 100); do (echo > "/dev/tcp/127.0.0.1/$DOORMAN_PORT") 2>/dev/null && break; sleep 0.1; done
+start_doorman "$WORK/pg_doorman.yaml" -l warn
 
 pgbench -q -i -s 10 -h 127.0.0.1 -p "$PG_PORT" -U bench bench >/dev/null 2>&1
 printf '\\set aid random(1, 100000)\nSELECT :aid;\n' > "$WORK/select.sql"
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
-TICKS=$(getconf CLK_TCK)
 RESULTS=$WORK/results.tsv
 : > "$RESULTS"
 

@@ -312,7 +312,7 @@ fn rustls_client(ca: &str, alpn: bool) -> Arc<rustls::ClientConfig> {
     for c in CertificateDer::pem_file_iter(ca).unwrap() {
         roots.add(c.unwrap()).unwrap();
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
@@ -564,4 +564,75 @@ async fn backend_tls_shows_in_admin_and_metrics() {
         m.contains("pg_doorman_server_tls_handshake_errors_total{pool=\"appdb\"} 0"),
         "{m}"
     );
+}
+
+/// Counts the TLS 1.3 session tickets a server sends (stores none).
+#[derive(Debug, Default)]
+struct TicketCounter(std::sync::atomic::AtomicUsize);
+
+impl rustls::client::ClientSessionStore for TicketCounter {
+    fn set_kx_hint(&self, _: rustls::pki_types::ServerName<'static>, _: rustls::NamedGroup) {}
+    fn kx_hint(&self, _: &rustls::pki_types::ServerName<'_>) -> Option<rustls::NamedGroup> {
+        None
+    }
+    fn set_tls12_session(
+        &self,
+        _: rustls::pki_types::ServerName<'static>,
+        _: rustls::client::Tls12ClientSessionValue,
+    ) {
+    }
+    fn tls12_session(
+        &self,
+        _: &rustls::pki_types::ServerName<'_>,
+    ) -> Option<rustls::client::Tls12ClientSessionValue> {
+        None
+    }
+    fn remove_tls12_session(&self, _: &rustls::pki_types::ServerName<'static>) {}
+    fn insert_tls13_ticket(
+        &self,
+        _: rustls::pki_types::ServerName<'static>,
+        _: rustls::client::Tls13ClientSessionValue,
+    ) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+    fn take_tls13_ticket(
+        &self,
+        _: &rustls::pki_types::ServerName<'static>,
+    ) -> Option<rustls::client::Tls13ClientSessionValue> {
+        None
+    }
+}
+
+/// Like PostgreSQL's server (SSL_OP_NO_TICKET, no session cache), pg_doorman sends no TLS 1.3
+/// session tickets: libpq never resumes, and each ticket is work at every login.
+#[test]
+fn no_session_tickets_as_postgresql() {
+    let pki = Pki::new("tickets-ca");
+    let pg = cluster(PgAuth::Scram);
+    let d = doorman(
+        &pg,
+        &PoolSpec {
+            general_extra: &client_tls_yaml(&pki, "require"),
+            ..Default::default()
+        },
+    );
+    let counter = Arc::new(TicketCounter::default());
+    let mut config = (*rustls_client(&pki.p("ca.pem"), false)).clone();
+    config.resumption = rustls::client::Resumption::store(counter.clone());
+    let config = Arc::new(config);
+    for _ in 0..2 {
+        let mut s = tls_connect(d.port, config.clone(), false);
+        login_on(&mut s);
+        assert_eq!(
+            s.conn.protocol_version(),
+            Some(rustls::ProtocolVersion::TLSv1_3)
+        );
+        let r = simple(&mut s, "SELECT 'after the handshake'");
+        assert_eq!(
+            r.iter().find(|m| m.tag == b'D').unwrap().text(),
+            "after the handshake"
+        );
+        assert_eq!(s.conn.handshake_kind(), Some(rustls::HandshakeKind::Full));
+    }
+    assert_eq!(counter.0.load(std::sync::atomic::Ordering::SeqCst), 0);
 }

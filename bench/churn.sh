@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Connection churn: a new connection per transaction (pgbench -S -C), PgBouncer (Debian
+# package) against pg_doorman in one run, both with their default logging (connections and
+# disconnections logged to a file). Rows:
+#   md5      PGSSLMODE=disable, user with an MD5 secret
+#   scram    PGSSLMODE=disable, user with a SCRAM-SHA-256 verifier (both poolers run SCRAM)
+#   tls-md5  PGSSLMODE=require (self-signed RSA-2048), user with an MD5 secret
+# Each row runs CHURN_REPEAT times (5), the poolers alternating which goes first; the report
+# gives the median and range of connections/s and of pooler CPU seconds (utime+stime of the
+# process, all threads) per 100k connections. Transaction mode, pool 20 per user.
+# Env: BENCH_SECONDS (12), CHURN_CLIENTS (20), CHURN_REPEAT (5), CHURN_ROWS ("md5 scram tls-md5"),
+#      BENCH_WORKERS (pg_doorman worker_threads, 2), BENCH_SKIP_BUILD=1.
+# Writes bench/results/churn.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS=${BENCH_SECONDS:-12}
+CLIENTS=${CHURN_CLIENTS:-20}
+REPEAT=${CHURN_REPEAT:-5}
+WORKERS=${BENCH_WORKERS:-2}
+bash scripts/deps.sh --bench
+[ "${BENCH_SKIP_BUILD:-0}" = 1 ] || cargo build --release --locked -p pg_doorman
+source bench/lib.sh
+start_postgres 200
+pg_admin -c "SET password_encryption = 'scram-sha-256'" -c "CREATE ROLE bench_scram LOGIN PASSWORD 'bench'"
+SCRAM=$(secret_of bench_scram)
+pgbench -q -i -s 1 -h 127.0.0.1 -p "$PG_PORT" -U bench bench >/dev/null 2>&1
+pg_admin -d bench -c "GRANT SELECT ON ALL TABLES IN SCHEMA public TO bench_scram"
+make_tls
+
+echo "== PgBouncer $($PGBOUNCER --version | head -1) on $BOUNCER_PORT"
+write_bouncer 20 "" bench "$MD5" bench_scram "$SCRAM"
+start_bouncer
+
+echo "== pg_doorman on $DOORMAN_PORT (worker_threads $WORKERS, default logging)"
+cat > "$WORK/pg_doorman.yaml" <<YAML
+general:
+  host: 127.0.0.1
+  port: $DOORMAN_PORT
+  worker_threads: $WORKERS
+  tls_mode: allow
+  tls_certificate: "$WORK/tls.crt"
+  tls_private_key: "$WORK/tls.key"
+pools:
+  bench:
+    server_host: 127.0.0.1
+    server_port: $PG_PORT
+    pool_mode: transaction
+    users:
+      - username: bench
+        password: "$MD5"
+        pool_size: 20
+      - username: bench_scram
+        password: "$SCRAM"
+        pool_size: 20
+YAML
+start_doorman "$WORK/pg_doorman.yaml"
+
+RESULTS=$WORK/churn.tsv
+: > "$RESULTS"
+# churn_one TARGET PORT PID ROW
+churn_one() {
+  local target=$1 p=$2 pid=$3 row=$4 user=bench ssl=disable
+  case $row in scram) user=bench_scram ;; tls-md5) ssl=require ;; esac
+  local before after out tx tps failed
+  before=$(cpu_ticks "$pid")
+  out=$(PGSSLMODE=$ssl pgbench -n -S -C -c "$CLIENTS" -j 2 -T "$SECS" -h 127.0.0.1 -p "$p" -U "$user" bench 2>&1) || true
+  after=$(cpu_ticks "$pid")
+  tx=$(echo "$out" | awk -F': ' '/^number of transactions actually processed/ {split($2,a,"/"); print a[1]; exit}')
+  tps=$(echo "$out" | awk '/^tps =/ {print $3; exit}')
+  failed=$(echo "$out" | awk -F'[: ]+' '/^number of failed transactions/ {print $5; exit}')
+  if [ "${tx:-0}" -eq 0 ] || echo "$out" | grep -q aborted; then
+    echo "$target $row: failed: $(echo "$out" | grep -m1 -iE 'error|fatal|abort')" >&2
+    return 0
+  fi
+  local cpu; cpu=$(python3 -c "print(f'{($after-$before)/$TICKS/$tx*100000:.3f}')")
+  printf '%s\t%s\t%s\t%s\t%s\n' "$target" "$row" "$tps" "$cpu" "${failed:-0}" >> "$RESULTS"
+  printf '%-10s %-8s connections/s %8.0f  cpu/100k %6s s  failed %s\n' "$target" "$row" "$tps" "$cpu" "${failed:-0}"
+}
+for row in ${CHURN_ROWS:-md5 scram tls-md5}; do
+  for i in $(seq "$REPEAT"); do
+    if [ $((i % 2)) = 1 ]; then order="pgbouncer pg_doorman"; else order="pg_doorman pgbouncer"; fi
+    for target in $order; do
+      case $target in
+        pgbouncer) churn_one pgbouncer "$BOUNCER_PORT" "$BOUNCER_PID" "$row" ;;
+        pg_doorman) churn_one pg_doorman "$DOORMAN_PORT" "$DOORMAN_PID" "$row" ;;
+      esac
+    done
+  done
+done
+
+mkdir -p "$ROOT/bench/results"
+python3 - "$RESULTS" "$SECS" "$CLIENTS" "$WORKERS" <<'PY' | tee "$ROOT/bench/results/churn.md"
+import sys
+path, secs, clients, workers = sys.argv[1:5]
+rows = {}
+for line in open(path):
+    t, row, tps, cpu, failed = line.rstrip("\n").split("\t")
+    rows.setdefault(row, {}).setdefault(t, []).append((float(tps), float(cpu), int(failed or 0)))
+med = lambda xs: sorted(xs)[len(xs) // 2]
+cell = lambda xs, f: f"{med(xs):{f}} [{min(xs):{f}}–{max(xs):{f}}]"
+n = max(len(v) for r in rows.values() for v in r.values())
+print(f"### Connection churn: pgbench -S -C, {clients} clients, {secs} s per run, {n} alternating runs "
+      f"(median [range]); transaction mode, pool 20, pg_doorman worker_threads={workers}\n")
+print("| row | PgBouncer conn/s | pg_doorman conn/s | rate D/B | PgBouncer CPU s/100k conn | pg_doorman CPU s/100k conn | CPU D/B | failed B / D |")
+print("|---|---|---|---|---|---|---|---|")
+for row in ["md5", "scram", "tls-md5"]:
+    r = rows.get(row)
+    if not r or "pgbouncer" not in r or "pg_doorman" not in r:
+        continue
+    b, d = r["pgbouncer"], r["pg_doorman"]
+    bt, dt = [x[0] for x in b], [x[0] for x in d]
+    bc, dc = [x[1] for x in b], [x[1] for x in d]
+    fb, fd = sum(x[2] for x in b), sum(x[2] for x in d)
+    print(f"| {row} | {cell(bt, '.0f')} | {cell(dt, '.0f')} | {med(dt) / med(bt):.2f} | "
+          f"{cell(bc, '.2f')} | {cell(dc, '.2f')} | {med(dc) / med(bc):.2f} | {fb} / {fd} |")
+PY
