@@ -171,9 +171,10 @@ fn init_logging(cli: &Cli, syslog: Option<&str>) -> anyhow::Result<()> {
         let writer = pg_doorman::logging::syslog::Syslog::connect(prog)
             .with_context(|| format!("cannot open syslog for syslog_prog_name {prog:?}"))?;
         let layer = tracing_subscriber::fmt::layer()
-            .with_target(false)
-            .with_ansi(false)
-            .without_time()
+            .event_format(pg_doorman::logging::text::TextFormat {
+                ansi: false,
+                time: false,
+            })
             .with_writer(writer);
         registry.with(layer).init();
         pg_doorman::logging::install(&cli.log_level, move |s| {
@@ -188,8 +189,10 @@ fn init_logging(cli: &Cli, syslog: Option<&str>) -> anyhow::Result<()> {
                 && std::env::var_os("NO_COLOR").is_none()
                 && std::io::IsTerminal::is_terminal(&std::io::stderr());
             let layer = tracing_subscriber::fmt::layer()
-                .with_target(false)
-                .with_ansi(color)
+                .event_format(pg_doorman::logging::text::TextFormat {
+                    ansi: color,
+                    time: true,
+                })
                 .with_writer(std::io::stderr);
             registry.with(layer).init();
         }

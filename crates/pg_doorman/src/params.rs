@@ -50,21 +50,46 @@ pub fn parse_context(p: &ParamSet) -> u64 {
 
 /// Returns the TRACKED spelling of `name` if it is tracked (GUC names are case-insensitive).
 pub fn tracked_name(name: &str) -> Option<&'static str> {
-    TRACKED
-        .iter()
-        .copied()
-        .find(|t| t.eq_ignore_ascii_case(name))
+    tracked_index(name).map(|i| TRACKED[i])
+}
+
+/// Position of `name` in TRACKED, if it is tracked (case-insensitive).
+pub fn tracked_index(name: &str) -> Option<usize> {
+    TRACKED.iter().position(|t| t.eq_ignore_ascii_case(name))
 }
 
 /// A small ordered set of name → value pairs; linear search beats hashing at this size (< 20).
 /// Copy-on-write behind an `Arc`: clients with the same wishes share one copy (see
 /// `Pool::intern_params`), which keeps idle clients small; a change clones first.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParamSet {
-    entries: std::sync::Arc<Vec<(Box<str>, Box<str>)>>,
+    entries: std::sync::Arc<Entries>,
+}
+
+/// (name, value) pairs, in order.
+type Entries = Vec<(Box<str>, Box<str>)>;
+
+/// The one empty set every empty ParamSet starts as (most clients set no extras: no
+/// allocation per login for them).
+static EMPTY: std::sync::LazyLock<std::sync::Arc<Entries>> =
+    std::sync::LazyLock::new(Default::default);
+
+impl Default for ParamSet {
+    fn default() -> Self {
+        ParamSet {
+            entries: EMPTY.clone(),
+        }
+    }
 }
 
 impl ParamSet {
+    /// A set of these (name, value) pairs, in this order (names must be distinct).
+    pub fn from_pairs<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> Self {
+        ParamSet {
+            entries: std::sync::Arc::new(pairs.map(|(k, v)| (k.into(), v.into())).collect()),
+        }
+    }
+
     /// Value for `name` (exact spelling).
     pub fn get(&self, name: &str) -> Option<&str> {
         self.entries

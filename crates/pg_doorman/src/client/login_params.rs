@@ -1,9 +1,11 @@
 //! What a client's session parameters should be: the pool's defaults overlaid with what the
 //! client asked for in its startup packet (tracked ones) plus other GUCs it set there (extras).
 
-use crate::params::{CANONICALISED, ParamSet, TRACKED, parse_options, tracked_name};
+use crate::params::{CANONICALISED, ParamSet, TRACKED, parse_options, tracked_index};
+use crate::pool::Pool;
 use doorman_wire::startup::StartupMessage;
 use doorman_wire::{ErrorFields, sqlstate};
+use std::borrow::Cow;
 
 /// A client's parameter wishes.
 #[derive(Debug, Default)]
@@ -14,14 +16,54 @@ pub struct ClientParams {
     pub extras: ParamSet,
 }
 
-/// What [`from_startup`] found: the wishes, and whether a value must be checked (and
-/// canonicalised) on a backend before login completes.
+/// What [`from_startup`] found in a startup packet, before it becomes the pool's shared sets
+/// ([`StartupParams::into_params`]): the tracked values the client chose (borrowed from the
+/// packet where it can), other GUCs, and whether a value must be checked (and canonicalised)
+/// on a backend before login completes.
 #[derive(Debug, Default)]
-pub struct StartupParams {
-    /// The wishes.
-    pub params: ClientParams,
+pub struct StartupParams<'m> {
+    /// The client's value of `TRACKED[i]`, where it sent one that differs from the default.
+    pub tracked: [Option<Cow<'m, str>>; TRACKED.len()],
+    /// Other GUCs from the startup packet, SET on every backend the client uses.
+    pub extras: ParamSet,
     /// A value needs the check.
     pub needs_check: bool,
+}
+
+impl StartupParams<'_> {
+    /// The value the client will have for `TRACKED[i]`: its own, or the default.
+    fn value<'a>(&'a self, defaults: &'a ParamSet, i: usize) -> Option<&'a str> {
+        self.tracked[i]
+            .as_deref()
+            .or_else(|| defaults.get(TRACKED[i]))
+    }
+
+    /// The wishes as sets shared with the pool's other clients that want the same: a login
+    /// like the previous ones allocates nothing here (the shared set is found by comparing
+    /// values, not by building a candidate first).
+    pub fn into_params(self, defaults: &ParamSet, pool: &Pool) -> ClientParams {
+        let count = (0..TRACKED.len())
+            .filter(|&i| self.value(defaults, i).is_some())
+            .count();
+        let wanted = pool.intern_with(
+            |s| {
+                s.len() == count
+                    && (0..TRACKED.len()).all(|i| s.get(TRACKED[i]) == self.value(defaults, i))
+            },
+            || {
+                ParamSet::from_pairs(
+                    (0..TRACKED.len())
+                        .filter_map(|i| self.value(defaults, i).map(|v| (TRACKED[i], v))),
+                )
+            },
+        );
+        let extras = if self.extras.is_empty() {
+            self.extras
+        } else {
+            pool.intern_params(self.extras)
+        };
+        ClientParams { wanted, extras }
+    }
 }
 
 impl ClientParams {
@@ -47,26 +89,21 @@ impl ClientParams {
     }
 }
 
-/// Builds the wishes from `defaults` (a fresh backend's ParameterStatus) and the startup packet.
-/// Errors: `replication` and unparsable `options` are refused (0A000 / 08P01).
-pub fn from_startup(
+/// Reads the wishes from the startup packet against `defaults` (a fresh backend's
+/// ParameterStatus). Errors: `replication` and unparsable `options` are refused (0A000 / 08P01).
+pub fn from_startup<'m>(
     defaults: &ParamSet,
-    msg: &StartupMessage,
-) -> Result<StartupParams, ErrorFields> {
+    msg: &'m StartupMessage,
+) -> Result<StartupParams<'m>, ErrorFields> {
     let mut p = StartupParams::default();
-    for name in TRACKED {
-        if let Some(v) = defaults.get(name) {
-            p.params.wanted.set(name, v);
-        }
-    }
-    let apply = |k: &str, v: &str, p: &mut StartupParams| {
-        if let Some(t) = tracked_name(k) {
-            if p.params.wanted.get(t) != Some(v) {
-                p.params.wanted.set(t, v);
-                p.needs_check |= CANONICALISED.contains(&t);
+    let apply = |k: &str, v: Cow<'m, str>, p: &mut StartupParams<'m>| {
+        if let Some(i) = tracked_index(k) {
+            if p.value(defaults, i) != Some(&*v) {
+                p.needs_check |= CANONICALISED.contains(&TRACKED[i]);
+                p.tracked[i] = Some(v);
             }
         } else {
-            p.params.extras.set(k, v);
+            p.extras.set(k, &v);
             p.needs_check = true;
         }
     };
@@ -86,10 +123,10 @@ pub fn from_startup(
                         format!("invalid startup options: {e}"),
                     )
                 })? {
-                    apply(&ok, &ov, &mut p);
+                    apply(&ok, Cow::Owned(ov), &mut p);
                 }
             }
-            _ => apply(k, v, &mut p),
+            _ => apply(k, Cow::Borrowed(v), &mut p),
         }
     }
     Ok(p)
@@ -123,37 +160,79 @@ mod tests {
         }
     }
 
-    #[test]
-    fn application_name_needs_no_check() {
-        let p = from_startup(
-            &defaults(),
-            &msg(&[
-                ("user", "u"),
-                ("application_name", "pgbench"),
-                ("client_encoding", "UTF8"),
-            ]),
+    fn pool() -> std::sync::Arc<Pool> {
+        let c = crate::config::Config::from_yaml(
+            "general:\n  admin_password: md5aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\npools:\n  db:\n    users:\n      - {username: u, password: md5bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb}\n",
         )
         .unwrap();
-        assert_eq!(p.params.wanted.get("application_name"), Some("pgbench"));
+        let (mut settings, _) = crate::pool::settings::Derived::default()
+            .resolve(&c)
+            .unwrap();
+        Pool::new(settings.remove(0))
+    }
+
+    #[test]
+    fn application_name_needs_no_check() {
+        let (d, pool) = (defaults(), pool());
+        let m = msg(&[
+            ("user", "u"),
+            ("application_name", "pgbench"),
+            ("client_encoding", "UTF8"),
+        ]);
+        let p = from_startup(&d, &m).unwrap();
         assert!(!p.needs_check);
-        assert_eq!(p.params.wanted.get("server_version"), None);
+        // Only the value that differs from the default is the client's own.
+        let set: Vec<_> = p.tracked.iter().flatten().map(|v| &**v).collect();
+        assert_eq!(set, ["pgbench"]);
+        let params = p.into_params(&d, &pool);
+        assert_eq!(params.wanted.get("application_name"), Some("pgbench"));
+        assert_eq!(params.wanted.get("client_encoding"), Some("UTF8"));
+        assert_eq!(params.wanted.get("DateStyle"), Some("ISO, MDY"));
+        assert_eq!(params.wanted.get("server_version"), None);
+        assert_eq!(params.wanted.len(), 3);
+        assert!(params.extras.is_empty());
+    }
+
+    #[test]
+    fn logins_with_the_same_wishes_share_one_set() {
+        let (d, pool) = (defaults(), pool());
+        let login = |pairs: &[(&str, &str)]| {
+            let m = msg(pairs);
+            from_startup(&d, &m).unwrap().into_params(&d, &pool)
+        };
+        let a = login(&[("user", "u"), ("application_name", "pgbench")]);
+        let b = login(&[("application_name", "pgbench"), ("user", "u")]);
+        let c = login(&[("user", "u"), ("application_name", "psql")]);
+        let plain = login(&[("user", "u")]);
+        assert!(a.wanted.same_copy(&b.wanted));
+        assert!(!a.wanted.same_copy(&c.wanted));
+        assert_eq!(c.wanted.get("application_name"), Some("psql"));
+        assert_eq!(plain.wanted.get("application_name"), Some(""));
+        assert!(!plain.wanted.same_copy(&a.wanted));
+        // A set built by a check (canonicalised values) is found again by value.
+        let checked = pool.intern_params(a.wanted.clone());
+        assert!(checked.same_copy(&a.wanted));
+        // Empty extras are the one shared empty set.
+        assert!(a.extras.same_copy(&ParamSet::default()));
     }
 
     #[test]
     fn other_values_are_checked() {
-        let p = from_startup(
-            &defaults(),
-            &msg(&[
-                ("datestyle", "ISO"),
-                ("extra_float_digits", "2"),
-                ("options", "-c search_path=x"),
-            ]),
-        )
-        .unwrap();
-        assert_eq!(p.params.wanted.get("DateStyle"), Some("ISO"));
-        assert_eq!(p.params.extras.get("extra_float_digits"), Some("2"));
-        assert_eq!(p.params.extras.get("search_path"), Some("x"));
+        let d = defaults();
+        let m = msg(&[
+            ("datestyle", "ISO"),
+            ("extra_float_digits", "2"),
+            ("options", "-c search_path=x -c DateStyle=German"),
+            ("DateStyle", "SQL"),
+        ]);
+        let p = from_startup(&d, &m).unwrap();
         assert!(p.needs_check);
-        assert!(from_startup(&defaults(), &msg(&[("replication", "true")])).is_err());
+        // The last value sent wins, as in PostgreSQL.
+        let i = crate::params::tracked_index("DateStyle").unwrap();
+        assert_eq!(p.tracked[i].as_deref(), Some("SQL"));
+        assert_eq!(p.extras.get("extra_float_digits"), Some("2"));
+        assert_eq!(p.extras.get("search_path"), Some("x"));
+        let m = msg(&[("replication", "true")]);
+        assert!(from_startup(&d, &m).is_err());
     }
 }

@@ -293,10 +293,21 @@ impl Pool {
     /// Returns a shared copy equal to `p`, so thousands of clients with the same session
     /// parameters hold one set between them (login path only).
     pub fn intern_params(&self, p: ParamSet) -> ParamSet {
+        self.intern_with(|s| *s == p, || p.clone())
+    }
+
+    /// The shared set for which `matches` holds, or the one `build` makes (kept for the next
+    /// logins while fewer than MAX_INTERNED are kept); login path only.
+    pub fn intern_with(
+        &self,
+        matches: impl Fn(&ParamSet) -> bool,
+        build: impl FnOnce() -> ParamSet,
+    ) -> ParamSet {
         let mut g = self.interned.lock();
-        if let Some(shared) = g.iter().find(|s| **s == p) {
+        if let Some(shared) = g.iter().find(|s| matches(s)) {
             return shared.clone();
         }
+        let p = build();
         if g.len() < MAX_INTERNED {
             g.push(p.clone());
         }
