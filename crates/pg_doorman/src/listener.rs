@@ -45,11 +45,21 @@ pub async fn bind(
 
 /// Accepts until the process stops accepting (drain, upgrade) or shuts down.
 pub async fn serve(listener: TcpListener, ctx: Arc<AppContext>, tracker: TaskTracker) {
+    // Registered once, not per accepted connection (registering and dropping each take the
+    // token's lock), and polled only when no connection is waiting (biased: accept first;
+    // the flags are read after every accept, so a flood cannot keep the loop from stopping).
+    let (stop_token, shutdown_token) = (ctx.lifecycle.stop_accepting.clone(), ctx.shutdown.clone());
+    let mut stop = std::pin::pin!(stop_token.cancelled());
+    let mut shutdown = std::pin::pin!(shutdown_token.cancelled());
     loop {
+        if stop_token.is_cancelled() || shutdown_token.is_cancelled() {
+            return;
+        }
         let accepted = tokio::select! {
+            biased;
             a = listener.accept() => a,
-            _ = ctx.lifecycle.stop_accepting.cancelled() => return,
-            _ = ctx.shutdown.cancelled() => return,
+            _ = &mut stop => return,
+            _ = &mut shutdown => return,
         };
         match accepted {
             Ok((sock, peer)) => {

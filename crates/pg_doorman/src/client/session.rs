@@ -61,8 +61,15 @@ pub struct Label<'a> {
 
 impl std::fmt::Display for Label<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Piece by piece: this is in two log lines of every connection.
         let s = &self.pool.settings;
-        write!(f, "[{}@{} #c{}]", s.user, s.database, self.id)
+        f.write_str("[")?;
+        f.write_str(&s.user)?;
+        f.write_str("@")?;
+        f.write_str(&s.database)?;
+        f.write_str(" #c")?;
+        f.write_str(itoa::Buffer::new().format(self.id))?;
+        f.write_str("]")
     }
 }
 

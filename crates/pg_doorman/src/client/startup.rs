@@ -287,7 +287,8 @@ async fn welcome<'a>(
     io.stream.write_all(&out).await.ok()?;
     let session = Session::new(io, params, info, held);
     if ctx.config.general.log_client_connections {
-        tracing::info!("{} client connected from {peer}", session.label());
+        let from = crate::logging::Addr(peer);
+        tracing::info!("{} client connected from {from}", session.label());
     }
     _slot.hand_over();
     listed.hand_over();
