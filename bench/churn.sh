@@ -7,7 +7,8 @@
 #   tls-md5  PGSSLMODE=require (self-signed RSA-2048), user with an MD5 secret
 # Each row runs CHURN_REPEAT times (5), the poolers alternating which goes first; the report
 # gives the median and range of connections/s and of pooler CPU seconds (utime+stime of the
-# process, all threads) per 100k connections. Transaction mode, pool 20 per user.
+# process, all threads) per 100k connections. Transaction mode, pool 20 per user. pg_doorman
+# runs twice: worker_threads 1 (one thread, the shape of PgBouncer) and BENCH_WORKERS (2).
 # Env: BENCH_SECONDS (12), CHURN_CLIENTS (20), CHURN_REPEAT (5), CHURN_ROWS ("md5 scram tls-md5"),
 #      BENCH_WORKERS (pg_doorman worker_threads, 2), BENCH_SKIP_BUILD=1.
 # Writes bench/results/churn.md.
@@ -31,12 +32,13 @@ echo "== PgBouncer $($PGBOUNCER --version | head -1) on $BOUNCER_PORT"
 write_bouncer 20 "" bench "$MD5" bench_scram "$SCRAM"
 start_bouncer
 
-echo "== pg_doorman on $DOORMAN_PORT (worker_threads $WORKERS, default logging)"
-cat > "$WORK/pg_doorman.yaml" <<YAML
+# Two pg_doorman processes: worker_threads 1 (one thread, as PgBouncer) and BENCH_WORKERS.
+doorman_config() {
+  cat <<YAML
 general:
   host: 127.0.0.1
-  port: $DOORMAN_PORT
-  worker_threads: $WORKERS
+  port: $1
+  worker_threads: $2
   tls_mode: allow
   tls_certificate: "$WORK/tls.crt"
   tls_private_key: "$WORK/tls.key"
@@ -53,7 +55,15 @@ pools:
         password: "$SCRAM"
         pool_size: 20
 YAML
+}
+D1_PORT=$(port)
+echo "== pg_doorman (default logging) on $D1_PORT (worker_threads 1) and $DOORMAN_PORT (worker_threads $WORKERS)"
+doorman_config "$D1_PORT" 1 > "$WORK/pg_doorman-1.yaml"
+"$BIN" "$WORK/pg_doorman-1.yaml" > "$WORK/pg_doorman-1.log" 2>&1 &
+D1_PID=$!; PIDS+=("$D1_PID")
+doorman_config "$DOORMAN_PORT" "$WORKERS" > "$WORK/pg_doorman.yaml"
 start_doorman "$WORK/pg_doorman.yaml"
+D1=pg_doorman-w1; DN=pg_doorman-w$WORKERS
 
 RESULTS=$WORK/churn.tsv
 : > "$RESULTS"
@@ -78,11 +88,15 @@ churn_one() {
 }
 for row in ${CHURN_ROWS:-md5 scram tls-md5}; do
   for i in $(seq "$REPEAT"); do
-    if [ $((i % 2)) = 1 ]; then order="pgbouncer pg_doorman"; else order="pg_doorman pgbouncer"; fi
+    # Rotate which goes first, so none always runs after the same one.
+    case $((i % 3)) in
+      1) order="pgbouncer $D1 $DN" ;; 2) order="$D1 $DN pgbouncer" ;; *) order="$DN pgbouncer $D1" ;;
+    esac
     for target in $order; do
       case $target in
         pgbouncer) churn_one pgbouncer "$BOUNCER_PORT" "$BOUNCER_PID" "$row" ;;
-        pg_doorman) churn_one pg_doorman "$DOORMAN_PORT" "$DOORMAN_PID" "$row" ;;
+        "$D1") churn_one "$D1" "$D1_PORT" "$D1_PID" "$row" ;;
+        "$DN") churn_one "$DN" "$DOORMAN_PORT" "$DOORMAN_PID" "$row" ;;
       esac
     done
   done
@@ -99,18 +113,21 @@ for line in open(path):
 med = lambda xs: sorted(xs)[len(xs) // 2]
 cell = lambda xs, f: f"{med(xs):{f}} [{min(xs):{f}}–{max(xs):{f}}]"
 n = max(len(v) for r in rows.values() for v in r.values())
-print(f"### Connection churn: pgbench -S -C, {clients} clients, {secs} s per run, {n} alternating runs "
-      f"(median [range]); transaction mode, pool 20, pg_doorman worker_threads={workers}\n")
-print("| row | PgBouncer conn/s | pg_doorman conn/s | rate D/B | PgBouncer CPU s/100k conn | pg_doorman CPU s/100k conn | CPU D/B | failed B / D |")
-print("|---|---|---|---|---|---|---|---|")
+print(f"### Connection churn: pgbench -S -C, {clients} clients, {secs} s per run, {n} rotating runs "
+      f"(median [range]); transaction mode, pool 20, default logging on all\n")
+print("| row | pooler | conn/s | rate / PgBouncer | CPU s per 100k conn | CPU / PgBouncer | failed |")
+print("|---|---|---|---|---|---|---|")
 for row in ["md5", "scram", "tls-md5"]:
     r = rows.get(row)
-    if not r or "pgbouncer" not in r or "pg_doorman" not in r:
+    if not r or "pgbouncer" not in r:
         continue
-    b, d = r["pgbouncer"], r["pg_doorman"]
-    bt, dt = [x[0] for x in b], [x[0] for x in d]
-    bc, dc = [x[1] for x in b], [x[1] for x in d]
-    fb, fd = sum(x[2] for x in b), sum(x[2] for x in d)
-    print(f"| {row} | {cell(bt, '.0f')} | {cell(dt, '.0f')} | {med(dt) / med(bt):.2f} | "
-          f"{cell(bc, '.2f')} | {cell(dc, '.2f')} | {med(dc) / med(bc):.2f} | {fb} / {fd} |")
+    b = r["pgbouncer"]
+    bt, bc = med([x[0] for x in b]), med([x[1] for x in b])
+    for t in ["pgbouncer", "pg_doorman-w1", f"pg_doorman-w{workers}"]:
+        if t not in r:
+            continue
+        v = r[t]
+        ts, cs = [x[0] for x in v], [x[1] for x in v]
+        print(f"| {row} | {t} | {cell(ts, '.0f')} | {med(ts) / bt:.2f} | {cell(cs, '.2f')} | "
+              f"{med(cs) / bc:.2f} | {sum(x[2] for x in v)} |")
 PY
