@@ -84,7 +84,7 @@ impl Default for ParamSet {
 
 impl ParamSet {
     /// A set of these (name, value) pairs, in this order (names must be distinct).
-    pub fn from_pairs<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> Self {
+    pub fn from_pairs<'a, 'b>(pairs: impl Iterator<Item = (&'a str, &'b str)>) -> Self {
         ParamSet {
             entries: std::sync::Arc::new(pairs.map(|(k, v)| (k.into(), v.into())).collect()),
         }

@@ -38,24 +38,23 @@ impl StartupParams<'_> {
             .or_else(|| defaults.get(TRACKED[i]))
     }
 
+    /// The (name, value) pairs of the client's tracked parameters, in TRACKED order.
+    fn wanted<'a>(
+        &'a self,
+        defaults: &'a ParamSet,
+    ) -> impl Iterator<Item = (&'static str, &'a str)> {
+        (0..TRACKED.len()).filter_map(move |i| self.value(defaults, i).map(|v| (TRACKED[i], v)))
+    }
+
     /// The wishes as sets shared with the pool's other clients that want the same: a login
     /// like the previous ones allocates nothing here (the shared set is found by comparing
-    /// values, not by building a candidate first).
+    /// values, not by building a candidate first). For wishes that need no check: checked ones
+    /// are canonicalised first ([`StartupParams::into_unshared`]), then interned.
     pub fn into_params(self, defaults: &ParamSet, pool: &Pool) -> ClientParams {
-        let count = (0..TRACKED.len())
-            .filter(|&i| self.value(defaults, i).is_some())
-            .count();
+        let count = self.wanted(defaults).count();
         let wanted = pool.intern_with(
-            |s| {
-                s.len() == count
-                    && (0..TRACKED.len()).all(|i| s.get(TRACKED[i]) == self.value(defaults, i))
-            },
-            || {
-                ParamSet::from_pairs(
-                    (0..TRACKED.len())
-                        .filter_map(|i| self.value(defaults, i).map(|v| (TRACKED[i], v))),
-                )
-            },
+            |s| s.len() == count && self.wanted(defaults).all(|(k, v)| s.get(k) == Some(v)),
+            || ParamSet::from_pairs(self.wanted(defaults)),
         );
         let extras = if self.extras.is_empty() {
             self.extras
@@ -63,6 +62,15 @@ impl StartupParams<'_> {
             pool.intern_params(self.extras)
         };
         ClientParams { wanted, extras }
+    }
+
+    /// The wishes as the client's own sets, not shared yet (a check on a backend may still
+    /// respell them; the pool's shared list keeps only what clients end up with).
+    pub fn into_unshared(self, defaults: &ParamSet) -> ClientParams {
+        ClientParams {
+            wanted: ParamSet::from_pairs(self.wanted(defaults)),
+            extras: self.extras,
+        }
     }
 }
 
@@ -232,6 +240,12 @@ mod tests {
         assert_eq!(p.tracked[i].as_deref(), Some("SQL"));
         assert_eq!(p.extras.get("extra_float_digits"), Some("2"));
         assert_eq!(p.extras.get("search_path"), Some("x"));
+        // Checked wishes are built for the check, with the defaults filled in.
+        let unshared = p.into_unshared(&d);
+        assert_eq!(unshared.wanted.get("DateStyle"), Some("SQL"));
+        assert_eq!(unshared.wanted.get("client_encoding"), Some("UTF8"));
+        assert_eq!(unshared.wanted.len(), 3);
+        assert_eq!(unshared.extras.get("search_path"), Some("x"));
         let m = msg(&[("replication", "true")]);
         assert!(from_startup(&d, &m).is_err());
     }

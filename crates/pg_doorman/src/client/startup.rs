@@ -529,14 +529,15 @@ async fn login(
         Some(e.to_client())
     })?;
     let found = from_startup(&defaults, msg)?;
-    let needs_check = found.needs_check;
-    let mut params = found.into_params(&defaults, &pool);
-    if needs_check {
-        // The check may canonicalise values: share the result, not the packet's spelling.
-        check_params(&pool, &mut params).await?;
-        params.wanted = pool.intern_params(params.wanted);
-        params.extras = pool.intern_params(params.extras);
+    if !found.needs_check {
+        let params = found.into_params(&defaults, &pool);
+        return Ok((pool, params));
     }
+    // The check may canonicalise values: share the result, not the packet's spelling.
+    let mut params = found.into_unshared(&defaults);
+    check_params(&pool, &mut params).await?;
+    params.wanted = pool.intern_params(params.wanted);
+    params.extras = pool.intern_params(params.extras);
     Ok((pool, params))
 }
 
