@@ -83,10 +83,11 @@ impl Fields<'_, '_> {
     /// Writes one field; `value`'s Debug is what is shown (for a message and for `%` values
     /// that is their Display; a `&str` field shows quoted, as in tracing-subscriber).
     fn field(&mut self, field: &Field, value: &dyn fmt::Debug) -> fmt::Result {
+        if !self.first {
+            self.w.write_char(' ')?;
+        }
+        self.first = false;
         if field.name() != "message" {
-            if !self.first {
-                self.w.write_char(' ')?;
-            }
             let name = field.name().strip_prefix("r#").unwrap_or(field.name());
             if self.ansi {
                 write!(self.w, "\x1b[3m{name}\x1b[0m\x1b[2m=\x1b[0m")?;
@@ -94,10 +95,7 @@ impl Fields<'_, '_> {
                 self.w.write_str(name)?;
                 self.w.write_char('=')?;
             }
-        } else if !self.first {
-            self.w.write_char(' ')?;
         }
-        self.first = false;
         write!(Escaping(&mut *self.w), "{value:?}")
     }
 }
