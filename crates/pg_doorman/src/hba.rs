@@ -1,8 +1,8 @@
 //! Client access rules in pg_hba.conf syntax (`general.pg_hba`, inline or a file), and the
 //! legacy `general.hba` CIDR allow-list. The first rule that matches a connection's kind (TLS or
 //! not), database, user and address decides its auth method; none matching refuses it, as
-//! PostgreSQL does (PostgreSQL docs, "The pg_hba.conf File"). pg_doorman only takes TCP
-//! connections, so `local` lines are skipped.
+//! PostgreSQL does (PostgreSQL docs, "The pg_hba.conf File"). `local` lines apply to clients
+//! on the unix socket (`general.unix_socket_dir`), `host*` lines to TCP clients.
 
 use ipnet::IpNet;
 use std::net::IpAddr;
@@ -21,6 +21,9 @@ pub enum Method {
     ScramSha256,
     /// The password in clear text (AuthenticationCleartextPassword), checked against the secret.
     Password,
+    /// `local` lines only: the operating-system user of the connecting process (SO_PEERCRED)
+    /// must have the name the client logs in as; no password.
+    Peer,
 }
 
 impl Method {
@@ -31,9 +34,10 @@ impl Method {
             "md5" => Method::Md5,
             "scram-sha-256" => Method::ScramSha256,
             "password" => Method::Password,
-            "peer" | "ident" | "gss" | "sspi" | "pam" | "ldap" | "radius" | "cert" | "bsd" => {
+            "peer" => Method::Peer,
+            "ident" | "gss" | "sspi" | "pam" | "ldap" | "radius" | "cert" | "bsd" => {
                 return Err(format!(
-                    "auth method \"{s}\" is not supported by pg_doorman (use trust, reject, md5, scram-sha-256 or password)"
+                    "auth method \"{s}\" is not supported by pg_doorman (use trust, reject, md5, scram-sha-256, password or peer)"
                 ));
             }
             _ => return Err(format!("unknown auth method \"{s}\"")),
@@ -52,6 +56,8 @@ enum Kind {
     Plain,
     /// `hostgssenc`: never matches.
     Never,
+    /// `local`: the unix socket.
+    Local,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,7 +74,7 @@ struct Rule {
     kind: Kind,
     databases: Vec<Name>,
     users: Vec<Name>,
-    /// None = `all`.
+    /// None = `all` (and every `local` rule).
     net: Option<IpNet>,
     method: Method,
 }
@@ -197,39 +203,53 @@ fn address(fields: &[(String, bool)]) -> Result<(Option<IpNet>, usize), String> 
     Ok((Some(net.trunc()), 2))
 }
 
-fn rule(line: usize, f: &[(String, bool)]) -> Result<Option<Rule>, String> {
+fn rule(line: usize, f: &[(String, bool)]) -> Result<Rule, String> {
     let kind = match f[0].0.as_str() {
-        "local" => return Ok(None),
+        "local" => Kind::Local,
         "host" | "hostnogssenc" => Kind::Any,
         "hostssl" => Kind::Tls,
         "hostnossl" => Kind::Plain,
         "hostgssenc" => Kind::Never,
         t => return Err(format!("invalid connection type \"{t}\"")),
     };
-    if f.len() < 5 {
-        return Err("expected TYPE DATABASE USER ADDRESS METHOD".into());
+    // A `local` line has no ADDRESS field.
+    let fixed = if kind == Kind::Local { 4 } else { 5 };
+    if f.len() < fixed {
+        return Err(if kind == Kind::Local {
+            "expected local DATABASE USER METHOD".into()
+        } else {
+            "expected TYPE DATABASE USER ADDRESS METHOD".into()
+        });
     }
     let databases = names(&f[1], "database")?;
     let users = names(&f[2], "user")?;
-    let (net, used) = address(&f[3..])?;
+    let (net, used) = if kind == Kind::Local {
+        (None, 0)
+    } else {
+        address(&f[3..])?
+    };
     let rest = &f[3 + used..];
     let Some((m, _)) = rest.first() else {
         return Err("missing auth method".into());
     };
     let method = Method::parse(m)?;
+    if method == Method::Peer && kind != Kind::Local {
+        // As PostgreSQL: the peer's credentials exist only on a unix socket.
+        return Err("peer authentication is only supported on local sockets".into());
+    }
     if let Some((opt, _)) = rest.get(1) {
         return Err(format!(
             "auth option \"{opt}\" is not supported by pg_doorman"
         ));
     }
-    Ok(Some(Rule {
+    Ok(Rule {
         line,
         kind,
         databases,
         users,
         net,
         method,
-    }))
+    })
 }
 
 impl Hba {
@@ -254,17 +274,23 @@ impl Hba {
             if f.is_empty() {
                 continue;
             }
-            if let Some(r) = rule(first_line, &f).map_err(|e| format!("line {first_line}: {e}"))? {
-                rules.push(r);
-            }
+            rules.push(rule(first_line, &f).map_err(|e| format!("line {first_line}: {e}"))?);
         }
         Ok(Hba { rules })
     }
 
-    /// The legacy `general.hba` list: clients from these networks log in as the secret allows
-    /// (method md5), others are refused.
+    /// The legacy `general.hba` list: clients from these networks, and clients on the unix
+    /// socket (a network list does not speak of them; the socket's mode guards it), log in as
+    /// the secret allows (method md5); others are refused.
     pub fn from_cidrs(list: &[String]) -> Result<Hba, String> {
-        let mut rules = Vec::new();
+        let mut rules = vec![Rule {
+            line: 0,
+            kind: Kind::Local,
+            databases: vec![Name::All],
+            users: vec![Name::All],
+            net: None,
+            method: Method::Md5,
+        }];
         for a in list {
             let net: IpNet = a
                 .parse()
@@ -282,7 +308,7 @@ impl Hba {
         Ok(Hba { rules })
     }
 
-    /// Number of rules (skipped `local` lines not counted).
+    /// Number of rules.
     pub fn len(&self) -> usize {
         self.rules.len()
     }
@@ -292,19 +318,22 @@ impl Hba {
         self.rules.is_empty()
     }
 
-    /// The first rule matching a connection from `ip` (over TLS or not) for `database` as `user`.
-    pub fn decide(&self, ip: IpAddr, tls: bool, database: &str, user: &str) -> Decision {
+    /// The first rule matching a connection from `ip` (None: the unix socket), over TLS or
+    /// not, for `database` as `user`.
+    pub fn decide(&self, ip: Option<IpAddr>, tls: bool, database: &str, user: &str) -> Decision {
         // An IPv4 client on an IPv6 socket shows as ::ffff:a.b.c.d.
-        let ip = match ip {
+        let ip = ip.map(|ip| match ip {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
             v4 => v4,
-        };
+        });
         for r in &self.rules {
-            let kind_ok = match r.kind {
-                Kind::Any => true,
-                Kind::Tls => tls,
-                Kind::Plain => !tls,
-                Kind::Never => false,
+            let kind_ok = match (r.kind, ip) {
+                (Kind::Local, None) => true,
+                (Kind::Local, Some(_)) | (_, None) => false,
+                (Kind::Any, _) => true,
+                (Kind::Tls, _) => tls,
+                (Kind::Plain, _) => !tls,
+                (Kind::Never, _) => false,
             };
             let db_ok = r.databases.iter().any(|n| match n {
                 Name::All => true,
@@ -316,7 +345,10 @@ impl Hba {
                 Name::SameUser => false,
                 Name::Exact(s) => s == user,
             });
-            let net_ok = r.net.is_none_or(|n| n.contains(&ip));
+            let net_ok = match (r.net, ip) {
+                (Some(n), Some(ip)) => n.contains(&ip),
+                _ => true,
+            };
             if kind_ok && db_ok && user_ok && net_ok {
                 return Decision::Rule(r.method, r.line);
             }
@@ -329,8 +361,8 @@ impl Hba {
 mod tests {
     use super::*;
 
-    fn ip(s: &str) -> IpAddr {
-        s.parse().unwrap()
+    fn ip(s: &str) -> Option<IpAddr> {
+        Some(s.parse().unwrap())
     }
 
     #[test]
@@ -345,8 +377,12 @@ mod tests {
              host all admin 0.0.0.0/0 trust\n",
         )
         .unwrap();
-        assert_eq!(hba.len(), 5);
+        assert_eq!(hba.len(), 6);
         use Decision::*;
+        assert_eq!(
+            hba.decide(None, false, "app", "Alice"),
+            Rule(Method::Trust, 2)
+        );
         assert_eq!(
             hba.decide(ip("10.1.2.3"), true, "app", "Alice"),
             Rule(Method::ScramSha256, 3)
@@ -398,8 +434,45 @@ mod tests {
     }
 
     #[test]
+    fn local_lines_take_unix_socket_clients_only() {
+        let hba = Hba::parse(
+            "local app all peer
+             local all bob reject
+             host all all all trust
+             local all all scram-sha-256
+",
+        )
+        .unwrap();
+        use Decision::*;
+        assert_eq!(hba.decide(None, false, "app", "x"), Rule(Method::Peer, 1));
+        assert_eq!(hba.decide(None, false, "d", "bob"), Rule(Method::Reject, 2));
+        // `host all all all` does not take a unix-socket client.
+        assert_eq!(
+            hba.decide(None, false, "d", "carol"),
+            Rule(Method::ScramSha256, 4)
+        );
+        // Nor does a `local` line take a TCP client.
+        assert_eq!(
+            hba.decide(ip("127.0.0.1"), false, "app", "bob"),
+            Rule(Method::Trust, 3)
+        );
+        for (text, want) in [
+            ("local all all", "expected local DATABASE USER METHOD"),
+            ("host all all all peer", "only supported on local sockets"),
+            ("local all all md5 map=x", "option"),
+        ] {
+            let e = Hba::parse(text).unwrap_err();
+            assert!(e.contains(want), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
     fn legacy_list_allows_its_networks_only() {
         let hba = Hba::from_cidrs(&["10.0.0.0/8".into(), "127.0.0.1".into()]).unwrap();
+        assert_eq!(
+            hba.decide(None, false, "d", "u"),
+            Decision::Rule(Method::Md5, 0)
+        );
         assert_eq!(
             hba.decide(ip("10.9.9.9"), false, "d", "u"),
             Decision::Rule(Method::Md5, 0)

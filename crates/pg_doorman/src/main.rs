@@ -253,6 +253,7 @@ fn real_main(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             .transpose()
             .context("--inherit-fd")?,
         web: inherited_env("PG_DOORMAN_WEB_FD")?,
+        unix: inherited_env("PG_DOORMAN_UNIX_FD")?,
         upgrade: inherited_env("PG_DOORMAN_UPGRADE_FD")?,
         first_id: std::env::var("PG_DOORMAN_FIRST_ID")
             .ok()

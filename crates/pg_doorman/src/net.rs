@@ -44,6 +44,55 @@ pub fn give_buffer(mut b: BytesMut, chunk: usize) {
     });
 }
 
+/// Where a client connected from: a TCP address, or the unix socket (PostgreSQL's `local`
+/// connection type), written `[local]` as PostgreSQL writes it in its logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    /// A TCP client at this address.
+    Tcp(std::net::SocketAddr),
+    /// A client on `unix_socket_dir`'s socket.
+    Unix,
+}
+
+impl Peer {
+    /// The spelling of a unix-socket peer.
+    pub const LOCAL: &'static str = "[local]";
+
+    /// The client's IP address; None over the unix socket.
+    pub fn ip(self) -> Option<std::net::IpAddr> {
+        match self {
+            Peer::Tcp(a) => Some(a.ip()),
+            Peer::Unix => None,
+        }
+    }
+
+    /// Reads back what `Display` wrote (the upgrade hands clients over by it); None for
+    /// anything else.
+    pub fn parse(s: &str) -> Option<Peer> {
+        if s == Self::LOCAL {
+            return Some(Peer::Unix);
+        }
+        s.parse().ok().map(Peer::Tcp)
+    }
+
+    /// The host part alone (`10.0.0.1`, `[local]`), as PostgreSQL's pg_hba messages name it.
+    pub fn host(self) -> String {
+        match self {
+            Peer::Tcp(a) => a.ip().to_string(),
+            Peer::Unix => Self::LOCAL.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Peer::Tcp(a) => std::fmt::Display::fmt(&crate::logging::Addr(*a), f),
+            Peer::Unix => f.write_str(Self::LOCAL),
+        }
+    }
+}
+
 /// A connected client or backend socket.
 #[derive(Debug)]
 pub enum Stream {

@@ -22,7 +22,7 @@ async fn client_task_future_is_small() {
     ));
     let accepted = pg_doorman::client::startup::Accepted {
         stream: pg_doorman::net::Stream::Tcp(sock),
-        peer: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        peer: pg_doorman::net::Peer::Tcp(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
     };
     let fut = pg_doorman::client::startup::handle(ctx, Box::new(accepted));
     let size = std::mem::size_of_val(&fut);

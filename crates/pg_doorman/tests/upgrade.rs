@@ -462,3 +462,41 @@ async fn a_thousand_idle_clients_move_in_one_upgrade() {
     );
     assert_eq!(answered.load(Ordering::Relaxed), 1000);
 }
+
+/// The unix socket survives an upgrade: the new process inherits it (the file is not
+/// removed by the old one), a client on it migrates with its session setting, and new
+/// clients connect to the same path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unix_socket_client_moves_and_the_socket_stays() {
+    let pg = cluster(PgAuth::Scram);
+    let sock = tempfile::Builder::new()
+        .prefix("doorman-sock-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let dir = sock.path().to_str().unwrap().to_string();
+    let live = Live::start(
+        &upgrade_yaml(&pg, &format!("  unix_socket_dir: {dir}\n")),
+        &[],
+    );
+    let port = live.first.port;
+    let conn = format!("host={dir} port={port} user=app password=app_pw dbname=appdb");
+    let (c, task) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(task);
+    c.batch_execute("SET TimeZone = 'Asia/Tokyo'")
+        .await
+        .unwrap();
+    let (old, new, _) = tokio::task::block_in_place(|| live.upgrade());
+    assert_ne!(old, new);
+    assert!(Live::wait_gone(old, Duration::from_secs(8)));
+    let r = c.simple_query("SHOW TimeZone").await;
+    assert!(r.is_ok(), "{r:?}\n{}", live.first.log_text());
+    assert_eq!(one(&c, "SHOW TimeZone").await, "Asia/Tokyo");
+    let (c2, task) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(task);
+    assert_eq!(one(&c2, "SELECT 1").await, "1");
+    assert!(sock.path().join(format!(".s.PGSQL.{port}")).exists());
+}

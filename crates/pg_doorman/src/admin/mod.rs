@@ -31,7 +31,7 @@ pub async fn serve(
     mut stream: Stream,
     mut buf: BytesMut,
     msg: &StartupMessage,
-    peer: std::net::SocketAddr,
+    peer: crate::net::Peer,
     method: crate::hba::Method,
 ) {
     let user = msg.user();

@@ -5,7 +5,6 @@ use crate::clock::Micros;
 use crate::params::ParamSet;
 use crate::pool::Pool;
 use parking_lot::Mutex;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, AtomicU32, AtomicU64, Ordering};
 
@@ -33,10 +32,8 @@ pub struct ClientInfo {
     /// Its session parameters at login (application_name), shared with the pool's other
     /// clients that have the same.
     pub params: ParamSet,
-    /// Peer IP address (kept inline: an idle client allocates nothing for it).
-    pub ip: IpAddr,
-    /// Peer port.
-    pub port: u16,
+    /// Peer address or the unix socket (kept inline: an idle client allocates nothing for it).
+    pub peer: crate::net::Peer,
     /// Connected over TLS.
     pub tls: bool,
     /// Has pipelined with Flush (SHOW POOLS_MEMORY async_clients).
@@ -129,7 +126,7 @@ impl ClientInfo {
     pub fn new(
         (id, secret): (u64, i32),
         pool: Arc<Pool>,
-        peer: std::net::SocketAddr,
+        peer: crate::net::Peer,
         tls: bool,
         params: ParamSet,
         extras: ParamSet,
@@ -141,8 +138,7 @@ impl ClientInfo {
             cancel: Default::default(),
             parse_ctx: crate::params::parse_context(&params).into(),
             params,
-            ip: peer.ip(),
-            port: peer.port(),
+            peer,
             tls,
             flushed: Default::default(),
             state: Default::default(),
@@ -178,9 +174,9 @@ impl ClientInfo {
         self.state.store(s, Ordering::Relaxed);
     }
 
-    /// `ip:port`.
-    pub fn addr(&self) -> std::net::SocketAddr {
-        std::net::SocketAddr::new(self.ip, self.port)
+    /// `ip:port`, or `[local]` for the unix socket.
+    pub fn addr(&self) -> crate::net::Peer {
+        self.peer
     }
 
     /// application_name of its session at login ("" if none).

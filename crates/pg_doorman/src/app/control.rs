@@ -105,7 +105,7 @@ async fn drain(ctx: Arc<AppContext>, what: u8) {
     ctx.lifecycle.stop_accepting.cancel();
     // Our copies of the listening sockets go too: a shutdown must refuse new connections (an
     // upgrade's child holds its own).
-    ctx.lifecycle.listen_fds.lock().clear();
+    *ctx.lifecycle.listen_fds.lock() = Default::default();
     let timeout = ctx.config.general.shutdown_timeout.0;
     let deadline = tokio::time::Instant::now() + timeout;
     let in_tx = ctx

@@ -22,6 +22,18 @@ pub mod phase {
     pub const DRAINING: u8 = 3;
 }
 
+/// Duplicates of the listening sockets, kept for an upgrade's child (which inherits them:
+/// `--inherit-fd`, `PG_DOORMAN_WEB_FD`, `PG_DOORMAN_UNIX_FD`).
+#[derive(Debug, Default)]
+pub struct ListenFds {
+    /// `general.host:port`.
+    pub main: Option<OwnedFd>,
+    /// The /metrics listener.
+    pub web: Option<OwnedFd>,
+    /// The unix socket.
+    pub unix: Option<OwnedFd>,
+}
+
 /// What the controller is asked to do.
 pub enum Command {
     /// Binary upgrade; the result (validation or start failure) goes to the admin client.
@@ -48,8 +60,8 @@ pub struct Lifecycle {
     inbox: Mutex<Option<mpsc::UnboundedReceiver<Command>>>,
     /// Departures to the new process, while migrating.
     handoff: Mutex<Option<Handoff>>,
-    /// Duplicates of the listening sockets (main, then metrics), passed to an upgrade's child.
-    pub listen_fds: Mutex<Vec<OwnedFd>>,
+    /// Duplicates of the listening sockets, passed to an upgrade's child.
+    pub listen_fds: Mutex<ListenFds>,
     /// Cancels for clients this process does not know, sent to the process we took over from
     /// (its clients inside a transaction are still there).
     pub predecessor: Mutex<Option<mpsc::UnboundedSender<(i32, i32)>>>,
@@ -63,18 +75,18 @@ pub struct Lifecycle {
 
 impl Default for Lifecycle {
     fn default() -> Self {
-        Lifecycle::new(None, Vec::new(), None, Vec::new())
+        Lifecycle::new(None, Vec::new(), None, ListenFds::default())
     }
 }
 
 impl Lifecycle {
     /// A running process's lifecycle: what an upgrade starts (`exe` with `args`), the pid
-    /// file it passes on, and duplicates of the listening sockets (main first).
+    /// file it passes on, and duplicates of the listening sockets.
     pub fn new(
         exe: Option<std::path::PathBuf>,
         args: Vec<std::ffi::OsString>,
         pid_file: Option<std::path::PathBuf>,
-        listen_fds: Vec<OwnedFd>,
+        listen_fds: ListenFds,
     ) -> Self {
         let (commands, inbox) = mpsc::unbounded_channel();
         Lifecycle {

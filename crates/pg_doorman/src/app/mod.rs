@@ -41,7 +41,7 @@ pub enum StartError {
 }
 
 /// How this process came to be and what its lifecycle needs: the sockets an upgrading parent
-/// passed (`--inherit-fd`, `PG_DOORMAN_WEB_FD`, `PG_DOORMAN_UPGRADE_FD`), the executable and
+/// passed (`--inherit-fd`, `PG_DOORMAN_WEB_FD`, `PG_DOORMAN_UNIX_FD`, `PG_DOORMAN_UPGRADE_FD`), the executable and
 /// command line to start on upgrade, the daemon's pid file and start-up pipe.
 #[derive(Default)]
 pub struct Boot {
@@ -49,6 +49,8 @@ pub struct Boot {
     pub listener: Option<std::os::fd::OwnedFd>,
     /// The metrics listening socket, inherited.
     pub web: Option<std::os::fd::OwnedFd>,
+    /// The unix listening socket, inherited.
+    pub unix: Option<std::os::fd::OwnedFd>,
     /// The parent's end of the client handoff (we are an upgrade's child).
     pub upgrade: Option<std::os::fd::OwnedFd>,
     /// Client ids start above this (ids the parent's clients hold).
@@ -70,6 +72,34 @@ fn inherited_listener(fd: std::os::fd::OwnedFd) -> std::io::Result<tokio::net::T
     let l = std::net::TcpListener::from(fd);
     l.set_nonblocking(true)?;
     tokio::net::TcpListener::from_std(l)
+}
+
+/// The unix listening socket (`general.unix_socket_dir`) and its path: the one an upgrading
+/// parent passed, else bound now; None without a unix_socket_dir.
+fn unix_listener(
+    g: &crate::config::General,
+    inherited: Option<std::os::fd::OwnedFd>,
+    backlog: u32,
+) -> Result<Option<(tokio::net::UnixListener, std::path::PathBuf)>, StartError> {
+    let Some(path) = g.unix_socket_path() else {
+        return Ok(None);
+    };
+    let listen_err = |source| StartError::Listen {
+        addr: path.display().to_string(),
+        source,
+    };
+    let l = match inherited {
+        Some(fd) => {
+            let l = std::os::unix::net::UnixListener::from(fd);
+            l.set_nonblocking(true).map_err(listen_err)?;
+            tokio::net::UnixListener::from_std(l).map_err(listen_err)?
+        }
+        None => {
+            let mode = g.unix_socket_mode().map_err(StartError::Access)?;
+            crate::listener::bind_unix(&path, mode, backlog).map_err(listen_err)?
+        }
+    };
+    Ok(Some((l, path)))
 }
 
 /// Runs pg_doorman with `config` until `shutdown` is cancelled (by the lifecycle controller:
@@ -141,25 +171,26 @@ pub async fn run(
             g.port
         );
     }
+    let unix = unix_listener(g, boot.unix.take(), backlog)?;
     // Duplicates kept for a later upgrade's child (the accept loop owns the originals);
     // close-on-exec, so no process we start inherits them by accident.
-    let mut fds = Vec::new();
-    {
+    let fds = {
         use std::os::fd::AsFd;
-        let main = listener.as_fd().try_clone_to_owned();
-        let web = metrics_listener
-            .as_ref()
-            .map(|(l, _)| l.as_fd().try_clone_to_owned());
-        match (main, web.transpose()) {
-            (Ok(m), Ok(w)) => {
-                fds.push(m);
-                fds.extend(w);
-            }
-            (Err(e), _) | (_, Err(e)) => {
-                tracing::warn!("cannot keep the listening sockets for an upgrade: {e}")
-            }
-        }
-    }
+        let dup = |fd: Option<std::os::fd::BorrowedFd<'_>>| {
+            fd.map(|f| f.try_clone_to_owned()).transpose()
+        };
+        let kept = (|| {
+            Ok::<_, std::io::Error>(lifecycle::ListenFds {
+                main: dup(Some(listener.as_fd()))?,
+                web: dup(metrics_listener.as_ref().map(|(l, _)| l.as_fd()))?,
+                unix: dup(unix.as_ref().map(|(l, _)| l.as_fd()))?,
+            })
+        })();
+        kept.unwrap_or_else(|e| {
+            tracing::warn!("cannot keep the listening sockets for an upgrade: {e}");
+            Default::default()
+        })
+    };
     let lifecycle = lifecycle::Lifecycle::new(
         boot.exe.take(),
         std::mem::take(&mut boot.args),
@@ -209,8 +240,18 @@ pub async fn run(
     // outside the multi-threaded scheduler): there, every accept cost a wake-up of this thread
     // by the worker holding the I/O driver and a hand-off of the new client's task back to a
     // worker (about 4 futex calls and 3 context switches per connection).
+    let unix_path = unix.as_ref().map(|(_, p)| p.clone());
+    if let Some((l, path)) = unix {
+        tracing::info!("listening on unix socket {}", path.display());
+        let buffers = g.unix_socket_buffer_size.0;
+        tokio::spawn(crate::listener::serve(
+            crate::listener::Listener::Unix(l, buffers),
+            ctx.clone(),
+            tracker.clone(),
+        ));
+    }
     let accept = tokio::spawn(crate::listener::serve(
-        listener,
+        crate::listener::Listener::Tcp(listener),
         ctx.clone(),
         tracker.clone(),
     ));
@@ -249,6 +290,14 @@ pub async fn run(
     ctx.shutdown.cancelled().await;
     let in_use = ctx.client_list.len();
     tracing::info!("shutting down: {in_use} clients connected");
+    // The new process of an upgrade listens on the same socket file: it stays.
+    if let Some(p) = unix_path
+        && ctx.lifecycle.phase() != lifecycle::phase::MIGRATING
+        && let Err(e) = std::fs::remove_file(&p)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!("cannot remove {}: {e}", p.display());
+    }
     for p in &ctx.pools.all() {
         p.close_idle();
     }

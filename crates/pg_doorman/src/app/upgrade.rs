@@ -99,14 +99,16 @@ pub async fn start(ctx: &Arc<AppContext>) -> Result<Handoff, String> {
     .map_err(io_err)?;
     // dup() clears close-on-exec: these copies are the ones the child inherits.
     let theirs = nix::unistd::dup(&theirs).map_err(io_err)?;
-    let listen: Vec<OwnedFd> = l
-        .listen_fds
-        .lock()
-        .iter()
-        .map(nix::unistd::dup)
-        .collect::<Result<_, _>>()
-        .map_err(io_err)?;
-    let Some(main_fd) = listen.first() else {
+    let (main_fd, web_fd, unix_fd) = {
+        let fds = l.listen_fds.lock();
+        let dup = |f: &Option<OwnedFd>| f.as_ref().map(nix::unistd::dup).transpose();
+        (
+            dup(&fds.main).map_err(io_err)?,
+            dup(&fds.web).map_err(io_err)?,
+            dup(&fds.unix).map_err(io_err)?,
+        )
+    };
+    let Some(main_fd) = main_fd else {
         return Err("no listening socket to hand over".into());
     };
     let mut cmd = std::process::Command::new(&exe);
@@ -125,10 +127,14 @@ pub async fn start(ctx: &Arc<AppContext>) -> Result<Handoff, String> {
         // child away from us.
         .env_remove("DAEMON")
         .env_remove("PG_DOORMAN_WEB_FD")
+        .env_remove("PG_DOORMAN_UNIX_FD")
         .env_remove("PG_DOORMAN_PID_FILE")
         .stdin(std::process::Stdio::null());
-    if let Some(web) = listen.get(1) {
+    if let Some(web) = &web_fd {
         cmd.env("PG_DOORMAN_WEB_FD", web.as_raw_fd().to_string());
+    }
+    if let Some(unix) = &unix_fd {
+        cmd.env("PG_DOORMAN_UNIX_FD", unix.as_raw_fd().to_string());
     }
     if let Some(p) = &l.pid_file {
         cmd.env("PG_DOORMAN_PID_FILE", p);
@@ -137,7 +143,7 @@ pub async fn start(ctx: &Arc<AppContext>) -> Result<Handoff, String> {
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
     drop(theirs);
-    drop(listen);
+    drop((main_fd, web_fd, unix_fd));
     let pid = child.id();
     tracing::info!("upgrade: started {} as process {pid}", exe.display());
     let sock: Sock = Arc::new(fds::async_fd(mine).map_err(io_err)?);

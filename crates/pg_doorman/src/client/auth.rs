@@ -28,6 +28,33 @@ fn password_failed(user: &str) -> AuthFailure {
     ))
 }
 
+/// pg_hba `peer`: the connecting process runs as the operating-system user named `user`
+/// (SO_PEERCRED on the unix socket; PostgreSQL's messages and SQLSTATE 28000).
+fn peer_matches(stream: &Stream, user: &str) -> Result<(), AuthFailure> {
+    let failed = |detail: String| {
+        tracing::debug!("peer authentication for {user:?}: {detail}");
+        AuthFailure::Reject(ErrorFields::fatal(
+            sqlstate::INVALID_AUTHORIZATION,
+            format!("Peer authentication failed for user \"{user}\""),
+        ))
+    };
+    let Stream::Unix(sock) = stream else {
+        return Err(failed("not a unix-socket connection".into()));
+    };
+    let uid = sock
+        .peer_cred()
+        .map_err(|e| failed(format!("could not get peer credentials: {e}")))?
+        .uid();
+    match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+        Ok(Some(os)) if os.name == user => Ok(()),
+        Ok(Some(os)) => Err(failed(format!(
+            "provided user name ({user}) and authenticated user name ({}) do not match",
+            os.name
+        ))),
+        Ok(None) | Err(_) => Err(failed(format!("could not look up local user ID {uid}"))),
+    }
+}
+
 fn protocol(msg: impl Into<String>) -> AuthFailure {
     AuthFailure::Reject(ErrorFields::fatal(sqlstate::PROTOCOL_VIOLATION, msg))
 }
@@ -70,6 +97,7 @@ pub async fn authenticate(
     let mut out = BytesMut::with_capacity(256);
     match (method, secret) {
         (Method::Trust, _) => Ok(None),
+        (Method::Peer, _) => peer_matches(stream, user).map(|()| None),
         (Method::Reject, _) => Err(password_failed(user)),
         (Method::Password, _) => {
             backend::write_auth_cleartext(&mut out);

@@ -8,7 +8,7 @@ use super::startup::{LoggedIn, finish, send_fatal};
 use crate::app::clients::ClientInfo;
 use crate::app::context::AppContext;
 use crate::app::handoff::Migrant;
-use crate::net::Stream;
+use crate::net::{Peer, Stream};
 use crate::params::ParamSet;
 use crate::prepared::{ClientStatements, hash_body};
 use crate::relay::{ClientIo, Scan};
@@ -26,26 +26,34 @@ fn param_set(pairs: &[(String, String)]) -> ParamSet {
     p
 }
 
+/// The handed-over socket as a stream of its kind, configured again (a changed
+/// tcp_socket_buffer_size and the rest apply to it).
+fn socket(ctx: &AppContext, peer: Peer, fd: OwnedFd) -> std::io::Result<Stream> {
+    if peer == Peer::Unix {
+        let s = std::os::unix::net::UnixStream::from(fd);
+        s.set_nonblocking(true)?;
+        crate::listener::unix_buffers(&s, ctx.config.general.unix_socket_buffer_size.0);
+        return Ok(Stream::Unix(tokio::net::UnixStream::from_std(s)?));
+    }
+    let s = std::net::TcpStream::from(fd);
+    s.set_nonblocking(true)?;
+    if let Err(e) = crate::pool::settings::tcp_options(&ctx.config).apply(&s) {
+        tracing::debug!("migrated client {peer}: socket options: {e}");
+    }
+    Ok(Stream::Tcp(tokio::net::TcpStream::from_std(s)?))
+}
+
 /// Serves a migrated client until it leaves. A client whose pool the new configuration no
 /// longer has is told so (FATAL 3D000) and closed.
 pub async fn arrive(ctx: Arc<AppContext>, m: Box<Migrant>, fd: OwnedFd) {
-    let std_sock = std::net::TcpStream::from(fd);
-    if let Err(e) = std_sock.set_nonblocking(true) {
-        tracing::warn!("migrated client {}: {e}", m.peer);
-        return;
-    }
-    // Configured again: a changed tcp_socket_buffer_size (and the rest) applies to it.
-    if let Err(e) = crate::pool::settings::tcp_options(&ctx.config).apply(&std_sock) {
-        tracing::debug!("migrated client {}: socket options: {e}", m.peer);
-    }
-    let tcp = match tokio::net::TcpStream::from_std(std_sock) {
-        Ok(t) => t,
+    let peer = Peer::parse(&m.peer).unwrap_or(Peer::Tcp(([0, 0, 0, 0], 0).into()));
+    let stream = match socket(&ctx, peer, fd) {
+        Ok(s) => s,
         Err(e) => {
             tracing::warn!("migrated client {}: {e}", m.peer);
             return;
         }
     };
-    let stream = Stream::Tcp(tcp);
     let pool = match ctx.pools.get(&m.database, &m.user) {
         Ok(p) => p,
         Err(_) => {
@@ -66,10 +74,6 @@ pub async fn arrive(ctx: Arc<AppContext>, m: Box<Migrant>, fd: OwnedFd) {
             return;
         }
     };
-    let peer: std::net::SocketAddr = m
-        .peer
-        .parse()
-        .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
     let params = ClientParams {
         wanted: param_set(&m.wanted),
         extras: param_set(&m.extras),

@@ -141,17 +141,18 @@ impl Session {
     /// True when this client can move to a new process: a plain socket (a TLS session's keys
     /// cannot be carried) and no backend held.
     fn can_migrate(&self) -> bool {
-        !self.stay && matches!(self.io.stream, crate::net::Stream::Tcp(_)) && self.held.is_none()
+        !self.stay && !self.io.stream.is_tls() && self.held.is_none()
     }
 
     /// What the new process needs to serve this client as before, and a duplicate of its
     /// socket. Errors: the duplicate could not be made.
     fn depart(&mut self) -> std::io::Result<Departure> {
-        let crate::net::Stream::Tcp(tcp) = &self.io.stream else {
-            return Err(std::io::ErrorKind::Unsupported.into());
-        };
         // Close-on-exec: only the SCM_RIGHTS message carries it to the new process.
-        let fd = std::os::fd::AsFd::as_fd(tcp).try_clone_to_owned()?;
+        let fd = match &self.io.stream {
+            crate::net::Stream::Tcp(s) => std::os::fd::AsFd::as_fd(s).try_clone_to_owned()?,
+            crate::net::Stream::Unix(s) => std::os::fd::AsFd::as_fd(s).try_clone_to_owned()?,
+            crate::net::Stream::Tls(_) => return Err(std::io::ErrorKind::Unsupported.into()),
+        };
         let pairs = |p: &crate::params::ParamSet| -> Vec<(String, String)> {
             p.iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -10,7 +10,7 @@ use crate::app::clients::ClientInfo;
 use crate::app::context::{AppContext, ClientSlot};
 use crate::config::TlsMode;
 use crate::hba::{Decision, Method};
-use crate::net::Stream;
+use crate::net::{Peer, Stream};
 use crate::pool::Pool;
 use crate::pool::registry::Lookup;
 use crate::relay::{ClientIo, Scan};
@@ -19,7 +19,6 @@ use bytes::{Buf, BytesMut};
 use doorman_wire::fields::Severity;
 use doorman_wire::startup::{self, StartupMessage, StartupPacket};
 use doorman_wire::{ErrorFields, backend, sqlstate};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -76,8 +75,8 @@ pub async fn send_fatal(stream: &Stream, mut e: ErrorFields) {
 pub struct Accepted {
     /// The socket.
     pub stream: Stream,
-    /// The client's address (formatted only when logged).
-    pub peer: SocketAddr,
+    /// The client's address, or the unix socket (formatted only when logged).
+    pub peer: Peer,
 }
 
 /// A client that completed startup and authentication and was sent its welcome. Dropping it
@@ -215,14 +214,13 @@ fn access(
     ctx: &AppContext,
     stream: &Stream,
     msg: &StartupMessage,
-    peer: SocketAddr,
+    peer: Peer,
 ) -> Result<Method, ErrorFields> {
     let guard = ctx.hba.load();
     let Some(rules) = guard.as_deref() else {
         return Ok(Method::Md5);
     };
     let (user, database) = (msg.user(), msg.database());
-    let ip = peer.ip();
     let tls = stream.is_tls();
     let what = |verb: &str| {
         let enc = if tls {
@@ -230,9 +228,10 @@ fn access(
         } else {
             "no encryption"
         };
-        format!("{verb} for host \"{ip}\", user \"{user}\", database \"{database}\", {enc}")
+        let host = peer.host();
+        format!("{verb} for host \"{host}\", user \"{user}\", database \"{database}\", {enc}")
     };
-    match rules.decide(ip, tls, database, user) {
+    match rules.decide(peer.ip(), tls, database, user) {
         Decision::Rule(Method::Reject, _) => Err(ErrorFields::fatal(
             sqlstate::INVALID_AUTHORIZATION,
             what("pg_hba.conf rejects connection"),
@@ -253,7 +252,7 @@ async fn welcome<'a>(
     pool: Arc<Pool>,
     params: ClientParams,
     _slot: ClientSlot<'a>,
-    peer: SocketAddr,
+    peer: Peer,
 ) -> Option<LoggedIn<'a>> {
     let mut params = params;
     let held = if pool.settings.backend_pid {
@@ -287,8 +286,7 @@ async fn welcome<'a>(
     io.stream.write_all(&out).await.ok()?;
     let session = Session::new(io, params, info, held);
     if ctx.config.general.log_client_connections {
-        let from = crate::logging::Addr(peer);
-        tracing::info!("{} client connected from {from}", session.label());
+        tracing::info!("{} client connected from {peer}", session.label());
     }
     _slot.hand_over();
     listed.hand_over();
@@ -377,7 +375,7 @@ async fn negotiate(
     ctx: &AppContext,
     stream: &mut Option<Stream>,
     buf: &mut BytesMut,
-    peer: SocketAddr,
+    peer: Peer,
 ) -> Result<Option<Negotiated>, doorman_wire::WireError> {
     let mut asked_tls = false;
     let mut refused_gss = false;
@@ -444,7 +442,7 @@ async fn start_tls(
     stream: &mut Option<Stream>,
     config: Option<Arc<rustls::ServerConfig>>,
     early: &[u8],
-    peer: SocketAddr,
+    peer: Peer,
     direct: bool,
 ) -> bool {
     let (Some(config), Some(Stream::Tcp(tcp))) = (config, stream.take()) else {
@@ -474,7 +472,7 @@ async fn login(
     stream: &mut Stream,
     buf: &mut BytesMut,
     msg: &StartupMessage,
-    peer: SocketAddr,
+    peer: Peer,
     method: Method,
 ) -> Result<(Arc<Pool>, ClientParams), Option<ErrorFields>> {
     let user = Some(msg.user()).filter(|u| !u.is_empty()).ok_or_else(|| {

@@ -176,6 +176,14 @@ pub struct General {
     pub tcp_user_timeout: Millis,
     /// SO_SNDBUF/SO_RCVBUF for client and backend TCP sockets (bytes); 0 = kernel autotuning.
     pub tcp_socket_buffer_size: ByteSize,
+    /// Also listen on the unix socket `<dir>/.s.PGSQL.<port>` (what libpq's `host=<dir>`
+    /// connects to); unset or empty = TCP only. pg_hba `local` lines apply to its clients.
+    pub unix_socket_dir: Option<String>,
+    /// File mode of the socket, octal (`"0600"`: only pg_doorman's OS user may connect;
+    /// `"0777"`: everyone).
+    pub unix_socket_mode: String,
+    /// SO_SNDBUF/SO_RCVBUF of unix-socket clients (bytes); 0 = the kernel's default.
+    pub unix_socket_buffer_size: ByteSize,
     /// Log each accepted client.
     pub log_client_connections: bool,
     /// Log each client that leaves.
@@ -282,6 +290,9 @@ impl Default for General {
             tcp_no_delay: true,
             tcp_user_timeout: Millis::secs(60),
             tcp_socket_buffer_size: ByteSize(0),
+            unix_socket_dir: None,
+            unix_socket_mode: "0600".into(),
+            unix_socket_buffer_size: ByteSize(1024 * 1024),
             log_client_connections: true,
             log_client_disconnections: true,
             server_round_robin: false,
@@ -339,6 +350,30 @@ impl PgHba {
 }
 
 impl General {
+    /// `unix_socket_dir` when set to a directory (empty counts as unset, as in PgBouncer).
+    pub fn unix_socket_dir(&self) -> Option<&str> {
+        self.unix_socket_dir.as_deref().filter(|d| !d.is_empty())
+    }
+
+    /// The socket file PostgreSQL's clients look for (libpq `host=<dir>`):
+    /// `<unix_socket_dir>/.s.PGSQL.<port>`; None without a unix_socket_dir.
+    pub fn unix_socket_path(&self) -> Option<std::path::PathBuf> {
+        let dir = self.unix_socket_dir()?;
+        Some(std::path::Path::new(dir).join(format!(".s.PGSQL.{}", self.port)))
+    }
+
+    /// `unix_socket_mode` as mode bits; errors say what is wrong.
+    pub fn unix_socket_mode(&self) -> Result<u32, String> {
+        let m = self.unix_socket_mode.trim();
+        let digits = m.strip_prefix("0o").unwrap_or(m);
+        match u32::from_str_radix(digits, 8) {
+            Ok(v) if v <= 0o777 && !digits.is_empty() => Ok(v),
+            _ => Err(format!(
+                "general.unix_socket_mode: {m:?} is not an octal file mode such as \"0600\" or \"0777\""
+            )),
+        }
+    }
+
     /// The client access rules: pg_hba, else the legacy hba list, else None (everyone may
     /// try to log in). Errors say which key and line.
     pub fn access_rules(&self) -> Result<Option<crate::hba::Hba>, String> {

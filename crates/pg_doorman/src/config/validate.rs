@@ -7,9 +7,6 @@ use std::collections::{BTreeMap, HashSet};
 /// so that nobody believes it is in effect.
 const NOT_YET_GENERAL: &[&str] = &[
     "proxy_copy_data_timeout",
-    "unix_socket_buffer_size",
-    "unix_socket_dir",
-    "unix_socket_mode",
     "sync_server_parameters",
     "query_interner_gc_interval_seconds",
     "query_interner_anon_idle_ttl_seconds",
@@ -114,6 +111,19 @@ fn check_general(g: &General, out: &mut Vec<String>) {
         out.push("general.admin_username: must not be empty".into());
     }
     check_client_tls(g, out);
+    if let Err(e) = g.unix_socket_mode() {
+        out.push(e);
+    }
+    if let (Some(dir), Some(path)) = (g.unix_socket_dir(), g.unix_socket_path()) {
+        if !dir.starts_with('/') {
+            out.push(format!(
+                "general.unix_socket_dir: {dir:?} must be an absolute path"
+            ));
+        } else if path.as_os_str().len() > 107 {
+            // sun_path holds 108 bytes with its terminating NUL.
+            out.push(format!("general.unix_socket_dir: {dir:?} is too long for a unix socket path (at most 107 bytes with \"/.s.PGSQL.<port>\")"));
+        }
+    }
     if let Err(e) = g.access_rules() {
         out.push(e);
     }
