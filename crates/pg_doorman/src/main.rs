@@ -226,7 +226,10 @@ fn real_main(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     let config = pg_doorman::config::load(&cli.config_file);
     if cli.test_config {
         return Ok(match config {
-            Ok(_) => {
+            Ok(c) => {
+                for w in &c.warnings {
+                    eprintln!("warning: {w}");
+                }
                 println!("config file {} is valid", cli.config_file.display());
                 std::process::ExitCode::SUCCESS
             }
@@ -272,6 +275,17 @@ fn real_main(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         boot.pid_file = Some(config.general.daemon_pid_file.clone().into());
     }
     init_logging(&cli, config.general.syslog_prog_name.as_deref())?;
+    for w in &config.warnings {
+        tracing::warn!("config: {w}");
+    }
+    if let Some(files) = config
+        .include
+        .as_ref()
+        .map(|i| &i.files)
+        .filter(|f| !f.is_empty())
+    {
+        tracing::info!("config: merged include files {}", files.join(", "));
+    }
     let runtime = build_runtime(&config.general)?;
     // Registered before the listener opens, so an early SIGHUP cannot kill the process.
     let installed = {

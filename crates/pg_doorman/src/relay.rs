@@ -277,6 +277,8 @@ pub enum Outcome {
     Terminated,
     /// The client closed its socket or failed.
     ClientGone,
+    /// The client took none of the reply for `proxy_copy_data_timeout`.
+    ClientStalled,
     /// The client broke the protocol.
     ClientProtocol(WireError),
     /// A client message that must be read whole would pass `max_memory_usage`.
@@ -299,6 +301,9 @@ pub struct ParamSink<'a> {
     /// The client's leave request (a drain), given in session mode only (a client keeps its
     /// backend between transactions there): it is let go when it is idle on it.
     pub leave: Option<&'a crate::app::clients::Leave>,
+    /// `proxy_copy_data_timeout`: how long a client that takes none of the reply waiting for
+    /// it may stall the backend; None = forever.
+    pub stall_limit: Option<std::time::Duration>,
 }
 
 /// Rejects message types a client may not send and lengths over the type's cap.
@@ -561,7 +566,16 @@ pub async fn relay(
         let leave = sink.leave.filter(|_| {
             !to_server_blocked && !to_client_blocked && client.buf.is_empty() && at.is_clean(server)
         });
-        let event = std::future::poll_fn(|cx| poll_event(cx, client, server, want, leave)).await;
+        let wait = std::future::poll_fn(|cx| poll_event(cx, client, server, want, leave));
+        // The timer exists only while the client's socket is full (rare): the common wait
+        // costs none.
+        let event = match sink.stall_limit {
+            Some(limit) if to_client_blocked => match tokio::time::timeout(limit, wait).await {
+                Ok(e) => e,
+                Err(_) => return Outcome::ClientStalled,
+            },
+            _ => wait.await,
+        };
         match event {
             Event::Leave => return Outcome::Leave,
             Event::ServerRead(Ok(0)) => {
@@ -732,6 +746,7 @@ mod tests {
             log: false,
             pinned: None,
             leave: None,
+            stall_limit: None,
         };
         let mut buf = BytesMut::from(&buf[..]);
         scan_server(
@@ -764,6 +779,7 @@ mod tests {
             log: false,
             pinned: None,
             leave: None,
+            stall_limit: None,
         };
         let mut buf = BytesMut::from(&buf[..]);
         scan_server(

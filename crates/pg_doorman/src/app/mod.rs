@@ -368,6 +368,9 @@ async fn reload_config(ctx: Arc<AppContext>) {
             return;
         }
     };
+    for w in &config.warnings {
+        tracing::warn!("config: {w}");
+    }
     match access {
         Some(r) => {
             tracing::info!("client access: {} pg_hba rules loaded", r.len());

@@ -306,6 +306,7 @@ impl Session {
                 // Session mode only: there the client keeps its backend between
                 // transactions, so the relay is where it idles.
                 leave: (!release_on_idle).then_some(&self.info.leave),
+                stall_limit: self.info.pool.settings.client_stall_timeout,
             };
             let mut prep = self.info.pool.statements.as_ref().map(|pool| Prep {
                 pool,
@@ -389,6 +390,15 @@ impl Session {
                 return true;
             }
             Outcome::Terminated | Outcome::ClientGone => {}
+            // The client is closed and its backend, stopped mid-reply, is closed below (the
+            // pool opens another): PgDoorman ends such a client the same way.
+            Outcome::ClientStalled => {
+                tracing::warn!(
+                    "{} client took no data for proxy_copy_data_timeout; closing it",
+                    self.label()
+                );
+                let _ = self.io.stream.close_with_fin();
+            }
             // A drain, while the client was idle on the backend it keeps: the backend goes
             // back (session mode resets it), the client is told 58006.
             Outcome::Leave => {

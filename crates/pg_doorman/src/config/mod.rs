@@ -1,6 +1,7 @@
 //! Configuration: PgDoorman's YAML (primary) or TOML file, chosen by extension, parsed into
 //! typed structs and validated as a whole. Owns no runtime state; the app holds a snapshot.
 
+mod include;
 mod model;
 pub mod units;
 mod users;
@@ -64,10 +65,29 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         path: shown.clone(),
         message,
     })?;
+    // Parsed once as it is (errors keep their line numbers); with includes, again as the
+    // merged tree.
+    let mut notes = Vec::new();
+    let config = if config.include.as_ref().is_none_or(|i| i.files.is_empty()) {
+        config
+    } else {
+        include::merged(path)
+            .and_then(|(tree, w)| {
+                notes = w;
+                serde_json::from_value(tree)
+                    .map_err(|e| format!("after merging include.files: {e}"))
+            })
+            .map_err(|message| ConfigError::Parse {
+                path: shown.clone(),
+                message,
+            })?
+    };
     let problems = validate::check(&config);
     if problems.is_empty() {
         let mut config = config;
         config.source = Some(path.to_path_buf());
+        notes.extend(validate::warnings(&config));
+        config.warnings = notes;
         Ok(config)
     } else {
         Err(ConfigError::Invalid {

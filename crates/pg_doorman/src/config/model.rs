@@ -19,12 +19,28 @@ pub struct Config {
     /// `web` section (alias `prometheus`): the /metrics listener.
     #[serde(alias = "prometheus")]
     pub web: Web,
-    /// Sections we do not implement yet (`web`/`prometheus`, `talos`, `include`) and unknown ones.
+    /// `include.files`: more config files merged into this one (config/include.rs); an
+    /// empty `include:` (PgDoorman's sample config has one) is no include.
+    pub include: Option<Include>,
+    /// Sections we do not implement yet (`talos`) and unknown ones.
     #[serde(flatten)]
     pub unsupported: BTreeMap<String, IgnoredAny>,
     /// The file this config was read from (SIGHUP re-reads it).
     #[serde(skip)]
     pub source: Option<std::path::PathBuf>,
+    /// What loading it noticed but accepted (keys PgDoorman removed or that have no effect
+    /// here), one line each naming the key; logged at start and reload, printed by `-t`.
+    #[serde(skip)]
+    pub warnings: Vec<String>,
+}
+
+/// `include` section (COMPAT.md §1.6).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Include {
+    /// Files merged in order after the main one; a relative name is looked up in the main
+    /// file's directory, then in the working directory.
+    pub files: Vec<String>,
 }
 
 /// `web` / `prometheus` section (COMPAT.md §1.5): the HTTP listener serving /metrics.
@@ -130,6 +146,10 @@ pub struct General {
     pub connect_timeout: Millis,
     /// Longest a client waits for a backend connection; 0 = forever.
     pub query_wait_timeout: Millis,
+    /// Longest a client may leave a reply untaken (its socket buffer full while the backend's
+    /// rows or COPY data wait) before it is disconnected and its backend freed; 0 = forever
+    /// (PgDoorman: the write timeout of streamed data).
+    pub proxy_copy_data_timeout: Millis,
     /// Close backend connections idle this long; 0 = never.
     pub idle_timeout: Millis,
     /// Close backend connections older than this when idle; 0 = never.
@@ -184,6 +204,11 @@ pub struct General {
     pub unix_socket_mode: String,
     /// SO_SNDBUF/SO_RCVBUF of unix-socket clients (bytes); 0 = the kernel's default.
     pub unix_socket_buffer_size: ByteSize,
+    /// PgDoorman: replay the client's client_encoding, DateStyle, TimeZone,
+    /// standard_conforming_strings and application_name on each backend in transaction mode.
+    /// pg_doorman always does (for every parameter a client SETs, not only those), so `true`
+    /// is its behaviour and `false` is accepted with a warning that it changes nothing.
+    pub sync_server_parameters: Option<bool>,
     /// Log each accepted client.
     pub log_client_connections: bool,
     /// Log each client that leaves.
@@ -268,6 +293,7 @@ impl Default for General {
             tokio_settings_note: None,
             connect_timeout: Millis::secs(3),
             query_wait_timeout: Millis::secs(5),
+            proxy_copy_data_timeout: Millis::secs(15),
             idle_timeout: Millis::secs(600),
             server_lifetime: Millis::secs(1200),
             retain_connections_time: Millis::secs(30),
@@ -293,6 +319,7 @@ impl Default for General {
             unix_socket_dir: None,
             unix_socket_mode: "0600".into(),
             unix_socket_buffer_size: ByteSize(1024 * 1024),
+            sync_server_parameters: None,
             log_client_connections: true,
             log_client_disconnections: true,
             server_round_robin: false,
@@ -442,6 +469,8 @@ pub struct Pool {
     pub application_name: Option<String>,
     /// Log ParameterStatus changes the backend reports for a client.
     pub log_client_parameter_status_changes: bool,
+    /// Per-pool `sync_server_parameters` (as the general key).
+    pub sync_server_parameters: Option<bool>,
     /// Backend TLS mode for this pool.
     pub server_tls_mode: Option<ServerTlsMode>,
     /// Overrides general.server_tls_ca_cert.
@@ -496,6 +525,7 @@ impl Default for Pool {
             server_lifetime: None,
             application_name: None,
             log_client_parameter_status_changes: false,
+            sync_server_parameters: None,
             server_tls_mode: None,
             server_tls_ca_cert: None,
             server_tls_certificate: None,

@@ -63,10 +63,10 @@ pool_size = 3
 
 #[test]
 fn unknown_and_unimplemented_keys_are_rejected_with_path() {
-    let err = Config::from_yaml("general:\n  port: 1\n  bogus_key: 3\n  proxy_copy_data_timeout: 3\npools:\n  d:\n    users:\n      - username: u\n        password: p\n        auth_pam_service: x\n").unwrap_err();
+    let err = Config::from_yaml("general:\n  port: 1\n  bogus_key: 3\n  fallback_lifetime: 3\npools:\n  d:\n    users:\n      - username: u\n        password: p\n        auth_pam_service: x\n").unwrap_err();
     assert!(err.contains("general.bogus_key: unknown setting"), "{err}");
     assert!(
-        err.contains("general.proxy_copy_data_timeout: this PgDoorman setting is not implemented"),
+        err.contains("general.fallback_lifetime: this PgDoorman setting is not implemented"),
         "{err}"
     );
     assert!(err.contains("pools.d.users[0].auth_pam_service"), "{err}");
@@ -130,5 +130,140 @@ fn defaults_follow_pgdoorman() {
     assert_eq!(
         c.general.client_prepared_statements_cache_size(),
         c.general.prepared_statements_cache_size
+    );
+}
+
+#[test]
+fn include_files_merge_in_order_and_errors_name_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = dir.path().join("pg_doorman.yaml");
+    std::fs::write(
+        &main,
+        "include:\n  files: [\"pools.toml\", \"more.yaml\"]\ngeneral:\n  port: 6432\n  idle_timeout: 5m\npools:\n  app:\n    users:\n      - username: alice\n        password: a\n",
+    )
+    .unwrap();
+    // TOML and YAML mixed; relative names are found beside the main file.
+    std::fs::write(
+        dir.path().join("pools.toml"),
+        "[general]\nport = 7000\n\n[pools.app]\nserver_port = 5433\n\n[[pools.app.users]]\nusername = \"bob\"\npassword = \"b\"\n\n[pools.other]\nserver_host = \"10.0.0.1\"\n\n[[pools.other.users]]\nusername = \"carol\"\npassword = \"c\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("more.yaml"),
+        "general:\n  port: 7001\n  query_wait_timeout: ~\n",
+    )
+    .unwrap();
+    let c = load(&main).unwrap();
+    // The last file wins for a scalar; the main file's other keys stay.
+    assert_eq!(c.general.port, 7001);
+    assert_eq!(c.general.idle_timeout.0.as_secs(), 300);
+    // A YAML null is dropped: the default stays.
+    assert_eq!(c.general.query_wait_timeout.0.as_secs(), 5);
+    let app = &c.pools["app"];
+    assert_eq!(app.server_port, 5433);
+    let names: Vec<_> = app.users.iter().map(|u| u.username.as_str()).collect();
+    assert_eq!(names, ["alice", "bob"], "users lists are appended");
+    assert_eq!(c.pools["other"].server_host, "10.0.0.1");
+
+    // A missing include is named.
+    std::fs::write(&main, "include:\n  files: [\"/nonexistent/x.yaml\"]\n").unwrap();
+    let e = load(&main).unwrap_err().to_string();
+    assert!(e.contains("/nonexistent/x.yaml"), "{e}");
+    // Kinds that do not merge: the file and the key are named.
+    std::fs::write(dir.path().join("bad.yaml"), "general:\n  port: {a: 1}\n").unwrap();
+    std::fs::write(
+        &main,
+        "include:\n  files: [\"bad.yaml\"]\ngeneral:\n  port: 6432\n",
+    )
+    .unwrap();
+    let e = load(&main).unwrap_err().to_string();
+    assert!(e.contains("bad.yaml") && e.contains("general.port"), "{e}");
+    // A merged config is validated as any other.
+    std::fs::write(dir.path().join("bad.yaml"), "general:\n  bogus_key: 1\n").unwrap();
+    let e = load(&main).unwrap_err().to_string();
+    assert!(e.contains("general.bogus_key: unknown setting"), "{e}");
+}
+
+/// Every key PgDoorman 3.10.7's sample `pg_doorman.yaml` sets (with its values, including its
+/// empty `include:` section) loads; the one key that changes nothing here is warned about.
+#[test]
+fn pgdoorman_sample_config_keys_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = dir.path().join("pg_doorman.yaml");
+    std::fs::write(
+        &main,
+        r#"include:
+general:
+  host: "0.0.0.0"
+  port: 6432
+  backlog: 0
+  connect_timeout: "3s"
+  query_wait_timeout: "5s"
+  idle_timeout: "10m"
+  server_lifetime: "20m"
+  retain_connections_time: "30s"
+  retain_connections_max: 3
+  server_idle_check_timeout: "60s"
+  shutdown_timeout: "10s"
+  proxy_copy_data_timeout: "15s"
+  tcp_keepalives_idle: 5
+  tcp_keepalives_interval: 5
+  tcp_keepalives_count: 5
+  tcp_so_linger: 0
+  tcp_no_delay: true
+  tcp_user_timeout: 60
+  unix_socket_buffer_size: "1MB"
+  unix_socket_mode: "0600"
+  max_connections: 8192
+  max_concurrent_creates: 4
+  max_memory_usage: "256MB"
+  scaling_warm_pool_ratio: 20
+  scaling_fast_retries: 10
+  scaling_max_parallel_creates: 2
+  log_client_connections: true
+  log_client_disconnections: true
+  worker_threads: 4
+  worker_cpu_affinity_pinning: false
+  server_round_robin: false
+  sync_server_parameters: false
+  message_size_to_be_stream: "1MB"
+  pooler_check_query: ";"
+  prepared_statements: true
+  prepared_statements_cache_size: 8192
+  client_anonymous_prepared_cache_size: 256
+  admin_username: "admin"
+  admin_password: "admin"
+  tls_mode: "allow"
+  tls_rate_limit_per_second: 0
+  server_tls_mode: "allow"
+  hba: []
+  scaling_cooldown_sleep: 10
+prometheus:
+  enabled: false
+  host: "0.0.0.0"
+  port: 9127
+pools:
+  exampledb:
+    server_host: "127.0.0.1"
+    server_port: 5432
+    pool_mode: "transaction"
+    cleanup_server_connections: true
+    log_client_parameter_status_changes: false
+    users:
+      - username: "app_user"
+        password: "md5dd9a0f26a4302744db881776a09bbfad"
+        pool_size: 40
+"#,
+    )
+    .unwrap();
+    let c = load(&main).unwrap();
+    assert_eq!(c.general.proxy_copy_data_timeout.0.as_secs(), 15);
+    assert_eq!(c.general.unix_socket_buffer_size.0, 1024 * 1024);
+    assert_eq!(c.general.unix_socket_mode().unwrap(), 0o600);
+    assert_eq!(c.general.client_prepared_statements_cache_size(), 256);
+    assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
+    assert!(c.warnings[0].starts_with("general.scaling_cooldown_sleep: removed in PgDoorman"));
+    assert!(
+        c.warnings[1].starts_with("general.sync_server_parameters: pg_doorman always restores")
     );
 }

@@ -6,10 +6,6 @@ use std::collections::{BTreeMap, HashSet};
 /// PgDoorman keys that later versions of pg_doorman implement; setting one is an error today
 /// so that nobody believes it is in effect.
 const NOT_YET_GENERAL: &[&str] = &[
-    "proxy_copy_data_timeout",
-    "sync_server_parameters",
-    "query_interner_gc_interval_seconds",
-    "query_interner_anon_idle_ttl_seconds",
     "patroni_api_urls",
     "fallback_cooldown",
     "patroni_api_timeout",
@@ -27,7 +23,7 @@ const NOT_YET_POOL: &[&str] = &[
     "auth_query",
 ];
 const NOT_YET_USER: &[&str] = &["auth_pam_service"];
-const NOT_YET_TOP: &[&str] = &["talos", "include"];
+const NOT_YET_TOP: &[&str] = &["talos"];
 const NOT_YET_WEB: &[&str] = &[
     "ui",
     "ui_anonymous",
@@ -43,6 +39,50 @@ const NOT_YET_WEB: &[&str] = &[
     "sso_require_https",
 ];
 
+/// Keys PgDoorman removed, or that have no effect in pg_doorman, with the reason: accepted
+/// with a warning naming them, so a config that loads in PgDoorman 3.10 loads here.
+const ACCEPTED_GENERAL: &[(&str, &str)] = &[
+    (
+        "scaling_cooldown_sleep",
+        "removed in PgDoorman 3.x (a checkout now waits for a returned connection instead of sleeping; tune scaling_fast_retries and scaling_max_parallel_creates); ignored",
+    ),
+    (
+        "query_interner_gc_interval_seconds",
+        "pg_doorman has no query-text interner to collect: statement texts live in the prepared-statement caches (prepared_statements_cache_size, client_anonymous_prepared_cache_size) and are freed on eviction; no effect",
+    ),
+    (
+        "query_interner_anon_idle_ttl_seconds",
+        "pg_doorman has no query-text interner to collect: anonymous statements are bounded by client_anonymous_prepared_cache_size; no effect",
+    ),
+];
+
+fn accepted(key: &str) -> Option<&'static str> {
+    ACCEPTED_GENERAL
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map(|(_, why)| *why)
+}
+
+/// What loading accepted but an operator should hear about, one line per key.
+pub fn warnings(c: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    for key in c.general.unsupported.keys() {
+        if let Some(why) = accepted(key) {
+            out.push(format!("general.{key}: {why}"));
+        }
+    }
+    let sync_note = "pg_doorman always restores a client's session parameters on every backend it uses in transaction mode (all it SETs, not only the five PgDoorman tracks), so false changes nothing";
+    if c.general.sync_server_parameters == Some(false) {
+        out.push(format!("general.sync_server_parameters: {sync_note}"));
+    }
+    for (name, p) in &c.pools {
+        if p.sync_server_parameters == Some(false) {
+            out.push(format!("pools.{name}.sync_server_parameters: {sync_note}"));
+        }
+    }
+    out
+}
+
 fn extra_keys(
     path: &str,
     map: &BTreeMap<String, serde::de::IgnoredAny>,
@@ -50,6 +90,9 @@ fn extra_keys(
     out: &mut Vec<String>,
 ) {
     for key in map.keys() {
+        if path == "general." && accepted(key).is_some() {
+            continue;
+        }
         if later.contains(&key.as_str()) {
             out.push(format!("{path}{key}: this PgDoorman setting is not implemented by this version of pg_doorman yet; remove it"));
         } else {

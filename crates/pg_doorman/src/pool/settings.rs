@@ -79,6 +79,9 @@ pub struct PoolSettings {
     pub connect_timeout: Duration,
     /// Longest client wait for a connection; None = forever.
     pub query_wait_timeout: Option<Duration>,
+    /// `proxy_copy_data_timeout`: longest a client may leave the backend's reply untaken
+    /// (its socket full) before it is disconnected and the backend freed; None = forever.
+    pub client_stall_timeout: Option<Duration>,
     /// Close idle connections after this; None = never.
     pub idle_timeout: Option<Duration>,
     /// Close connections older than this when idle; None = never.
@@ -227,6 +230,7 @@ fn fingerprint(g: &crate::config::General, p: &crate::config::Pool) -> String {
                 g.scaling_fast_retries,
                 &g.connect_timeout,
                 &g.query_wait_timeout,
+                &g.proxy_copy_data_timeout,
                 &g.idle_timeout,
                 &g.server_lifetime,
                 g.server_round_robin,
@@ -325,6 +329,7 @@ fn resolve_with(
                 min_guaranteed_pool_size: p.min_guaranteed_pool_size,
                 connect_timeout: p.connect_timeout.unwrap_or(g.connect_timeout).0,
                 query_wait_timeout: nonzero(g.query_wait_timeout.0),
+                client_stall_timeout: nonzero(g.proxy_copy_data_timeout.0),
                 idle_timeout: nonzero(p.idle_timeout.unwrap_or(g.idle_timeout).0),
                 server_lifetime: nonzero(
                     u.server_lifetime
