@@ -11,7 +11,7 @@ const R: Ordering = Ordering::Relaxed;
 
 /// The commands SHOW HELP lists.
 const HELP: &[&str] = &[
-    "SHOW HELP|CONFIG|DATABASES|POOLS|POOLS_EXTENDED|POOLS_MEMORY|POOL_COORDINATOR|POOL_SCALING|STATS|CLIENTS|SERVERS|CONNECTIONS|USERS|LISTS|VERSION|LOG_LEVEL|PREPARED_STATEMENTS",
+    "SHOW HELP|CONFIG|DATABASES|POOLS|POOLS_EXTENDED|POOLS_MEMORY|POOL_COORDINATOR|POOL_SCALING|STATS|CLIENTS|SERVERS|CONNECTIONS|USERS|LISTS|VERSION|LOG_LEVEL|PREPARED_STATEMENTS|STARTUP_PARAMETERS",
     "SET log_level = '<filter>'",
     "PAUSE [<db>]",
     "RESUME [<db>]",
@@ -90,6 +90,7 @@ pub fn show(ctx: &AppContext, args: &[&str], out: &mut BytesMut) -> Result<(), E
             }
             rs.finish("SHOW");
         }
+        "STARTUP_PARAMETERS" => startup_parameters(ctx, out),
         "LISTS" => lists(ctx, out),
         "PREPARED_STATEMENTS" => prepared(ctx, out),
         _ => {
@@ -101,6 +102,45 @@ pub fn show(ctx: &AppContext, args: &[&str], out: &mut BytesMut) -> Result<(), E
         }
     }
     Ok(())
+}
+
+/// SHOW STARTUP_PARAMETERS (PgDoorman's columns): what each pool's backends get in their
+/// StartupMessage, and from where (`general` or `pool`). Every row is `applied`: a set that
+/// does not fit PostgreSQL's packet cap is refused at load, never trimmed.
+fn startup_parameters(ctx: &AppContext, out: &mut BytesMut) {
+    let reloaded = ctx.reloaded.load_full();
+    let config = reloaded.as_deref().unwrap_or(&ctx.config);
+    let mut rs = ResultSet::new(
+        out,
+        &cols(&[
+            ("user", Col::Text),
+            ("database", Col::Text),
+            ("parameter", Col::Text),
+            ("value", Col::Text),
+            ("source", Col::Text),
+            ("state", Col::Text),
+        ]),
+    );
+    for p in &ctx.pools.all() {
+        let s = &p.settings;
+        let own = config.pools.get(&s.database).map(|c| &c.startup_parameters);
+        for (k, v) in &s.startup_parameters {
+            let source = if own.is_some_and(|m| m.contains_key(k)) {
+                "pool"
+            } else {
+                "general"
+            };
+            rs.row(&[
+                Some(&s.user),
+                Some(&s.database),
+                Some(k),
+                Some(v),
+                Some(source),
+                Some("applied"),
+            ]);
+        }
+    }
+    rs.finish("SHOW");
 }
 
 /// SHOW CONFIG: the config last loaded (at start or by a reload). Keys outside pools, users

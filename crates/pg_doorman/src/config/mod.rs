@@ -3,6 +3,7 @@
 
 mod include;
 mod model;
+pub mod startup_params;
 pub mod units;
 mod users;
 mod validate;

@@ -273,6 +273,9 @@ pub struct General {
     pub pg_hba: Option<PgHba>,
     /// Legacy allow-list of client networks (CIDR); not together with pg_hba.
     pub hba: Vec<String>,
+    /// Settings put in every backend's StartupMessage (config/startup_params.rs).
+    #[serde(deserialize_with = "super::startup_params::deserialize")]
+    pub startup_parameters: BTreeMap<String, String>,
     /// Keys we recognise but do not implement yet, and unknown keys.
     #[serde(flatten)]
     pub unsupported: BTreeMap<String, IgnoredAny>,
@@ -349,6 +352,7 @@ impl Default for General {
             client_prepared_statements_cache_size: None,
             pg_hba: None,
             hba: Vec::new(),
+            startup_parameters: BTreeMap::new(),
             unsupported: BTreeMap::new(),
         }
     }
@@ -505,6 +509,9 @@ pub struct Pool {
     pub prepared_statements_cache_size: Option<usize>,
     /// Overrides general.server_prepared_statements_cache_size.
     pub server_prepared_statements_cache_size: Option<usize>,
+    /// Settings put in this pool's backends' StartupMessage, over general's.
+    #[serde(deserialize_with = "super::startup_params::deserialize")]
+    pub startup_parameters: BTreeMap<String, String>,
     /// Users of this pool.
     #[serde(deserialize_with = "super::users::deserialize")]
     pub users: Vec<User>,
@@ -541,6 +548,7 @@ impl Default for Pool {
             min_guaranteed_pool_size: 0,
             prepared_statements_cache_size: None,
             server_prepared_statements_cache_size: None,
+            startup_parameters: BTreeMap::new(),
             users: Vec::new(),
             unsupported: BTreeMap::new(),
         }

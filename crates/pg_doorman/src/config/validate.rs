@@ -11,7 +11,6 @@ const NOT_YET_GENERAL: &[&str] = &[
     "patroni_api_timeout",
     "fallback_connect_timeout",
     "fallback_lifetime",
-    "startup_parameters",
 ];
 const NOT_YET_POOL: &[&str] = &[
     "patroni_api_urls",
@@ -19,7 +18,6 @@ const NOT_YET_POOL: &[&str] = &[
     "patroni_api_timeout",
     "fallback_connect_timeout",
     "fallback_lifetime",
-    "startup_parameters",
     "auth_query",
 ];
 const NOT_YET_USER: &[&str] = &["auth_pam_service"];
@@ -154,6 +152,7 @@ fn check_general(g: &General, out: &mut Vec<String>) {
         out.push("general.admin_username: must not be empty".into());
     }
     check_client_tls(g, out);
+    super::startup_params::check(&g.startup_parameters, "general.startup_parameters", out);
     if let Err(e) = g.unix_socket_mode() {
         out.push(e);
     }
@@ -254,6 +253,16 @@ fn check_server_tls(path: &str, g: &General, p: Option<&Pool>, out: &mut Vec<Str
 fn check_pool(name: &str, p: &Pool, g: &General, out: &mut Vec<String>) {
     let path = format!("pools.{name}.");
     extra_keys(&path, &p.unsupported, NOT_YET_POOL, out);
+    let scope = format!("pools.{name}.startup_parameters");
+    super::startup_params::check(&p.startup_parameters, &scope, out);
+    let both = super::startup_params::merged(&g.startup_parameters, &p.startup_parameters);
+    let n = super::startup_params::wire_bytes(both.iter().map(|(k, v)| (k, v)));
+    if n > super::startup_params::BUDGET && p.startup_parameters.len() < both.len() {
+        out.push(format!(
+            "{scope}: with general.startup_parameters, {n} bytes in the StartupMessage, more than the {} allowed",
+            super::startup_params::BUDGET
+        ));
+    }
     if name.is_empty() || name.contains('\0') {
         out.push(format!("pools.{name:?}: invalid pool name"));
     }

@@ -100,6 +100,10 @@ pub struct PoolSettings {
     pub client_secret: ClientSecret,
     /// application_name in the backend StartupMessage.
     pub application_name: Option<String>,
+    /// `startup_parameters` (general's, then the pool's over them), in the backend
+    /// StartupMessage after user, database and application_name; an `application_name` here
+    /// replaces the pool's.
+    pub startup_parameters: Vec<(String, String)>,
     /// TCP options for backend sockets.
     pub tcp: TcpOptions,
     /// Log ParameterStatus changes of clients.
@@ -234,6 +238,7 @@ fn fingerprint(g: &crate::config::General, p: &crate::config::Pool) -> String {
                 &g.idle_timeout,
                 &g.server_lifetime,
                 g.server_round_robin,
+                &g.startup_parameters,
             ),
             (
                 g.prepared_statements,
@@ -344,6 +349,10 @@ fn resolve_with(
                 server_user,
                 client_secret: secret(&u.password),
                 application_name: p.application_name.clone(),
+                startup_parameters: crate::config::startup_params::merged(
+                    &g.startup_parameters,
+                    &p.startup_parameters,
+                ),
                 tcp,
                 log_param_changes: p.log_client_parameter_status_changes,
                 cleanup: p.cleanup_server_connections

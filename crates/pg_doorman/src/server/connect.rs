@@ -155,9 +155,18 @@ async fn login(
     let mut out = BytesMut::with_capacity(256);
     let mut params: Vec<(&str, &str)> =
         vec![("user", &s.server_user), ("database", &s.server_database)];
-    if let Some(app) = &s.application_name {
+    let configured_app = s
+        .startup_parameters
+        .iter()
+        .any(|(k, _)| k == "application_name");
+    if let Some(app) = s.application_name.as_deref().filter(|_| !configured_app) {
         params.push(("application_name", app));
     }
+    params.extend(
+        s.startup_parameters
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str())),
+    );
     doorman_wire::startup::write_startup(&mut out, &params);
     stream.write_all(&out).await?;
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
