@@ -8,6 +8,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod hba;
+pub mod jwt;
 pub mod keys;
 pub mod listener;
 pub mod logging;

@@ -106,7 +106,8 @@ pub async fn authenticate(
             let password = frontend::parse_password(&msg).map_err(|e| protocol(e.to_string()))?;
             cleartext_matches(user, password, secret).ok_or_else(|| password_failed(user))
         }
-        (Method::ScramSha256, ClientSecret::Md5(_)) => {
+        // A token cannot be checked through SCRAM: the client learns only that it failed.
+        (Method::ScramSha256, ClientSecret::Md5(_) | ClientSecret::Jwt(_)) => {
             let mut salt = [0u8; 16];
             rand::fill(&mut salt);
             let mut keys = [0u8; 64];
@@ -118,6 +119,14 @@ pub async fn authenticate(
                 server_key: keys[32..].try_into().unwrap_or_default(),
             };
             scram_exchange(stream, buf, user, &mock, &mut out).await
+        }
+        // JWT: the token comes as the password in clear text (PgDoorman's way).
+        (_, ClientSecret::Jwt(_)) => {
+            backend::write_auth_cleartext(&mut out);
+            send(stream, &mut out).await?;
+            let msg = read_password_message(stream, buf).await?;
+            let token = frontend::parse_password(&msg).map_err(|e| protocol(e.to_string()))?;
+            cleartext_matches(user, token, secret).ok_or_else(|| password_failed(user))
         }
         (_, ClientSecret::Md5(stored)) => {
             let mut salt = [0u8; 4];
@@ -152,6 +161,13 @@ fn cleartext_matches(
                 .then_some(None)
         }
         ClientSecret::Scram(v) => v.check_password(password).map(Some),
+        ClientSecret::Jwt(key) => match key.verify(password, user, crate::jwt::now()) {
+            Ok(()) => Some(None),
+            Err(e) => {
+                tracing::info!("JWT login as {user:?} refused ({}): {e}", key.path);
+                None
+            }
+        },
     }
 }
 

@@ -125,11 +125,14 @@ mod tests {
             &mut out,
         );
         assert_eq!(out.len(), 4, "{out:?}");
-        assert!(out[0].contains("\"_pq_.\""), "{out:?}");
+        // In key order: upper case, `_`, lower case.
         assert!(
-            out[1].starts_with("s.Database: set by pg_doorman"),
+            out[0].starts_with("s.Database: set by pg_doorman"),
             "{out:?}"
         );
+        assert!(out[1].contains("\"_pq_.\""), "{out:?}");
+        assert!(out[2].contains("NUL"), "{out:?}");
+        assert!(out[3].contains("not a setting name"), "{out:?}");
         out.clear();
         let big: BTreeMap<String, String> = (0..10)
             .map(|i| (format!("k{i}"), "v".repeat(1000)))

@@ -313,16 +313,19 @@ fn check_user(path: &str, u: &User, out: &mut Vec<String>) {
     if u.min_pool_size.is_some_and(|m| m > u.pool_size) {
         out.push(format!("{path}min_pool_size: must not exceed pool_size"));
     }
+    if let Some(key) = u.password.strip_prefix(crate::jwt::PREFIX)
+        && let Err(e) = crate::jwt::JwtKey::load(key)
+    {
+        out.push(format!("{path}password: {e}"));
+    }
     if u.password.is_empty() {
         out.push(format!("{path}password: must not be empty"));
     } else if u.password.starts_with("SCRAM-SHA-256$") {
         if doorman_wire::auth::scram::Verifier::parse(&u.password).is_err() {
             out.push(format!("{path}password: malformed SCRAM-SHA-256 verifier (expected SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>)"));
         }
-    } else if u.password.starts_with("jwt-pkey-fpath:") {
-        out.push(format!(
-            "{path}password: JWT authentication is not implemented by this version yet"
-        ));
+    } else if u.password.starts_with(crate::jwt::PREFIX) {
+        // Checked above: the key file loads.
     } else if u.password.starts_with("md5")
         && u.password.len() == 35
         && !doorman_wire::auth::md5::is_secret(&u.password)

@@ -27,6 +27,8 @@ pub enum ClientSecret {
     Scram(scram::Verifier),
     /// MD5 secret `md5...` (given as such in the config).
     Md5(String),
+    /// `jwt-pkey-fpath:<file>`: the password is a token signed with this key's private half.
+    Jwt(std::sync::Arc<crate::jwt::JwtKey>),
 }
 
 /// What the pooler answers when a backend asks for a password.
@@ -202,6 +204,10 @@ fn server_secret(u: &User, server_user: &str) -> ServerSecret {
     if let Some(p) = &u.server_password {
         return ServerSecret::Plain(p.clone());
     }
+    if u.password.starts_with(crate::jwt::PREFIX) {
+        // A key file is no password for PostgreSQL.
+        return ServerSecret::None;
+    }
     if u.password.starts_with("SCRAM-SHA-256$") {
         match scram::Verifier::parse(&u.password) {
             Ok(v) if server_user == u.username => ServerSecret::ScramPassthrough(v),
@@ -347,7 +353,13 @@ fn resolve_with(
                 server_database: p.server_database.clone().unwrap_or_else(|| name.clone()),
                 server_secret: server_secret(u, &server_user),
                 server_user,
-                client_secret: secret(&u.password),
+                client_secret: match u.password.strip_prefix(crate::jwt::PREFIX) {
+                    Some(path) => ClientSecret::Jwt(std::sync::Arc::new(
+                        crate::jwt::JwtKey::load(path)
+                            .map_err(|e| format!("pools.{name}: user {:?}: {e}", u.username))?,
+                    )),
+                    None => secret(&u.password),
+                },
                 application_name: p.application_name.clone(),
                 startup_parameters: crate::config::startup_params::merged(
                     &g.startup_parameters,
@@ -392,7 +404,7 @@ mod tests {
     fn salt(s: &ClientSecret) -> Vec<u8> {
         match s {
             ClientSecret::Scram(v) => v.salt.clone(),
-            ClientSecret::Md5(_) => Vec::new(),
+            ClientSecret::Md5(_) | ClientSecret::Jwt(_) => Vec::new(),
         }
     }
 
