@@ -15,6 +15,7 @@ pub mod logging;
 pub mod memory;
 pub mod metrics;
 pub mod net;
+pub mod pam;
 pub mod params;
 pub mod pool;
 pub mod prepared;

@@ -1,5 +1,5 @@
 //! The process's raw file-descriptor work: descriptors inherited from an upgrading parent,
-//! and descriptors passed over a unix socket (SCM_RIGHTS). The only `unsafe` of the crate
+//! and descriptors passed over a unix socket (SCM_RIGHTS). With pam.rs, the only `unsafe` of the crate
 //! lives here: taking ownership of a descriptor number the kernel or the parent gave us.
 #![allow(unsafe_code)]
 

@@ -99,6 +99,31 @@ pub async fn authenticate(
         (Method::Trust, _) => Ok(None),
         (Method::Peer, _) => peer_matches(stream, user).map(|()| None),
         (Method::Reject, _) => Err(password_failed(user)),
+        // PAM: the password in clear text, checked by the service on a blocking thread (a
+        // failure waits PAM's fail delay).
+        // A scram-sha-256 rule cannot carry a password to PAM: refused, as PostgreSQL would.
+        (Method::ScramSha256, ClientSecret::Pam(_)) => Err(password_failed(user)),
+        (_, ClientSecret::Pam(service)) => {
+            backend::write_auth_cleartext(&mut out);
+            send(stream, &mut out).await?;
+            let msg = read_password_message(stream, buf).await?;
+            let password = frontend::parse_password(&msg)
+                .map_err(|e| protocol(e.to_string()))?
+                .to_string();
+            let (svc, who) = (service.clone(), user.to_string());
+            let checked = tokio::task::spawn_blocking(move || {
+                crate::pam::authenticate(&svc, &who, &password)
+            })
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+            match checked {
+                Ok(()) => Ok(None),
+                Err(e) => {
+                    tracing::info!("PAM login as {user:?} (service {service:?}) refused: {e}");
+                    Err(password_failed(user))
+                }
+            }
+        }
         (Method::Password, _) => {
             backend::write_auth_cleartext(&mut out);
             send(stream, &mut out).await?;
@@ -161,6 +186,8 @@ fn cleartext_matches(
                 .then_some(None)
         }
         ClientSecret::Scram(v) => v.check_password(password).map(Some),
+        // Not reached: PAM logins are checked in `authenticate`.
+        ClientSecret::Pam(_) => None,
         ClientSecret::Jwt(key) => match key.verify(password, user, crate::jwt::now()) {
             Ok(()) => Some(None),
             Err(e) => {

@@ -580,6 +580,10 @@ pub struct User {
     /// Backend password (plaintext); unset = use `password` (plaintext, or an MD5 hash passed through).
     #[serde(default)]
     pub server_password: Option<String>,
+    /// Check the client's password (asked in clear text) with this PAM service
+    /// (`/etc/pam.d/<service>`) instead of `password`.
+    #[serde(default)]
+    pub auth_pam_service: Option<String>,
     /// Keys we recognise but do not implement yet, and unknown keys.
     #[serde(flatten)]
     pub unsupported: BTreeMap<String, IgnoredAny>,

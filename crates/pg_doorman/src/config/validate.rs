@@ -20,7 +20,7 @@ const NOT_YET_POOL: &[&str] = &[
     "fallback_lifetime",
     "auth_query",
 ];
-const NOT_YET_USER: &[&str] = &["auth_pam_service"];
+const NOT_YET_USER: &[&str] = &[];
 const NOT_YET_TOP: &[&str] = &["talos"];
 const NOT_YET_WEB: &[&str] = &[
     "ui",
@@ -318,7 +318,13 @@ fn check_user(path: &str, u: &User, out: &mut Vec<String>) {
     {
         out.push(format!("{path}password: {e}"));
     }
-    if u.password.is_empty() {
+    if u.auth_pam_service.as_deref() == Some("") {
+        out.push(format!("{path}auth_pam_service: must not be empty"));
+    }
+    if u.auth_pam_service.is_some() {
+        // PAM checks the password; `password` matters only as the backend's (unless
+        // server_password is set).
+    } else if u.password.is_empty() {
         out.push(format!("{path}password: must not be empty"));
     } else if u.password.starts_with("SCRAM-SHA-256$") {
         if doorman_wire::auth::scram::Verifier::parse(&u.password).is_err() {

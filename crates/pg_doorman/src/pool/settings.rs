@@ -29,6 +29,8 @@ pub enum ClientSecret {
     Md5(String),
     /// `jwt-pkey-fpath:<file>`: the password is a token signed with this key's private half.
     Jwt(std::sync::Arc<crate::jwt::JwtKey>),
+    /// `auth_pam_service`: the password is checked by this PAM service.
+    Pam(std::sync::Arc<str>),
 }
 
 /// What the pooler answers when a backend asks for a password.
@@ -204,8 +206,8 @@ fn server_secret(u: &User, server_user: &str) -> ServerSecret {
     if let Some(p) = &u.server_password {
         return ServerSecret::Plain(p.clone());
     }
-    if u.password.starts_with(crate::jwt::PREFIX) {
-        // A key file is no password for PostgreSQL.
+    if u.password.starts_with(crate::jwt::PREFIX) || u.password.is_empty() {
+        // A key file (or no password: a PAM user) is no password for PostgreSQL.
         return ServerSecret::None;
     }
     if u.password.starts_with("SCRAM-SHA-256$") {
@@ -354,6 +356,9 @@ fn resolve_with(
                 server_secret: server_secret(u, &server_user),
                 server_user,
                 client_secret: match u.password.strip_prefix(crate::jwt::PREFIX) {
+                    _ if u.auth_pam_service.is_some() => {
+                        ClientSecret::Pam(u.auth_pam_service.as_deref().unwrap_or_default().into())
+                    }
                     Some(path) => ClientSecret::Jwt(std::sync::Arc::new(
                         crate::jwt::JwtKey::load(path)
                             .map_err(|e| format!("pools.{name}: user {:?}: {e}", u.username))?,
@@ -404,7 +409,7 @@ mod tests {
     fn salt(s: &ClientSecret) -> Vec<u8> {
         match s {
             ClientSecret::Scram(v) => v.salt.clone(),
-            ClientSecret::Md5(_) | ClientSecret::Jwt(_) => Vec::new(),
+            ClientSecret::Md5(_) | ClientSecret::Jwt(_) | ClientSecret::Pam(_) => Vec::new(),
         }
     }
 
