@@ -128,20 +128,10 @@ async fn signed_tokens_log_in_and_others_are_refused() {
 
 #[test]
 fn a_missing_key_file_is_refused_at_load() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("c.yaml");
-    std::fs::write(
-        &path,
+    let (ok, err) = check_config(
         "general:\n  port: 6432\npools:\n  d:\n    users:\n      - username: u\n        password: \"jwt-pkey-fpath:/nonexistent/key.pem\"\n",
-    )
-    .unwrap();
-    let out = std::process::Command::new(binary())
-        .arg("-t")
-        .arg(&path)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    );
+    assert!(!ok);
     assert!(
         err.contains("pools.d.users[0].password: cannot read /nonexistent/key.pem"),
         "{err}"

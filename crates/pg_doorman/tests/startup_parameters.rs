@@ -78,20 +78,10 @@ async fn backends_start_with_the_configured_parameters() {
 
 #[test]
 fn reserved_keys_are_refused_at_load() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("c.yaml");
-    std::fs::write(
-        &path,
+    let (ok, err) = check_config(
         "general:\n  port: 6432\n  startup_parameters:\n    user: x\npools:\n  d:\n    startup_parameters:\n      _pq_.x: y\n    users:\n      - username: u\n        password: p\n",
-    )
-    .unwrap();
-    let out = std::process::Command::new(binary())
-        .arg("-t")
-        .arg(&path)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    );
+    assert!(!ok);
     assert!(
         err.contains("general.startup_parameters.user: set by pg_doorman itself"),
         "{err}"

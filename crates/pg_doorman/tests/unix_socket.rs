@@ -186,20 +186,10 @@ fn bad_unix_socket_settings_are_refused_at_load() {
             "must be an absolute path",
         ),
     ] {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.yaml");
-        std::fs::write(
-            &path,
-            format!("general:\n  port: 6432\n{extra}pools:\n  d:\n    users:\n      - username: u\n        password: p\n"),
-        )
-        .unwrap();
-        let out = Command::new(binary())
-            .arg("-t")
-            .arg(&path)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{extra}");
+        let (ok, err) = check_config(&format!(
+            "general:\n  port: 6432\n{extra}pools:\n  d:\n    users:\n      - username: u\n        password: p\n"
+        ));
+        assert!(!ok, "{extra}");
         assert!(err.contains(want), "{extra}: {err}");
     }
 }

@@ -185,3 +185,19 @@ pub async fn one(c: &tokio_postgres::Client, sql: &str) -> String {
     }
     panic!("{sql}: no rows")
 }
+
+/// Runs `pg_doorman -t` on `yaml` (written to a temporary file); returns (valid, stderr).
+pub fn check_config(yaml: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pg_doorman.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let out = Command::new(binary())
+        .arg("-t")
+        .arg(&path)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
