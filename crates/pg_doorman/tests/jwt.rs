@@ -129,6 +129,7 @@ async fn signed_tokens_log_in_and_others_are_refused() {
 #[test]
 fn a_missing_key_file_is_refused_at_load() {
     let (ok, err) = check_config(
+        "c.yaml",
         "general:\n  port: 6432\npools:\n  d:\n    users:\n      - username: u\n        password: \"jwt-pkey-fpath:/nonexistent/key.pem\"\n",
     );
     assert!(!ok);

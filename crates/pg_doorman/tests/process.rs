@@ -11,25 +11,6 @@ mod common;
 use common::*;
 use std::process::Command;
 
-fn check_config(name: &str, text: &str) -> (bool, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join(name);
-    std::fs::write(&path, text).unwrap();
-    let out = Command::new(binary())
-        .arg("-t")
-        .arg(&path)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
 #[test]
 fn test_config_flag_validates() {
     let good = "general:\n  port: 6432\npools:\n  db:\n    users:\n      - username: u\n        password: p\n";

@@ -79,6 +79,7 @@ async fn backends_start_with_the_configured_parameters() {
 #[test]
 fn reserved_keys_are_refused_at_load() {
     let (ok, err) = check_config(
+        "c.yaml",
         "general:\n  port: 6432\n  startup_parameters:\n    user: x\npools:\n  d:\n    startup_parameters:\n      _pq_.x: y\n    users:\n      - username: u\n        password: p\n",
     );
     assert!(!ok);

@@ -186,9 +186,12 @@ fn bad_unix_socket_settings_are_refused_at_load() {
             "must be an absolute path",
         ),
     ] {
-        let (ok, err) = check_config(&format!(
-            "general:\n  port: 6432\n{extra}pools:\n  d:\n    users:\n      - username: u\n        password: p\n"
-        ));
+        let (ok, err) = check_config(
+            "c.yaml",
+            &format!(
+                "general:\n  port: 6432\n{extra}pools:\n  d:\n    users:\n      - username: u\n        password: p\n"
+            ),
+        );
         assert!(!ok, "{extra}");
         assert!(err.contains(want), "{extra}: {err}");
     }

@@ -186,11 +186,12 @@ pub async fn one(c: &tokio_postgres::Client, sql: &str) -> String {
     panic!("{sql}: no rows")
 }
 
-/// Runs `pg_doorman -t` on `yaml` (written to a temporary file); returns (valid, stderr).
-pub fn check_config(yaml: &str) -> (bool, String) {
+/// Runs `pg_doorman -t` on `text` written to a temporary file named `name` (the extension
+/// picks YAML or TOML); returns (valid, stdout and stderr).
+pub fn check_config(name: &str, text: &str) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("pg_doorman.yaml");
-    std::fs::write(&path, yaml).unwrap();
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).unwrap();
     let out = Command::new(binary())
         .arg("-t")
         .arg(&path)
@@ -198,6 +199,10 @@ pub fn check_config(yaml: &str) -> (bool, String) {
         .unwrap();
     (
         out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
     )
 }
