@@ -27,6 +27,8 @@ pub mod tag {
     pub const NEGOTIATE_PROTOCOL_VERSION: u8 = b'v';
     /// CopyInResponse.
     pub const COPY_IN_RESPONSE: u8 = b'G';
+    /// RowDescription.
+    pub const ROW_DESCRIPTION: u8 = b'T';
 }
 
 /// An Authentication* request from a server.
@@ -91,6 +93,35 @@ pub fn parse_data_row_first(body: &[u8]) -> Result<Option<&[u8]>, WireError> {
         Ok(n) => Ok(Some(r.bytes(n)?)),
         Err(_) => Ok(None),
     }
+}
+
+/// Every column of a DataRow body, `None` for SQL NULL (protocol §55.7). Errors when the body
+/// is shorter than it says.
+pub fn parse_data_row(body: &[u8]) -> Result<Vec<Option<&[u8]>>, WireError> {
+    let mut r = Reader::new(body, "DataRow");
+    let n = r.i16()?;
+    let mut out = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
+    for _ in 0..n {
+        let len = r.i32()?;
+        out.push(match usize::try_from(len) {
+            Ok(n) => Some(r.bytes(n)?),
+            Err(_) => None,
+        });
+    }
+    Ok(out)
+}
+
+/// The column names of a RowDescription body (protocol §55.7: Int16 count, then per field a
+/// name and 18 bytes of table oid, attribute number, type oid, size, modifier and format).
+pub fn parse_row_description(body: &[u8]) -> Result<Vec<&str>, WireError> {
+    let mut r = Reader::new(body, "RowDescription");
+    let n = r.i16()?;
+    let mut out = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
+    for _ in 0..n {
+        out.push(r.cstr()?);
+        r.bytes(18)?;
+    }
+    Ok(out)
 }
 
 /// Decodes a BackendKeyData body into (process id, secret key).
@@ -192,6 +223,21 @@ mod tests {
         );
         assert!(parse_data_row_first(&[0, 1, 0, 0, 0, 9, b'x']).is_err());
         assert!(parse_data_row_first(&[0]).is_err());
+    }
+
+    #[test]
+    fn data_row_all_columns_and_row_description_names() {
+        let row = [0, 2, 0, 0, 0, 1, b'a', 255, 255, 255, 255];
+        assert_eq!(parse_data_row(&row).unwrap(), vec![Some(&b"a"[..]), None]);
+        assert!(parse_data_row(&[0, 2, 0, 0, 0, 1, b'a']).is_err());
+        let mut desc = vec![0, 2];
+        for name in [&b"usename"[..], b"passwd"] {
+            desc.extend_from_slice(name);
+            desc.push(0);
+            desc.extend_from_slice(&[0; 18]);
+        }
+        assert_eq!(parse_row_description(&desc).unwrap(), ["usename", "passwd"]);
+        assert!(parse_row_description(&desc[..desc.len() - 1]).is_err());
     }
 
     #[test]

@@ -64,6 +64,37 @@ pub fn write_query(buf: &mut BytesMut, sql: &str) {
     finish(buf, at);
 }
 
+/// Appends the extended-protocol round trip for a one-off query with text parameters
+/// (protocol §55.2.3): Parse (unnamed statement, types left to the server), Bind (unnamed
+/// portal, every parameter and result in text format; `None` is SQL NULL), Describe of the
+/// portal (so RowDescription names the columns), Execute (all rows) and Sync.
+pub fn write_one_off_query(buf: &mut BytesMut, sql: &str, params: &[Option<&str>]) {
+    let at = begin(buf, tag::PARSE);
+    buf.put_u8(0);
+    buf.put_slice(sql.as_bytes());
+    buf.put_u8(0);
+    buf.put_i16(0);
+    finish(buf, at);
+    let at = begin(buf, tag::BIND);
+    buf.put_slice(&[0, 0]);
+    buf.put_i16(0);
+    buf.put_i16(params.len() as i16);
+    for p in params {
+        match p {
+            Some(v) => {
+                buf.put_i32(v.len() as i32);
+                buf.put_slice(v.as_bytes());
+            }
+            None => buf.put_i32(-1),
+        }
+    }
+    buf.put_i16(0);
+    finish(buf, at);
+    buf.put_slice(&[tag::DESCRIBE, 0, 0, 0, 6, b'P', 0]);
+    buf.put_slice(&[tag::EXECUTE, 0, 0, 0, 9, 0, 0, 0, 0, 0]);
+    buf.put_slice(&[tag::SYNC, 0, 0, 0, 4]);
+}
+
 /// Appends Terminate.
 pub fn write_terminate(buf: &mut BytesMut) {
     buf.put_slice(&[tag::TERMINATE, 0, 0, 0, 4]);
@@ -126,6 +157,25 @@ mod tests {
             ("SCRAM-SHA-256", &b"n,,n=,r=abc"[..])
         );
         assert!(parse_sasl_initial_response(b"SCRAM\0\0\0\0\x09ab").is_err());
+    }
+
+    #[test]
+    fn one_off_query_frames() {
+        let mut b = BytesMut::new();
+        write_one_off_query(&mut b, "SELECT $1", &[Some("bob"), None]);
+        let mut rest = &b[..];
+        let mut tags = Vec::new();
+        while let Some((h, frame)) = crate::frame::complete_frame(rest, 1 << 20).unwrap() {
+            tags.push(h.tag);
+            if h.tag == tag::BIND {
+                // portal "", statement "", 0 formats, 2 params: "bob" and NULL, 0 formats.
+                let body = &frame[5..];
+                assert_eq!(body, b"\0\0\0\0\0\x02\0\0\0\x03bob\xff\xff\xff\xff\0\0");
+            }
+            rest = &rest[h.frame_len()..];
+        }
+        assert!(rest.is_empty());
+        assert_eq!(tags, b"PBDES");
     }
 
     #[test]

@@ -304,6 +304,7 @@ impl Collector for View {
         )?;
         pressure(&mut enc, &pools)?;
         prepared_memory(&mut enc, &pools, &clients)?;
+        auth_query(&mut enc, &ctx.pools.auth_queries())?;
         for (name, help, pick) in [
             ("pools_query_duration_seconds", "Query durations", 0),
             (
@@ -351,6 +352,83 @@ impl Collector for View {
 /// Coordinator and scaling families. Their `_total` families carry monotonic counts but are
 /// typed gauge: OpenMetrics would give a counter family `pg_doorman_pool_coordinator` the same
 /// name as the gauge family of that name (COMPAT.md §3 names both).
+/// auth_query families as PgDoorman names them: gauges `pg_doorman_auth_query_{cache,auth,
+/// executor,dynamic_pools}` with every figure (its dashboards read those), and the monotonic
+/// ones again as `…_total` (COMPAT.md §3), typed gauge as the other `_total` families here.
+fn auth_query(
+    enc: &mut DescriptorEncoder,
+    all: &[Arc<crate::auth_query::AuthQuery>],
+) -> Result<(), std::fmt::Error> {
+    // (family, label, [(label value, index in FIGURES, monotonic)])
+    type Family = (
+        &'static str,
+        &'static str,
+        &'static [(&'static str, usize, bool)],
+    );
+    let families: [Family; 4] = [
+        (
+            "auth_query_cache",
+            "type",
+            &[
+                ("entries", 0, false),
+                ("hits", 1, true),
+                ("misses", 2, true),
+                ("refetches", 3, true),
+                ("rate_limited", 4, true),
+            ],
+        ),
+        (
+            "auth_query_auth",
+            "result",
+            &[("success", 5, true), ("failure", 6, true)],
+        ),
+        (
+            "auth_query_executor",
+            "type",
+            &[("queries", 7, true), ("errors", 8, true)],
+        ),
+        (
+            "auth_query_dynamic_pools",
+            "type",
+            &[
+                ("current", 9, false),
+                ("created", 10, true),
+                ("destroyed", 11, true),
+            ],
+        ),
+    ];
+    let figures: Vec<_> = all
+        .iter()
+        .map(|a| (a.settings.database.clone(), a.figures()))
+        .collect();
+    for (family, label, rows) in families {
+        let mut now = Vec::new();
+        let mut totals = Vec::new();
+        for (db, f) in &figures {
+            for (value, i, monotonic) in rows {
+                let l: Labels = vec![(label, value.to_string()), ("database", db.clone())];
+                if *monotonic {
+                    totals.push((l.clone(), f[*i] as i64));
+                }
+                now.push((l, f[*i] as i64));
+            }
+        }
+        gauge(
+            enc,
+            family,
+            "auth_query figures per pool section (PgDoorman's gauge)",
+            &now,
+        )?;
+        gauge(
+            enc,
+            &format!("{family}_total"),
+            "auth_query events per pool section since it was loaded (monotonic)",
+            &totals,
+        )?;
+    }
+    Ok(())
+}
+
 fn pressure(enc: &mut DescriptorEncoder, pools: &[Arc<Pool>]) -> Result<(), std::fmt::Error> {
     let mut now = Vec::new();
     let mut totals = Vec::new();

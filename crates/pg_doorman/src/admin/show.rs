@@ -11,7 +11,7 @@ const R: Ordering = Ordering::Relaxed;
 
 /// The commands SHOW HELP lists.
 const HELP: &[&str] = &[
-    "SHOW HELP|CONFIG|DATABASES|POOLS|POOLS_EXTENDED|POOLS_MEMORY|POOL_COORDINATOR|POOL_SCALING|STATS|CLIENTS|SERVERS|CONNECTIONS|USERS|LISTS|VERSION|LOG_LEVEL|PREPARED_STATEMENTS|STARTUP_PARAMETERS",
+    "SHOW HELP|CONFIG|DATABASES|POOLS|POOLS_EXTENDED|POOLS_MEMORY|POOL_COORDINATOR|POOL_SCALING|STATS|CLIENTS|SERVERS|CONNECTIONS|USERS|LISTS|VERSION|LOG_LEVEL|PREPARED_STATEMENTS|STARTUP_PARAMETERS|AUTH_QUERY",
     "SET log_level = '<filter>'",
     "PAUSE [<db>]",
     "RESUME [<db>]",
@@ -91,6 +91,7 @@ pub fn show(ctx: &AppContext, args: &[&str], out: &mut BytesMut) -> Result<(), E
             rs.finish("SHOW");
         }
         "STARTUP_PARAMETERS" => startup_parameters(ctx, out),
+        "AUTH_QUERY" => auth_query(ctx, out),
         "LISTS" => lists(ctx, out),
         "PREPARED_STATEMENTS" => prepared(ctx, out),
         _ => {
@@ -420,6 +421,22 @@ fn pools_extended(ctx: &AppContext, out: &mut BytesMut) {
             q.quantile_us(0.5).to_string(),
             x.quantile_us(0.5).to_string(),
         ]);
+    }
+    rs.finish("SHOW");
+}
+
+/// SHOW AUTH_QUERY: one row per pool section with an auth_query (PgDoorman's 13 columns,
+/// COMPAT.md §2.2).
+fn auth_query(ctx: &AppContext, out: &mut BytesMut) {
+    let mut spec = vec![("database", Col::Text)];
+    spec.extend(crate::auth_query::FIGURES.iter().map(|f| (*f, Col::Int)));
+    let mut rs = ResultSet::new(out, &spec);
+    let mut all = ctx.pools.auth_queries();
+    all.sort_by(|a, b| a.settings.database.cmp(&b.settings.database));
+    for a in &all {
+        let mut row = vec![a.settings.database.clone()];
+        row.extend(a.figures().iter().map(u64::to_string));
+        rs.row_s(&row);
     }
     rs.finish("SHOW");
 }

@@ -238,7 +238,7 @@ impl ClientList {
         drop(map);
         let reg = ClientReg {
             list: self,
-            info: info.clone(),
+            info: Some(info.clone()),
         };
         (info, reg)
     }
@@ -294,20 +294,25 @@ impl ClientList {
 /// Removes its client from the list when dropped.
 pub struct ClientReg<'a> {
     list: &'a ClientList,
-    info: Arc<ClientInfo>,
+    /// None once handed over.
+    info: Option<Arc<ClientInfo>>,
 }
 
 impl Drop for ClientReg<'_> {
     fn drop(&mut self) {
-        self.list.unregister(&self.info);
+        if let Some(info) = &self.info {
+            self.list.unregister(info);
+        }
     }
 }
 
 impl ClientReg<'_> {
     /// Keeps the client listed; whoever calls this removes it with [`ClientList::unregister`]
-    /// (a logged-in client's task holds one guard for everything, to stay small).
-    pub fn hand_over(self) {
-        std::mem::forget(self);
+    /// (a logged-in client's task holds one guard for everything, to stay small). The guard's
+    /// reference is released here: forgetting the guard would leak the client's info, and
+    /// with it its pool, for the life of the process.
+    pub fn hand_over(mut self) {
+        self.info = None;
     }
 }
 
@@ -366,5 +371,43 @@ mod leave_tests {
         l.set(Leave::CLOSE);
         assert_eq!(count.0.load(Ordering::SeqCst), 2);
         assert_eq!(l.poll(&mut cx, Leave::MIGRATE), Poll::Ready(Leave::CLOSE));
+    }
+}
+
+#[cfg(test)]
+mod reg_tests {
+    use super::*;
+
+    #[test]
+    fn a_handed_over_registration_leaks_nothing() {
+        let c = crate::config::Config::from_yaml(
+            "pools:\n  db:\n    users:\n      - {username: u, password: md5bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb}\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let mut settings = crate::pool::settings::Derived::default()
+            .resolve(&c)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .pools;
+        let pool = Pool::new(settings.remove(0));
+        let list = ClientList::default();
+        let peer = crate::net::Peer::Tcp(([127, 0, 0, 1], 1).into());
+        let (info, reg) = list.register(None, |id, secret| {
+            ClientInfo::new(
+                (id, secret),
+                pool.clone(),
+                peer,
+                false,
+                ParamSet::default(),
+                ParamSet::default(),
+            )
+        });
+        reg.hand_over();
+        assert_eq!(pool.stats.clients.load(Ordering::Relaxed), 1);
+        list.unregister(&info);
+        assert_eq!(pool.stats.clients.load(Ordering::Relaxed), 0);
+        // Only the caller's reference is left: dropping it frees the client and its pool share.
+        assert_eq!(Arc::strong_count(&info), 1);
+        drop(info);
+        assert_eq!(Arc::strong_count(&pool), 1);
     }
 }

@@ -98,18 +98,20 @@ impl AppContext {
     /// ([`crate::pool::settings::Derived::resolve`]), which reloads then reuse.
     pub fn new(
         config: Arc<Config>,
-        (settings, admin_secret): crate::pool::settings::Resolved,
+        resolved: crate::pool::settings::Resolved,
         derived: crate::pool::settings::Derived,
         shutdown: CancellationToken,
         tls: crate::tls::ClientTls,
         hup: Arc<tokio::sync::Notify>,
         lifecycle: super::lifecycle::Lifecycle,
     ) -> Self {
-        let admin =
-            arc_swap::ArcSwap::from_pointee((config.general.admin_username.clone(), admin_secret));
+        let admin = arc_swap::ArcSwap::from_pointee((
+            config.general.admin_username.clone(),
+            resolved.admin,
+        ));
         AppContext {
             config,
-            pools: Pools::new(settings),
+            pools: Pools::new(resolved.pools, resolved.auth_queries),
             clients: AtomicUsize::new(0),
             shutdown,
             tls,

@@ -127,7 +127,7 @@ pub async fn run(
         .map_err(|e| StartError::Tls(format!("general: {e}")))?;
     let access = config.general.access_rules().map_err(StartError::Access)?;
     let g = &config.general;
-    let backends: usize = resolved.0.iter().map(|p| p.pool_size).sum();
+    let backends: usize = resolved.pools.iter().map(|p| p.pool_size).sum();
     limits::raise_nofile(g.max_connections, backends);
     let addr = format!("{}:{}", g.host, g.port);
     let backlog = if g.backlog == 0 {
@@ -356,12 +356,12 @@ async fn reload_config(ctx: Arc<AppContext>) {
     let loaded = tokio::task::spawn_blocking(move || {
         let config = crate::config::load(&path).map_err(|e| e.to_string())?;
         let access = config.general.access_rules()?;
-        let (pools, admin) = c.derived.resolve(&config)?;
-        Ok::<_, String>((access, pools, admin, config))
+        let resolved = c.derived.resolve(&config)?;
+        Ok::<_, String>((access, resolved, config))
     })
     .await
     .unwrap_or_else(|e| Err(e.to_string()));
-    let (access, pools, admin, config) = match loaded {
+    let (access, resolved, config) = match loaded {
         Ok(v) => v,
         Err(e) => {
             tracing::error!("reload failed, keeping the running configuration: {e}");
@@ -382,9 +382,11 @@ async fn reload_config(ctx: Arc<AppContext>) {
             }
         }
     }
-    let r = ctx.pools.reload(pools);
-    ctx.admin
-        .store(Arc::new((config.general.admin_username.clone(), admin)));
+    let r = ctx.pools.reload(resolved.pools, resolved.auth_queries);
+    ctx.admin.store(Arc::new((
+        config.general.admin_username.clone(),
+        resolved.admin,
+    )));
     ctx.reloaded.store(Some(Arc::new(config)));
     tracing::info!(
         "pools reloaded: {} kept, {} added, {} changed, {} removed",
@@ -462,6 +464,16 @@ async fn retain_cycle(ctx: Arc<AppContext>) {
         tokio::select! {
             _ = tick.tick() => {}
             _ = ctx.shutdown.cancelled() => return,
+        }
+        // Before the pools are listed: the list's references would count as clients.
+        for a in ctx.pools.auth_queries() {
+            let gone = a.collect_idle(std::time::Instant::now());
+            if gone > 0 {
+                tracing::info!(
+                    "auth_query {}: {gone} idle dynamic pool(s) removed",
+                    a.settings.database
+                );
+            }
         }
         // retain_connections_max caps closes per cycle across pools; pools are visited in a
         // new random order each cycle so none is always last.

@@ -173,9 +173,10 @@ mod tests {
             "general:\n  admin_password: md5aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\npools:\n  db:\n    users:\n      - {username: u, password: md5bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb}\n",
         )
         .unwrap();
-        let (mut settings, _) = crate::pool::settings::Derived::default()
+        let mut settings = crate::pool::settings::Derived::default()
             .resolve(&c)
-            .unwrap();
+            .unwrap()
+            .pools;
         Pool::new(settings.remove(0))
     }
 

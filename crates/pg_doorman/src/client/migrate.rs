@@ -54,7 +54,13 @@ pub async fn arrive(ctx: Arc<AppContext>, m: Box<Migrant>, fd: OwnedFd) {
             return;
         }
     };
-    let pool = match ctx.pools.get(&m.database, &m.user) {
+    let dynamic = match ctx.pools.auth_query(&m.database) {
+        Some(aq) if ctx.pools.get(&m.database, &m.user).is_err() => {
+            aq.pool_for_migrant(&m.user).await
+        }
+        _ => None,
+    };
+    let pool = match dynamic.map_or_else(|| ctx.pools.get(&m.database, &m.user), Ok) {
         Ok(p) => p,
         Err(_) => {
             tracing::warn!(

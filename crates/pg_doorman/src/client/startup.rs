@@ -487,19 +487,27 @@ async fn login(
         backend::write_negotiate_protocol_version(&mut out, &msg.protocol_options);
         stream.write_all(&out).await.map_err(|_| None)?;
     }
-    let pool = ctx.pools.get(database, user).map_err(|l| match l {
-        Lookup::NoDatabase => ErrorFields::fatal(
-            sqlstate::INVALID_CATALOG_NAME,
-            format!("database \"{database}\" does not exist"),
-        ),
-        Lookup::NoUser => ErrorFields::fatal(
-            sqlstate::INVALID_AUTHORIZATION,
-            format!("role \"{user}\" does not exist"),
-        ),
-    });
-    let pool = match pool {
-        Ok(p) => p,
-        Err(e) => {
+    let pool = match ctx.pools.get(database, user) {
+        Ok(pool) => {
+            static_login(stream, buf, user, &pool, method, peer, database).await?;
+            pool
+        }
+        // Users the file does not list are looked up when the pool section has an auth_query
+        // (static users always win).
+        Err(_) if let Some(aq) = ctx.pools.auth_query(database) => {
+            dynamic_login(&aq, stream, buf, user, method, peer, database).await?
+        }
+        Err(l) => {
+            let e = match l {
+                Lookup::NoDatabase => ErrorFields::fatal(
+                    sqlstate::INVALID_CATALOG_NAME,
+                    format!("database \"{database}\" does not exist"),
+                ),
+                Lookup::NoUser => ErrorFields::fatal(
+                    sqlstate::INVALID_AUTHORIZATION,
+                    format!("role \"{user}\" does not exist"),
+                ),
+            };
             tracing::warn!(
                 "client {peer}: {} (user {user:?}, database {database:?})",
                 e.message
@@ -507,21 +515,6 @@ async fn login(
             return Err(Some(e));
         }
     };
-    match authenticate(stream, buf, user, &pool.settings.client_secret, method).await {
-        Ok(client_key) => {
-            if let Some(key) = client_key {
-                pool.remember_client_key(key);
-            }
-        }
-        Err(AuthFailure::Gone) => return Err(None),
-        Err(AuthFailure::Reject(e)) => {
-            tracing::warn!(
-                "client {peer}: authentication failed for user {user:?} database {database:?}: {}",
-                e.message
-            );
-            return Err(Some(e));
-        }
-    }
     let defaults = pool.learn_default_params().await.map_err(|e| {
         tracing::warn!("client {peer}: {}: {e}", pool.name());
         Some(e.to_client())
@@ -537,6 +530,100 @@ async fn login(
     params.wanted = pool.intern_params(params.wanted);
     params.extras = pool.intern_params(params.extras);
     Ok((pool, params))
+}
+
+/// Authenticates a user listed in the config against its configured secret.
+async fn static_login(
+    stream: &mut Stream,
+    buf: &mut BytesMut,
+    user: &str,
+    pool: &Pool,
+    method: Method,
+    peer: Peer,
+    database: &str,
+) -> Result<(), Option<ErrorFields>> {
+    match authenticate(stream, buf, user, &pool.settings.client_secret, method).await {
+        Ok(client_key) => {
+            if let Some(key) = client_key {
+                pool.remember_client_key(key);
+            }
+            Ok(())
+        }
+        Err(AuthFailure::Gone) => Err(None),
+        Err(AuthFailure::Reject(e)) => {
+            tracing::warn!(
+                "client {peer}: authentication failed for user {user:?} database {database:?}: {}",
+                e.message
+            );
+            Err(Some(e))
+        }
+    }
+}
+
+/// Authenticates a user found by the pool section's auth_query and returns its dynamic pool.
+/// A name PostgreSQL does not know gets the same exchange and the same 28P01 as a wrong
+/// password (as PostgreSQL answers for a missing role), except under trust/peer, where there
+/// is no password to fail: 28000 "role does not exist".
+async fn dynamic_login(
+    aq: &Arc<crate::auth_query::AuthQuery>,
+    stream: &mut Stream,
+    buf: &mut BytesMut,
+    user: &str,
+    method: Method,
+    peer: Peer,
+    database: &str,
+) -> Result<Arc<Pool>, Option<ErrorFields>> {
+    use crate::auth_query::Lookup as Found;
+    let refuse = |e: ErrorFields| {
+        tracing::warn!(
+            "client {peer}: authentication failed for user {user:?} database {database:?}: {}",
+            e.message
+        );
+        Some(e)
+    };
+    let (fetched, at) = match aq.lookup(user).await {
+        Found::Found(f, at) => (f, at),
+        Found::Failed => {
+            aq.refused();
+            return Err(refuse(ErrorFields::fatal(
+                sqlstate::CONNECTION_FAILURE,
+                format!("could not look up user \"{user}\": auth_query failed"),
+            )));
+        }
+        Found::Nobody if matches!(method, Method::Trust | Method::Peer) => {
+            aq.refused();
+            return Err(refuse(ErrorFields::fatal(
+                sqlstate::INVALID_AUTHORIZATION,
+                format!("role \"{user}\" does not exist"),
+            )));
+        }
+        Found::Nobody => {
+            aq.refused();
+            let none = crate::pool::settings::ClientSecret::unguessable();
+            return match authenticate(stream, buf, user, &none, method).await {
+                Err(AuthFailure::Reject(e)) => Err(refuse(e)),
+                Err(AuthFailure::Gone) | Ok(_) => Err(None),
+            };
+        }
+    };
+    match authenticate(stream, buf, user, &fetched.client, method).await {
+        Ok(client_key) => {
+            let pool = aq.pool_for(user, &fetched);
+            if let Some(key) = client_key {
+                pool.remember_client_key(key);
+            }
+            Ok(pool)
+        }
+        Err(AuthFailure::Gone) => Err(None),
+        Err(AuthFailure::Reject(e)) => {
+            if e.code == sqlstate::INVALID_PASSWORD {
+                aq.password_failed(user, at);
+            } else {
+                aq.refused();
+            }
+            Err(refuse(e))
+        }
+    }
 }
 
 /// Applies the client's startup parameters on a backend once, so that invalid values fail the

@@ -515,9 +515,69 @@ pub struct Pool {
     /// Users of this pool.
     #[serde(deserialize_with = "super::users::deserialize")]
     pub users: Vec<User>,
+    /// Users not listed in `users` are looked up with this query (COMPAT.md §1.4).
+    pub auth_query: Option<AuthQuery>,
     /// Keys we recognise but do not implement yet, and unknown keys.
     #[serde(flatten)]
     pub unsupported: BTreeMap<String, IgnoredAny>,
+}
+
+/// `pools.<name>.auth_query` (COMPAT.md §1.4, PgDoorman 3.3+ with 3.10's names): the secret of
+/// a user who is not in `users` is fetched from PostgreSQL at login, cached, and the user gets
+/// a pool of its own (passthrough) or shares one backend role's pool (dedicated).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct AuthQuery {
+    /// SQL with one parameter `$1` (the login name); returns a column `passwd` or `password`
+    /// (or a single column) holding an MD5 secret or SCRAM verifier, and optionally a column
+    /// `startup_parameters` (JSON object, passthrough mode).
+    pub query: String,
+    /// Role that runs the query.
+    pub user: String,
+    /// Its password (plaintext).
+    pub password: String,
+    /// Database the query runs in; defaults to the pool's server_database.
+    pub database: Option<String>,
+    /// Backend connections that run queries (PgDoorman's old `pool_size`).
+    pub workers: usize,
+    /// Set: dedicated mode, every dynamic user shares one pool logged in as this role.
+    /// Unset: passthrough, each user gets its own pool logged in as itself.
+    pub server_user: Option<String>,
+    /// Password of `server_user` (plaintext).
+    pub server_password: Option<String>,
+    /// Backend connections per dynamic pool.
+    pub pool_size: usize,
+    /// Connections each passthrough pool keeps open (such pools are never collected).
+    pub min_pool_size: usize,
+    /// How long a fetched secret is trusted.
+    pub cache_ttl: Millis,
+    /// How long "no such user" is remembered.
+    pub cache_failure_ttl: Millis,
+    /// Least time between two look-ups of one name after a failed password.
+    pub min_interval: Millis,
+    /// Keys we recognise but do not implement yet, and unknown keys.
+    #[serde(flatten)]
+    pub unsupported: BTreeMap<String, IgnoredAny>,
+}
+
+impl Default for AuthQuery {
+    fn default() -> Self {
+        AuthQuery {
+            query: String::new(),
+            user: String::new(),
+            password: String::new(),
+            database: None,
+            workers: 2,
+            server_user: None,
+            server_password: None,
+            pool_size: 40,
+            min_pool_size: 0,
+            cache_ttl: Millis::secs(3600),
+            cache_failure_ttl: Millis::secs(30),
+            min_interval: Millis::secs(1),
+            unsupported: BTreeMap::new(),
+        }
+    }
 }
 
 impl Default for Pool {
@@ -550,6 +610,7 @@ impl Default for Pool {
             server_prepared_statements_cache_size: None,
             startup_parameters: BTreeMap::new(),
             users: Vec::new(),
+            auth_query: None,
             unsupported: BTreeMap::new(),
         }
     }

@@ -63,14 +63,14 @@ pool_size = 3
 
 #[test]
 fn unknown_and_unimplemented_keys_are_rejected_with_path() {
-    let err = Config::from_yaml("general:\n  port: 1\n  bogus_key: 3\n  fallback_lifetime: 3\npools:\n  d:\n    auth_query: {query: x}\n    users:\n      - username: u\n        password: p\n").unwrap_err();
+    let err = Config::from_yaml("general:\n  port: 1\n  bogus_key: 3\n  fallback_lifetime: 3\npools:\n  d:\n    patroni_api_urls: [x]\n    users:\n      - username: u\n        password: p\n").unwrap_err();
     assert!(err.contains("general.bogus_key: unknown setting"), "{err}");
     assert!(
         err.contains("general.fallback_lifetime: this PgDoorman setting is not implemented"),
         "{err}"
     );
     assert!(
-        err.contains("pools.d.auth_query: this PgDoorman setting is not implemented"),
+        err.contains("pools.d.patroni_api_urls: this PgDoorman setting is not implemented"),
         "{err}"
     );
 }

@@ -1,6 +1,6 @@
 //! Whole-config validation: every problem is reported with its key path, not just the first.
 
-use super::model::{Config, General, Pool, ServerTlsMode, TlsMode, User};
+use super::model::{AuthQuery, Config, General, Pool, ServerTlsMode, TlsMode, User};
 use std::collections::{BTreeMap, HashSet};
 
 /// PgDoorman keys that later versions of pg_doorman implement; setting one is an error today
@@ -18,7 +18,6 @@ const NOT_YET_POOL: &[&str] = &[
     "patroni_api_timeout",
     "fallback_connect_timeout",
     "fallback_lifetime",
-    "auth_query",
 ];
 const NOT_YET_USER: &[&str] = &[];
 const NOT_YET_TOP: &[&str] = &["talos"];
@@ -74,6 +73,12 @@ pub fn warnings(c: &Config) -> Vec<String> {
         out.push(format!("general.sync_server_parameters: {sync_note}"));
     }
     for (name, p) in &c.pools {
+        if p.auth_query
+            .as_ref()
+            .is_some_and(|a| a.unsupported.contains_key("default_pool_size"))
+        {
+            out.push(format!("pools.{name}.auth_query.default_pool_size: renamed to pool_size in PgDoorman 3.x (whose 3.10 ignores it as well); ignored, pool_size is in force"));
+        }
         if p.sync_server_parameters == Some(false) {
             out.push(format!("pools.{name}.sync_server_parameters: {sync_note}"));
         }
@@ -89,6 +94,9 @@ fn extra_keys(
 ) {
     for key in map.keys() {
         if path == "general." && accepted(key).is_some() {
+            continue;
+        }
+        if path.ends_with(".auth_query.") && key == "default_pool_size" {
             continue;
         }
         if later.contains(&key.as_str()) {
@@ -286,8 +294,13 @@ fn check_pool(name: &str, p: &Pool, g: &General, out: &mut Vec<String>) {
         ));
     }
     check_server_tls(&path, g, Some(p), out);
-    if p.users.is_empty() {
-        out.push(format!("{path}users: a pool needs at least one user"));
+    if p.users.is_empty() && p.auth_query.is_none() {
+        out.push(format!(
+            "{path}users: a pool needs at least one user (or an auth_query)"
+        ));
+    }
+    if let Some(a) = &p.auth_query {
+        check_auth_query(&format!("{path}auth_query."), a, out);
     }
     let mut seen = HashSet::new();
     for (i, u) in p.users.iter().enumerate() {
@@ -299,6 +312,44 @@ fn check_pool(name: &str, p: &Pool, g: &General, out: &mut Vec<String>) {
             ));
         }
         check_user(&upath, u, out);
+    }
+}
+
+fn check_auth_query(path: &str, a: &AuthQuery, out: &mut Vec<String>) {
+    extra_keys(path, &a.unsupported, &[], out);
+    if a.query.trim().is_empty() {
+        out.push(format!("{path}query: must not be empty"));
+    } else if !a.query.contains("$1") {
+        out.push(format!(
+            "{path}query: must take the login name as parameter $1"
+        ));
+    }
+    if a.user.is_empty() {
+        out.push(format!(
+            "{path}user: the role that runs the query must be set"
+        ));
+    }
+    if a.workers == 0 {
+        out.push(format!("{path}workers: must be at least 1"));
+    }
+    if a.pool_size == 0 {
+        out.push(format!("{path}pool_size: must be at least 1"));
+    }
+    if a.min_pool_size > a.pool_size {
+        out.push(format!("{path}min_pool_size: must not exceed pool_size"));
+    }
+    if a.min_pool_size > 0 && a.server_user.is_some() {
+        out.push(format!(
+            "{path}min_pool_size: applies to passthrough mode only (server_user is set)"
+        ));
+    }
+    if a.server_password.is_some() && a.server_user.is_none() {
+        out.push(format!(
+            "{path}server_password: needs server_user (dedicated mode)"
+        ));
+    }
+    if a.cache_ttl.is_zero() {
+        out.push(format!("{path}cache_ttl: must be greater than 0"));
     }
 }
 

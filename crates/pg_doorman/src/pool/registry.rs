@@ -4,17 +4,19 @@
 //! connections close as they come back).
 
 use super::Pool;
-use super::settings::PoolSettings;
+use super::settings::{AuthQuerySettings, PoolSettings};
+use crate::auth_query::AuthQuery;
 use crate::keys::Map;
 use arc_swap::ArcSwap;
 use std::sync::Arc;
 
 type ByDb = Map<String, Map<String, Arc<Pool>>>;
 
-/// Pools by database, then user.
+/// Pools by database, then user, and the auth_query of each pool section that has one.
 #[derive(Debug, Default)]
 pub struct Pools {
     by_db: ArcSwap<ByDb>,
+    auth: ArcSwap<Map<String, Arc<AuthQuery>>>,
 }
 
 /// Why a login found no pool.
@@ -40,8 +42,8 @@ pub struct Reloaded {
 }
 
 impl Pools {
-    /// Builds empty pools for every resolved setting.
-    pub fn new(settings: Vec<PoolSettings>) -> Pools {
+    /// Builds empty pools for every resolved setting, and the auth_queries.
+    pub fn new(settings: Vec<PoolSettings>, auth: Vec<AuthQuerySettings>) -> Pools {
         let mut by_db = ByDb::default();
         for s in settings {
             by_db
@@ -49,9 +51,24 @@ impl Pools {
                 .or_default()
                 .insert(s.user.clone(), Pool::new(s));
         }
+        let auth = auth
+            .into_iter()
+            .map(|a| (a.database.clone(), AuthQuery::new(a)))
+            .collect();
         Pools {
             by_db: ArcSwap::from_pointee(by_db),
+            auth: ArcSwap::from_pointee(auth),
         }
+    }
+
+    /// The auth_query of pool section `database`, if it has one.
+    pub fn auth_query(&self, database: &str) -> Option<Arc<AuthQuery>> {
+        self.auth.load().get(database).cloned()
+    }
+
+    /// Every auth_query in force.
+    pub fn auth_queries(&self) -> Vec<Arc<AuthQuery>> {
+        self.auth.load().values().cloned().collect()
     }
 
     /// The pool for `database` and `user`.
@@ -61,16 +78,23 @@ impl Pools {
         users.get(user).cloned().ok_or(Lookup::NoUser)
     }
 
-    /// Every pool now in the config.
+    /// Every pool now in force: those of the config, then the dynamic ones of auth_query.
     pub fn all(&self) -> Vec<Arc<Pool>> {
         let map = self.by_db.load();
-        map.values().flat_map(|u| u.values().cloned()).collect()
+        let mut out: Vec<_> = map.values().flat_map(|u| u.values().cloned()).collect();
+        for a in self.auth.load().values() {
+            out.extend(a.dynamic_pools());
+        }
+        out
     }
 
     /// Replaces the pools with those of `settings`: a pool whose fingerprint is unchanged is
     /// kept (with its connections); others are built new, taking the old pool's totals; old
     /// pools not kept are retired.
-    pub fn reload(&self, settings: Vec<PoolSettings>) -> Reloaded {
+    ///
+    /// An auth_query whose section did not change is kept (its cache and dynamic pools with
+    /// it); a changed one starts anew and the old one is retired.
+    pub fn reload(&self, settings: Vec<PoolSettings>, auth: Vec<AuthQuerySettings>) -> Reloaded {
         let old = self.by_db.load_full();
         // One max_concurrent_creates gate for old and new pools alike.
         let global = old
@@ -119,6 +143,28 @@ impl Pools {
             p.retire();
         }
         self.by_db.store(Arc::new(by_db));
+        let old_auth = self.auth.load_full();
+        let mut new_auth = Map::default();
+        for mut a in auth {
+            let kept = old_auth
+                .get(&a.database)
+                .filter(|o| o.settings.fingerprint == a.fingerprint)
+                .cloned();
+            let aq = kept.unwrap_or_else(|| {
+                if let Some(g) = &global {
+                    a.template.global_creates = g.clone();
+                    a.executor.global_creates = g.clone();
+                }
+                AuthQuery::new(a)
+            });
+            new_auth.insert(aq.settings.database.clone(), aq);
+        }
+        for (db, o) in old_auth.iter() {
+            if !new_auth.get(db).is_some_and(|n| Arc::ptr_eq(n, o)) {
+                o.retire();
+            }
+        }
+        self.auth.store(Arc::new(new_auth));
         r
     }
 }

@@ -33,6 +33,17 @@ pub enum ClientSecret {
     Pam(std::sync::Arc<str>),
 }
 
+impl ClientSecret {
+    /// An MD5 secret of 128 random bits: no password and no crafted MD5 reply matches it
+    /// (stands in where a user has no secret, so the exchange still runs and fails).
+    pub fn unguessable() -> ClientSecret {
+        let mut b = [0u8; 16];
+        rand::fill(&mut b);
+        let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+        ClientSecret::Md5(format!("md5{hex}"))
+    }
+}
+
 /// What the pooler answers when a backend asks for a password.
 #[derive(Debug, Clone)]
 pub enum ServerSecret {
@@ -175,8 +186,16 @@ fn derive(password: &str) -> scram::Verifier {
 #[derive(Debug, Default)]
 pub struct Derived(parking_lot::Mutex<std::collections::HashMap<String, scram::Verifier>>);
 
-/// The pools of a config and the secret of its `admin_password`.
-pub type Resolved = (Vec<PoolSettings>, ClientSecret);
+/// What a config resolves to.
+#[derive(Debug)]
+pub struct Resolved {
+    /// One per (pool, user) in the file.
+    pub pools: Vec<PoolSettings>,
+    /// The secret of `admin_password`.
+    pub admin: ClientSecret,
+    /// One per pool section with an `auth_query`.
+    pub auth_queries: Vec<AuthQuerySettings>,
+}
 
 impl Derived {
     /// Resolves every (pool, user) of the validated config `c`, and its admin password, reusing
@@ -195,10 +214,14 @@ impl Derived {
                 ClientSecret::Scram(v)
             })
         };
-        let pools = resolve_with(c, &mut secret)?;
+        let (pools, auth_queries) = resolve_with(c, &mut secret)?;
         let admin = secret(&c.general.admin_password);
         *known = used;
-        Ok((pools, admin))
+        Ok(Resolved {
+            pools,
+            admin,
+            auth_queries,
+        })
     }
 }
 
@@ -279,17 +302,175 @@ fn fingerprint(g: &crate::config::General, p: &crate::config::Pool) -> String {
     )
 }
 
+/// What every pool of one `pools.<name>` section shares, resolved once per section.
+struct Section<'a> {
+    name: &'a str,
+    g: &'a crate::config::General,
+    p: &'a crate::config::Pool,
+    address: ServerAddress,
+    coordinator: Option<std::sync::Arc<super::coordinator::Coordinator>>,
+    tls: std::sync::Arc<crate::tls::BackendTls>,
+    fingerprint: String,
+    global_creates: std::sync::Arc<tokio::sync::Semaphore>,
+    tcp: TcpOptions,
+}
+
+impl Section<'_> {
+    /// The settings of user `u`'s pool in this section, checked against `client_secret`.
+    fn user(&self, u: &User, client_secret: ClientSecret) -> PoolSettings {
+        let (g, p) = (self.g, self.p);
+        let server_user = u
+            .server_username
+            .clone()
+            .unwrap_or_else(|| u.username.clone());
+        let mode = u.pool_mode.unwrap_or(p.pool_mode);
+        PoolSettings {
+            fingerprint: self.fingerprint.clone(),
+            database: self.name.to_string(),
+            user: u.username.clone(),
+            mode,
+            pool_size: u.pool_size,
+            min_pool_size: u.min_pool_size.unwrap_or(0),
+            idle_check: nonzero(g.server_idle_check_timeout.0),
+            check_query: g.pooler_check_query.clone(),
+            global_creates: self.global_creates.clone(),
+            parallel_creates: g.scaling_max_parallel_creates,
+            warm_ratio: p
+                .scaling_warm_pool_ratio
+                .unwrap_or(g.scaling_warm_pool_ratio),
+            fast_retries: p.scaling_fast_retries.unwrap_or(g.scaling_fast_retries),
+            coordinator: self.coordinator.clone(),
+            min_guaranteed_pool_size: p.min_guaranteed_pool_size,
+            connect_timeout: p.connect_timeout.unwrap_or(g.connect_timeout).0,
+            query_wait_timeout: nonzero(g.query_wait_timeout.0),
+            client_stall_timeout: nonzero(g.proxy_copy_data_timeout.0),
+            idle_timeout: nonzero(p.idle_timeout.unwrap_or(g.idle_timeout).0),
+            server_lifetime: nonzero(
+                u.server_lifetime
+                    .or(p.server_lifetime)
+                    .unwrap_or(g.server_lifetime)
+                    .0,
+            ),
+            round_robin: g.server_round_robin,
+            address: self.address.clone(),
+            server_database: p
+                .server_database
+                .clone()
+                .unwrap_or_else(|| self.name.to_string()),
+            server_secret: server_secret(u, &server_user),
+            server_user,
+            client_secret,
+            application_name: p.application_name.clone(),
+            startup_parameters: crate::config::startup_params::merged(
+                &g.startup_parameters,
+                &p.startup_parameters,
+            ),
+            tcp: self.tcp,
+            log_param_changes: p.log_client_parameter_status_changes,
+            cleanup: p.cleanup_server_connections && mode == PoolMode::Transaction,
+            backend_pid: p.session_backend_pid && mode == PoolMode::Session,
+            prepared: g.prepared_statements && mode == PoolMode::Transaction,
+            pool_prepared_cache: p
+                .prepared_statements_cache_size
+                .unwrap_or(g.prepared_statements_cache_size),
+            server_prepared_cache: p
+                .server_prepared_statements_cache_size
+                .or(g.server_prepared_statements_cache_size)
+                .or(p.prepared_statements_cache_size)
+                .unwrap_or(g.prepared_statements_cache_size),
+            client_prepared_cache: g.client_prepared_statements_cache_size(),
+            max_memory: usize::try_from(g.max_memory_usage.0).unwrap_or(usize::MAX),
+            tls: self.tls.clone(),
+        }
+    }
+
+    /// The auth_query of this section: its executor's settings (a session pool of `workers`
+    /// connections logged in as `user` to `database`, outside max_db_connections) and the
+    /// template every dynamic pool starts from.
+    fn auth_query(&self, a: &crate::config::AuthQuery) -> AuthQuerySettings {
+        let synthetic = |username: &str, pool_size, server_password: Option<String>| User {
+            username: username.to_string(),
+            password: String::new(),
+            pool_size,
+            min_pool_size: None,
+            pool_mode: None,
+            server_lifetime: None,
+            server_username: None,
+            server_password,
+            auth_pam_service: None,
+            unsupported: Default::default(),
+        };
+        // Placeholder: a dynamic pool gets the fetched secret.
+        let none = ClientSecret::unguessable;
+        let mut executor = self.user(
+            &synthetic(&a.user, a.workers, Some(a.password.clone())),
+            none(),
+        );
+        executor.mode = PoolMode::Session;
+        executor.backend_pid = false;
+        executor.prepared = false;
+        executor.cleanup = false;
+        executor.coordinator = None;
+        executor.startup_parameters.clear();
+        if let Some(db) = &a.database {
+            executor.server_database = db.clone();
+        }
+        let server_user = a.server_user.clone().unwrap_or_default();
+        let mut template = self.user(
+            &synthetic(&server_user, a.pool_size, a.server_password.clone()),
+            none(),
+        );
+        template.min_pool_size = a.min_pool_size;
+        AuthQuerySettings {
+            database: self.name.to_string(),
+            fingerprint: self.fingerprint.clone(),
+            query: a.query.clone(),
+            executor,
+            template,
+            dedicated: a.server_user.is_some(),
+            cache_ttl: a.cache_ttl.0,
+            cache_failure_ttl: a.cache_failure_ttl.0,
+            min_interval: a.min_interval.0,
+        }
+    }
+}
+
+/// One pool section's `auth_query`, resolved (COMPAT.md §1.4).
+#[derive(Debug, Clone)]
+pub struct AuthQuerySettings {
+    /// The pool (database) name clients connect to.
+    pub database: String,
+    /// The section's fingerprint: a reload keeps the auth_query (cache, dynamic pools) while
+    /// it is unchanged.
+    pub fingerprint: String,
+    /// The query, `$1` = login name.
+    pub query: String,
+    /// The pool that runs the query.
+    pub executor: PoolSettings,
+    /// What a dynamic pool is built from (user, secrets and startup parameters filled in).
+    pub template: PoolSettings,
+    /// Dedicated mode: one pool as `server_user` for every dynamic user.
+    pub dedicated: bool,
+    /// Trust a fetched secret this long.
+    pub cache_ttl: Duration,
+    /// Remember "no such user" this long.
+    pub cache_failure_ttl: Duration,
+    /// Least time between look-ups of one name after a failed password.
+    pub min_interval: Duration,
+}
+
 /// Resolves every (pool, user) of a validated config, with `secret` turning each user's
-/// configured password into its client secret. Errors when a pool's TLS files cannot be loaded
-/// (`pools.<name>: reason`).
+/// configured password into its client secret, and every auth_query. Errors when a pool's TLS
+/// files or JWT keys cannot be loaded (`pools.<name>: reason`).
 fn resolve_with(
     c: &Config,
     secret: &mut dyn FnMut(&str) -> ClientSecret,
-) -> Result<Vec<PoolSettings>, String> {
+) -> Result<(Vec<PoolSettings>, Vec<AuthQuerySettings>), String> {
     let g = &c.general;
     let global_creates = std::sync::Arc::new(tokio::sync::Semaphore::new(g.max_concurrent_creates));
     let tcp = tcp_options(c);
     let mut out = Vec::new();
+    let mut auth = Vec::new();
     for (name, p) in &c.pools {
         let address = if p.server_host.starts_with('/') {
             ServerAddress::Unix(format!(
@@ -317,82 +498,35 @@ fn resolve_with(
         let tls = std::sync::Arc::new(
             crate::tls::BackendTls::from_config(g, p).map_err(|e| format!("pools.{name}: {e}"))?,
         );
-        let fingerprint = fingerprint(g, p);
+        let section = Section {
+            name,
+            g,
+            p,
+            address,
+            coordinator,
+            tls,
+            fingerprint: fingerprint(g, p),
+            global_creates: global_creates.clone(),
+            tcp,
+        };
         for u in &p.users {
-            let server_user = u
-                .server_username
-                .clone()
-                .unwrap_or_else(|| u.username.clone());
-            out.push(PoolSettings {
-                fingerprint: fingerprint.clone(),
-                database: name.clone(),
-                user: u.username.clone(),
-                mode: u.pool_mode.unwrap_or(p.pool_mode),
-                pool_size: u.pool_size,
-                min_pool_size: u.min_pool_size.unwrap_or(0),
-                idle_check: nonzero(g.server_idle_check_timeout.0),
-                check_query: g.pooler_check_query.clone(),
-                global_creates: global_creates.clone(),
-                parallel_creates: g.scaling_max_parallel_creates,
-                warm_ratio: p
-                    .scaling_warm_pool_ratio
-                    .unwrap_or(g.scaling_warm_pool_ratio),
-                fast_retries: p.scaling_fast_retries.unwrap_or(g.scaling_fast_retries),
-                coordinator: coordinator.clone(),
-                min_guaranteed_pool_size: p.min_guaranteed_pool_size,
-                connect_timeout: p.connect_timeout.unwrap_or(g.connect_timeout).0,
-                query_wait_timeout: nonzero(g.query_wait_timeout.0),
-                client_stall_timeout: nonzero(g.proxy_copy_data_timeout.0),
-                idle_timeout: nonzero(p.idle_timeout.unwrap_or(g.idle_timeout).0),
-                server_lifetime: nonzero(
-                    u.server_lifetime
-                        .or(p.server_lifetime)
-                        .unwrap_or(g.server_lifetime)
-                        .0,
-                ),
-                round_robin: g.server_round_robin,
-                address: address.clone(),
-                server_database: p.server_database.clone().unwrap_or_else(|| name.clone()),
-                server_secret: server_secret(u, &server_user),
-                server_user,
-                client_secret: match u.password.strip_prefix(crate::jwt::PREFIX) {
-                    _ if u.auth_pam_service.is_some() => {
-                        ClientSecret::Pam(u.auth_pam_service.as_deref().unwrap_or_default().into())
-                    }
-                    Some(path) => ClientSecret::Jwt(std::sync::Arc::new(
-                        crate::jwt::JwtKey::load(path)
-                            .map_err(|e| format!("pools.{name}: user {:?}: {e}", u.username))?,
-                    )),
-                    None => secret(&u.password),
-                },
-                application_name: p.application_name.clone(),
-                startup_parameters: crate::config::startup_params::merged(
-                    &g.startup_parameters,
-                    &p.startup_parameters,
-                ),
-                tcp,
-                log_param_changes: p.log_client_parameter_status_changes,
-                cleanup: p.cleanup_server_connections
-                    && u.pool_mode.unwrap_or(p.pool_mode) == PoolMode::Transaction,
-                backend_pid: p.session_backend_pid
-                    && u.pool_mode.unwrap_or(p.pool_mode) == PoolMode::Session,
-                prepared: g.prepared_statements
-                    && u.pool_mode.unwrap_or(p.pool_mode) == PoolMode::Transaction,
-                pool_prepared_cache: p
-                    .prepared_statements_cache_size
-                    .unwrap_or(g.prepared_statements_cache_size),
-                server_prepared_cache: p
-                    .server_prepared_statements_cache_size
-                    .or(g.server_prepared_statements_cache_size)
-                    .or(p.prepared_statements_cache_size)
-                    .unwrap_or(g.prepared_statements_cache_size),
-                client_prepared_cache: g.client_prepared_statements_cache_size(),
-                max_memory: usize::try_from(g.max_memory_usage.0).unwrap_or(usize::MAX),
-                tls: tls.clone(),
-            });
+            let client_secret = match u.password.strip_prefix(crate::jwt::PREFIX) {
+                _ if u.auth_pam_service.is_some() => {
+                    ClientSecret::Pam(u.auth_pam_service.as_deref().unwrap_or_default().into())
+                }
+                Some(path) => ClientSecret::Jwt(std::sync::Arc::new(
+                    crate::jwt::JwtKey::load(path)
+                        .map_err(|e| format!("pools.{name}: user {:?}: {e}", u.username))?,
+                )),
+                None => secret(&u.password),
+            };
+            out.push(section.user(u, client_secret));
+        }
+        if let Some(a) = &p.auth_query {
+            auth.push(section.auth_query(a));
         }
     }
-    Ok(out)
+    Ok((out, auth))
 }
 
 #[cfg(test)]
@@ -416,22 +550,31 @@ mod tests {
     #[test]
     fn a_reload_derives_only_new_plaintext_passwords_and_forgets_old_ones() {
         let d = Derived::default();
-        let (first, admin) = d
+        let Resolved {
+            pools: first,
+            admin,
+            ..
+        } = d
             .resolve(&config("one", "two"))
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(!salt(&admin).is_empty());
         assert_eq!(d.0.lock().len(), 3, "two users and the admin");
         // Same passwords: the very same verifiers (a fresh derivation has a fresh salt).
-        let (again, admin_again) = d
+        let Resolved {
+            pools: again,
+            admin: admin_again,
+            ..
+        } = d
             .resolve(&config("one", "two"))
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(salt(&first[0].client_secret), salt(&again[0].client_secret));
         assert_eq!(salt(&first[1].client_secret), salt(&again[1].client_secret));
         assert_eq!(salt(&admin), salt(&admin_again));
         // One password changed: derived anew; the old one is no longer kept.
-        let (changed, _) = d
+        let changed = d
             .resolve(&config("one", "three"))
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap_or_else(|e| panic!("{e}"))
+            .pools;
         assert_eq!(
             salt(&first[0].client_secret),
             salt(&changed[0].client_secret)
@@ -449,9 +592,10 @@ mod tests {
     fn given_secrets_are_used_as_they_are() {
         let md5 = "md5aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
         let d = Derived::default();
-        let (pools, _) = d
+        let pools = d
             .resolve(&config(md5, "p"))
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap_or_else(|e| panic!("{e}"))
+            .pools;
         assert!(matches!(&pools[0].client_secret, ClientSecret::Md5(s) if s == md5));
         assert!(!d.0.lock().contains_key(md5), "only plaintext is derived");
     }

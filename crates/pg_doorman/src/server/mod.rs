@@ -5,6 +5,7 @@ pub mod connect;
 mod query;
 
 pub use connect::connect;
+pub use query::Rows;
 
 use crate::clock::Micros;
 use crate::net::Stream;

@@ -23,6 +23,16 @@ pub(crate) async fn read_message(
         })
 }
 
+/// What a one-off query returned: column names (RowDescription) and rows as text, `None` for
+/// SQL NULL.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Rows {
+    /// Column names in order.
+    pub columns: Vec<String>,
+    /// Each row's values, in column order.
+    pub rows: Vec<Vec<Option<String>>>,
+}
+
 /// The first column of a DataRow body as text (None for NULL).
 fn first_column(body: &[u8]) -> Result<Option<String>, ServerError> {
     let v = doorman_wire::backend::parse_data_row_first(body)?;
@@ -66,6 +76,65 @@ impl Server {
         match (result?, value) {
             (None, Some(v)) => Ok(Some(v?)),
             _ => Ok(None),
+        }
+    }
+
+    /// Runs `sql` once through the extended protocol with text `params` (`$1`, ...; no
+    /// string is ever spliced into the SQL) and returns the column names and every row, or the
+    /// backend's ErrorResponse. The connection is idle again either way unless it broke (then
+    /// it is marked bad). For the pooler's own small look-ups (auth_query), not for relaying.
+    pub async fn one_off_rows(
+        &mut self,
+        sql: &str,
+        params: &[Option<&str>],
+    ) -> Result<Result<Rows, ReceivedError>, ServerError> {
+        let mut out = BytesMut::with_capacity(sql.len() + 64);
+        doorman_wire::frontend::write_one_off_query(&mut out, sql, params);
+        let result = self.read_rows(&out).await;
+        if result.is_err() {
+            self.bad = true;
+        }
+        result
+    }
+
+    async fn read_rows(&mut self, msg: &[u8]) -> Result<Result<Rows, ReceivedError>, ServerError> {
+        self.stream.write_all(msg).await?;
+        let mut rows = Rows::default();
+        let mut first_error = None;
+        loop {
+            let (t, body) = read_message(&mut self.stream, &mut self.buf).await?;
+            match t {
+                tag::READY_FOR_QUERY => {
+                    self.status = body.first().copied().unwrap_or(b'I');
+                    return Ok(first_error.map_or(Ok(rows), Err));
+                }
+                tag::ROW_DESCRIPTION => {
+                    rows.columns = doorman_wire::backend::parse_row_description(&body)?
+                        .into_iter()
+                        .map(str::to_string)
+                        .collect();
+                }
+                tag::DATA_ROW => rows.rows.push(
+                    doorman_wire::backend::parse_data_row(&body)?
+                        .into_iter()
+                        .map(|v| v.map(|v| String::from_utf8_lossy(v).into_owned()))
+                        .collect(),
+                ),
+                tag::PARAMETER_STATUS => {
+                    let (k, v) = parse_parameter_status(&body)?;
+                    self.params.set(k, v);
+                    self.synced = None;
+                }
+                tag::ERROR_RESPONSE => {
+                    let e = parse_error_body(&body)?;
+                    if e.severity == "FATAL" || e.severity == "PANIC" {
+                        self.bad = true;
+                        return Err(ServerError::Refused(e));
+                    }
+                    first_error.get_or_insert(e);
+                }
+                _ => {}
+            }
         }
     }
 
