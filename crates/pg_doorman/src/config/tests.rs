@@ -270,3 +270,26 @@ pools:
         c.warnings[1].starts_with("general.sync_server_parameters: pg_doorman always restores")
     );
 }
+
+#[test]
+fn pgdoorman_example_auth_query_section_loads() {
+    // PgDoorman's example/pg_doorman/pg_doorman.yaml, its TLS and pg_hba file lines left out
+    // (those paths exist only in its container).
+    let c = Config::from_yaml(
+        "general:\n  host: \"0.0.0.0\"\n  port: 6432\n  admin_username: \"admin\"\n  admin_password: \"admin\"\npools:\n  exampledb:\n    server_host: \"postgres\"\n    server_port: 5432\n    pool_mode: \"transaction\"\n    auth_query:\n      query: \"SELECT passwd FROM pg_shadow WHERE usename = $1\"\n      user: \"postgres\"\n      password: \"\"\n      pool_size: 2\n      default_pool_size: 20\n      cache_ttl: \"5m\"\n      cache_failure_ttl: \"30s\"\n      min_interval: \"1s\"\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let a = c.pools["exampledb"]
+        .auth_query
+        .as_ref()
+        .unwrap_or_else(|| panic!("auth_query"));
+    assert_eq!((a.pool_size, a.workers), (2, 2));
+    assert_eq!(a.cache_ttl.0.as_secs(), 300);
+    let warnings = super::validate::warnings(&c);
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.starts_with("pools.exampledb.auth_query.default_pool_size")),
+        "{warnings:?}"
+    );
+}
