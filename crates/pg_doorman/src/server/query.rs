@@ -64,10 +64,11 @@ impl Server {
         let mut out = BytesMut::with_capacity(sql.len() + 6);
         doorman_wire::frontend::write_query(&mut out, sql);
         let mut value = None;
-        let mut on_row = |body: &[u8]| {
-            if value.is_none() {
+        let mut on_row = |t: u8, body: &[u8]| {
+            if t == tag::DATA_ROW && value.is_none() {
                 value = Some(first_column(body));
             }
+            Ok(())
         };
         let result = self.run_rows(&out, &mut |_, _| {}, &mut on_row).await;
         if result.is_err() {
@@ -98,44 +99,27 @@ impl Server {
     }
 
     async fn read_rows(&mut self, msg: &[u8]) -> Result<Result<Rows, ReceivedError>, ServerError> {
-        self.stream.write_all(msg).await?;
         let mut rows = Rows::default();
-        let mut first_error = None;
-        loop {
-            let (t, body) = read_message(&mut self.stream, &mut self.buf).await?;
+        let mut on_msg = |t: u8, body: &[u8]| -> Result<(), ServerError> {
             match t {
-                tag::READY_FOR_QUERY => {
-                    self.status = body.first().copied().unwrap_or(b'I');
-                    return Ok(first_error.map_or(Ok(rows), Err));
-                }
                 tag::ROW_DESCRIPTION => {
-                    rows.columns = doorman_wire::backend::parse_row_description(&body)?
+                    rows.columns = doorman_wire::backend::parse_row_description(body)?
                         .into_iter()
                         .map(str::to_string)
                         .collect();
                 }
                 tag::DATA_ROW => rows.rows.push(
-                    doorman_wire::backend::parse_data_row(&body)?
+                    doorman_wire::backend::parse_data_row(body)?
                         .into_iter()
                         .map(|v| v.map(|v| String::from_utf8_lossy(v).into_owned()))
                         .collect(),
                 ),
-                tag::PARAMETER_STATUS => {
-                    let (k, v) = parse_parameter_status(&body)?;
-                    self.params.set(k, v);
-                    self.synced = None;
-                }
-                tag::ERROR_RESPONSE => {
-                    let e = parse_error_body(&body)?;
-                    if e.severity == "FATAL" || e.severity == "PANIC" {
-                        self.bad = true;
-                        return Err(ServerError::Refused(e));
-                    }
-                    first_error.get_or_insert(e);
-                }
                 _ => {}
             }
-        }
+            Ok(())
+        };
+        let first_error = self.run_rows(msg, &mut |_, _| {}, &mut on_msg).await?;
+        Ok(first_error.map_or(Ok(rows), Err))
     }
 
     /// Brings a backend whose client left in the middle of an extended-protocol batch (Parse,
@@ -169,15 +153,16 @@ impl Server {
         msg: &[u8],
         on_param: &mut impl FnMut(&str, &str),
     ) -> Result<Option<ReceivedError>, ServerError> {
-        self.run_rows(msg, on_param, &mut |_| {}).await
+        self.run_rows(msg, on_param, &mut |_, _| Ok(())).await
     }
 
-    /// Sends `msg` and reads up to ReadyForQuery; DataRow bodies go to `on_row`.
+    /// Sends `msg` and reads up to ReadyForQuery; messages other than ParameterStatus,
+    /// ErrorResponse and ReadyForQuery (DataRow, RowDescription, ...) go to `on_msg`.
     async fn run_rows(
         &mut self,
         msg: &[u8],
         on_param: &mut impl FnMut(&str, &str),
-        on_row: &mut impl FnMut(&[u8]),
+        on_msg: &mut impl FnMut(u8, &[u8]) -> Result<(), ServerError>,
     ) -> Result<Option<ReceivedError>, ServerError> {
         self.stream.write_all(msg).await?;
         let mut first_error = None;
@@ -202,8 +187,7 @@ impl Server {
                     }
                     first_error.get_or_insert(e);
                 }
-                tag::DATA_ROW => on_row(&body),
-                _ => {}
+                _ => on_msg(t, &body)?,
             }
         }
     }
