@@ -69,21 +69,24 @@ impl JwtKey {
         })
     }
 
-    /// Checks `token` for a login as `user` at `now` (seconds since the epoch).
+    /// Checks `token` for a login as `user` at `now` (seconds since the epoch): signature,
+    /// time window, and `preferred_username` equal to `user`.
     pub fn verify(&self, token: &str, user: &str, now: u64) -> Result<(), JwtError> {
-        let mut parts = token.trim().split('.');
-        let (Some(h), Some(c), Some(s), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(JwtError::Malformed("not three parts"));
-        };
-        let json = |part: &str| -> Result<serde_json::Value, JwtError> {
-            let raw = URL_SAFE_NO_PAD
-                .decode(part)
-                .map_err(|_| JwtError::Malformed("bad base64url"))?;
-            serde_json::from_slice(&raw).map_err(|_| JwtError::Malformed("bad JSON"))
-        };
-        let header = json(h)?;
+        let claims = self.verify_claims(token, now)?;
+        let name = claims.get("preferred_username").and_then(|v| v.as_str());
+        if name != Some(user) {
+            return Err(JwtError::User(name.map(str::to_string)));
+        }
+        Ok(())
+    }
+
+    /// Checks `token`'s signature (RS256 or ES256) with this key and its time window at `now`
+    /// (seconds since the epoch; `exp` required and in the future, `nbf` if present past);
+    /// returns its claims (a JSON object).
+    pub fn verify_claims(&self, token: &str, now: u64) -> Result<serde_json::Value, JwtError> {
+        let token = token.trim();
+        let (h, c, s) = split(token)?;
+        let header = json_part(h)?;
         let alg = header.get("alg").and_then(|a| a.as_str()).unwrap_or("");
         let algorithm: &dyn signature::VerificationAlgorithm = match alg {
             "RS256" => &signature::RSA_PKCS1_2048_8192_SHA256,
@@ -94,11 +97,11 @@ impl JwtKey {
             .decode(s)
             .map_err(|_| JwtError::Malformed("bad base64url"))?;
         // The signing input is the first two parts as sent (RFC 7515 §5.2).
-        let signed = &token.trim()[..h.len() + 1 + c.len()];
+        let signed = &token[..h.len() + 1 + c.len()];
         UnparsedPublicKey::new(algorithm, &self.der)
             .verify(signed.as_bytes(), &sig)
             .map_err(|_| JwtError::Signature)?;
-        let claims = json(c)?;
+        let claims = json_part(c)?;
         let time = |k: &str| claims.get(k).and_then(|v| v.as_f64());
         match time("exp") {
             Some(exp) if (now as f64) < exp => {}
@@ -107,11 +110,34 @@ impl JwtKey {
         if time("nbf").is_some_and(|nbf| (now as f64) < nbf) {
             return Err(JwtError::NotYet);
         }
-        let name = claims.get("preferred_username").and_then(|v| v.as_str());
-        if name != Some(user) {
-            return Err(JwtError::User(name.map(str::to_string)));
-        }
-        Ok(())
+        Ok(claims)
+    }
+}
+
+/// The three dot-separated parts of a compact JWS (RFC 7515 §7.1).
+fn split(token: &str) -> Result<(&str, &str, &str), JwtError> {
+    let mut parts = token.split('.');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(h), Some(c), Some(s), None) => Ok((h, c, s)),
+        _ => Err(JwtError::Malformed("not three parts")),
+    }
+}
+
+/// One base64url part decoded as JSON.
+fn json_part(part: &str) -> Result<serde_json::Value, JwtError> {
+    let raw = URL_SAFE_NO_PAD
+        .decode(part)
+        .map_err(|_| JwtError::Malformed("bad base64url"))?;
+    serde_json::from_slice(&raw).map_err(|_| JwtError::Malformed("bad JSON"))
+}
+
+/// The `kid` of `token`'s header (RFC 7515 §4.1.4), read before any key is chosen; the
+/// signature is not checked here.
+pub fn key_id(token: &str) -> Result<String, JwtError> {
+    let (h, _, _) = split(token.trim())?;
+    match json_part(h)?.get("kid").and_then(|k| k.as_str()) {
+        Some(kid) if !kid.is_empty() => Ok(kid.to_string()),
+        _ => Err(JwtError::Malformed("no kid in the header")),
     }
 }
 

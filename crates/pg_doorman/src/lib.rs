@@ -23,4 +23,5 @@ pub mod prepared;
 pub mod relay;
 pub mod server;
 pub mod sql_kind;
+pub mod talos;
 pub mod tls;

@@ -10,43 +10,12 @@
 )]
 
 mod common;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use common::jws::{now, sign, unsigned};
 use common::*;
-use rcgen::{KeyPair, SigningKey};
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-/// ECDSA DER signature → JWS fixed r||s (RFC 7518 §3.4).
-fn fixed(der: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut i = 2; // SEQUENCE tag and (short) length
-    for _ in 0..2 {
-        assert_eq!(der[i], 0x02);
-        let len = der[i + 1] as usize;
-        let int = &der[i + 2..i + 2 + len];
-        let int = &int[int.len().saturating_sub(32)..];
-        out.extend(std::iter::repeat_n(0, 32 - int.len()));
-        out.extend_from_slice(int);
-        i += 2 + len;
-    }
-    out
-}
+use rcgen::KeyPair;
 
 fn token(key: &KeyPair, alg: &str, claims: &str) -> String {
-    let head = URL_SAFE_NO_PAD.encode(format!("{{\"alg\":\"{alg}\",\"typ\":\"JWT\"}}"));
-    let body = URL_SAFE_NO_PAD.encode(claims);
-    let input = format!("{head}.{body}");
-    let mut sig = key.sign(input.as_bytes()).unwrap();
-    if alg == "ES256" {
-        sig = fixed(&sig);
-    }
-    format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig))
+    sign(key, alg, None, claims)
 }
 
 fn claims(user: &str, exp: u64) -> String {
@@ -85,11 +54,7 @@ async fn signed_tokens_log_in_and_others_are_refused() {
     let c = connect(&d.conn_str("edge", &t, "appdb")).await.unwrap();
     assert_eq!(one(&c, "SELECT 1").await, "1");
 
-    let none = format!(
-        "{}.{}.",
-        URL_SAFE_NO_PAD.encode("{\"alg\":\"none\"}"),
-        URL_SAFE_NO_PAD.encode(claims("svc", later))
-    );
+    let none = unsigned(&claims("svc", later));
     for (what, user, t) in [
         (
             "expired",

@@ -39,6 +39,9 @@ pub struct AppContext {
     pub hba: arc_swap::ArcSwapOption<crate::hba::Hba>,
     /// Drain and upgrade state.
     pub lifecycle: super::lifecycle::Lifecycle,
+    /// Talos logins (the `talos` section's keys); None when not configured. Swapped on
+    /// SIGHUP.
+    pub talos: arc_swap::ArcSwapOption<crate::talos::Talos>,
 }
 
 /// Accepted connections by outcome (PgDoorman SHOW CONNECTIONS).
@@ -124,6 +127,7 @@ impl AppContext {
             hba: Default::default(),
             reloaded: Default::default(),
             lifecycle,
+            talos: arc_swap::ArcSwapOption::new(resolved.talos),
         }
     }
 

@@ -383,6 +383,7 @@ async fn reload_config(ctx: Arc<AppContext>) {
         }
     }
     let r = ctx.pools.reload(resolved.pools, resolved.auth_queries);
+    ctx.talos.store(resolved.talos);
     ctx.admin.store(Arc::new((
         config.general.admin_username.clone(),
         resolved.admin,

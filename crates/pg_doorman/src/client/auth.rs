@@ -80,6 +80,19 @@ async fn send(stream: &Stream, out: &mut BytesMut) -> Result<(), AuthFailure> {
     r
 }
 
+/// Asks for the password in clear text (AuthenticationCleartextPassword) and returns it.
+pub async fn read_cleartext(
+    stream: &mut Stream,
+    buf: &mut BytesMut,
+) -> Result<String, AuthFailure> {
+    let mut out = BytesMut::with_capacity(16);
+    backend::write_auth_cleartext(&mut out);
+    send(stream, &mut out).await?;
+    let msg = read_password_message(stream, buf).await?;
+    let password = frontend::parse_password(&msg).map_err(|e| protocol(e.to_string()))?;
+    Ok(password.to_string())
+}
+
 /// Runs the exchange `method` asks for, for `user` against `secret`. On success the caller
 /// sends AuthenticationOk; a SCRAM or cleartext login against a verifier also yields the
 /// ClientKey (for SCRAM passthrough to the backend).
@@ -104,12 +117,7 @@ pub async fn authenticate(
         // A scram-sha-256 rule cannot carry a password to PAM: refused, as PostgreSQL would.
         (Method::ScramSha256, ClientSecret::Pam(_)) => Err(password_failed(user)),
         (_, ClientSecret::Pam(service)) => {
-            backend::write_auth_cleartext(&mut out);
-            send(stream, &mut out).await?;
-            let msg = read_password_message(stream, buf).await?;
-            let password = frontend::parse_password(&msg)
-                .map_err(|e| protocol(e.to_string()))?
-                .to_string();
+            let password = read_cleartext(stream, buf).await?;
             let (svc, who) = (service.clone(), user.to_string());
             let checked = tokio::task::spawn_blocking(move || {
                 crate::pam::authenticate(&svc, &who, &password)
@@ -125,11 +133,8 @@ pub async fn authenticate(
             }
         }
         (Method::Password, _) => {
-            backend::write_auth_cleartext(&mut out);
-            send(stream, &mut out).await?;
-            let msg = read_password_message(stream, buf).await?;
-            let password = frontend::parse_password(&msg).map_err(|e| protocol(e.to_string()))?;
-            cleartext_matches(user, password, secret).ok_or_else(|| password_failed(user))
+            let password = read_cleartext(stream, buf).await?;
+            cleartext_matches(user, &password, secret).ok_or_else(|| password_failed(user))
         }
         // A token cannot be checked through SCRAM: the client learns only that it failed.
         (Method::ScramSha256, ClientSecret::Md5(_) | ClientSecret::Jwt(_)) => {
@@ -147,11 +152,8 @@ pub async fn authenticate(
         }
         // JWT: the token comes as the password in clear text (PgDoorman's way).
         (_, ClientSecret::Jwt(_)) => {
-            backend::write_auth_cleartext(&mut out);
-            send(stream, &mut out).await?;
-            let msg = read_password_message(stream, buf).await?;
-            let token = frontend::parse_password(&msg).map_err(|e| protocol(e.to_string()))?;
-            cleartext_matches(user, token, secret).ok_or_else(|| password_failed(user))
+            let token = read_cleartext(stream, buf).await?;
+            cleartext_matches(user, &token, secret).ok_or_else(|| password_failed(user))
         }
         (_, ClientSecret::Md5(stored)) => {
             let mut salt = [0u8; 4];

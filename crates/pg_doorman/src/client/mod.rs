@@ -9,3 +9,4 @@ pub mod migrate;
 pub mod session;
 pub mod startup;
 mod sync;
+mod talos;

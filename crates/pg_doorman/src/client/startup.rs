@@ -164,7 +164,7 @@ async fn startup_phase(ctx: &AppContext, accepted: Box<Accepted>) -> Option<Logg
             return None;
         }
     };
-    let method = match access(ctx, &stream, &msg, peer) {
+    let method = match access(ctx, &stream, msg.user(), msg.database(), peer) {
         Ok(m) => m,
         Err(e) => {
             tracing::warn!("client {peer}: {}", e.message);
@@ -210,17 +210,17 @@ async fn startup_phase(ctx: &AppContext, accepted: Box<Accepted>) -> Option<Logg
 /// The pg_hba decision for this connection: its auth method, or the FATAL 28000 PostgreSQL
 /// sends when no rule matches or the matching rule rejects. Without rules every client may try
 /// (method md5: as its secret allows).
-fn access(
+pub(super) fn access(
     ctx: &AppContext,
     stream: &Stream,
-    msg: &StartupMessage,
+    user: &str,
+    database: &str,
     peer: Peer,
 ) -> Result<Method, ErrorFields> {
     let guard = ctx.hba.load();
     let Some(rules) = guard.as_deref() else {
         return Ok(Method::Md5);
     };
-    let (user, database) = (msg.user(), msg.database());
     let tls = stream.is_tls();
     let what = |verb: &str| {
         let enc = if tls {
@@ -487,6 +487,13 @@ async fn login(
         backend::write_negotiate_protocol_version(&mut out, &msg.protocol_options);
         stream.write_all(&out).await.map_err(|_| None)?;
     }
+    if user == crate::talos::USER
+        && let Some(talos) = ctx.talos.load_full()
+    {
+        // Talos first (PgDoorman's dispatch order): the token decides the pool user.
+        let (pool, msg) = super::talos::login(ctx, &talos, stream, buf, msg, peer).await?;
+        return login_params(pool, &msg, peer).await;
+    }
     let pool = match ctx.pools.get(database, user) {
         Ok(pool) => {
             static_login(stream, buf, user, &pool, method, peer, database).await?;
@@ -515,6 +522,16 @@ async fn login(
             return Err(Some(e));
         }
     };
+    login_params(pool, msg, peer).await
+}
+
+/// The session parameters of a client authenticated for `pool`, from its startup packet; a
+/// value PostgreSQL refuses fails the login.
+async fn login_params(
+    pool: Arc<Pool>,
+    msg: &StartupMessage,
+    peer: Peer,
+) -> Result<(Arc<Pool>, ClientParams), Option<ErrorFields>> {
     let defaults = pool.learn_default_params().await.map_err(|e| {
         tracing::warn!("client {peer}: {}: {e}", pool.name());
         Some(e.to_client())

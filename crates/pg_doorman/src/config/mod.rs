@@ -8,7 +8,7 @@ pub mod units;
 mod users;
 mod validate;
 
-pub use model::{AuthQuery, Config, General, Pool, PoolMode, ServerTlsMode, TlsMode, User};
+pub use model::{AuthQuery, Config, General, Pool, PoolMode, ServerTlsMode, Talos, TlsMode, User};
 pub use units::{ByteSize, Millis};
 
 use std::path::Path;

@@ -22,7 +22,9 @@ pub struct Config {
     /// `include.files`: more config files merged into this one (config/include.rs); an
     /// empty `include:` (PgDoorman's sample config has one) is no include.
     pub include: Option<Include>,
-    /// Sections we do not implement yet (`talos`) and unknown ones.
+    /// `talos` section: logins as user `talos` with a signed token (src/talos.rs).
+    pub talos: Option<Talos>,
+    /// Unknown sections.
     #[serde(flatten)]
     pub unsupported: BTreeMap<String, IgnoredAny>,
     /// The file this config was read from (SIGHUP re-reads it).
@@ -41,6 +43,20 @@ pub struct Include {
     /// Files merged in order after the main one; a relative name is looked up in the main
     /// file's directory, then in the working directory.
     pub files: Vec<String>,
+}
+
+/// `talos` section (COMPAT.md §1.6; PgDoorman's config/talos.rs).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default)]
+pub struct Talos {
+    /// PEM public keys (RSA for RS256, P-256 for ES256); a key's file name without its
+    /// extension is the `kid` a token names in its header.
+    pub keys: Vec<String>,
+    /// The pool (database) names Talos tokens may log in to.
+    pub databases: Vec<String>,
+    /// Unknown keys.
+    #[serde(flatten)]
+    pub unsupported: BTreeMap<String, IgnoredAny>,
 }
 
 /// `web` / `prometheus` section (COMPAT.md §1.5): the HTTP listener serving /metrics.

@@ -20,7 +20,7 @@ const NOT_YET_POOL: &[&str] = &[
     "fallback_lifetime",
 ];
 const NOT_YET_USER: &[&str] = &[];
-const NOT_YET_TOP: &[&str] = &["talos"];
+const NOT_YET_TOP: &[&str] = &[];
 const NOT_YET_WEB: &[&str] = &[
     "ui",
     "ui_anonymous",
@@ -99,7 +99,9 @@ fn extra_keys(
         if path.ends_with(".auth_query.") && key == "default_pool_size" {
             continue;
         }
-        if later.contains(&key.as_str()) {
+        if path == "general." && key == "talos" {
+            out.push("general.talos: the talos section goes at the top level of the file, beside general (as PgDoorman reads it)".into());
+        } else if later.contains(&key.as_str()) {
             out.push(format!("{path}{key}: this PgDoorman setting is not implemented by this version of pg_doorman yet; remove it"));
         } else {
             out.push(format!("{path}{key}: unknown setting"));
@@ -119,7 +121,30 @@ pub fn check(c: &Config) -> Vec<String> {
     for (name, pool) in &c.pools {
         check_pool(name, pool, &c.general, &mut out);
     }
+    if let Some(t) = &c.talos {
+        check_talos(t, c, &mut out);
+    }
     out
+}
+
+fn check_talos(t: &super::model::Talos, c: &Config, out: &mut Vec<String>) {
+    extra_keys("talos.", &t.unsupported, &[], out);
+    if let Err(e) = crate::talos::Talos::load(t) {
+        out.push(format!("talos.keys: {e}"));
+    }
+    if !t.keys.is_empty() && t.databases.is_empty() {
+        out.push("talos.databases: must name the pools Talos tokens may log in to".into());
+    }
+    if t.keys.is_empty() && !t.databases.is_empty() {
+        out.push("talos.keys: must list at least one public key file".into());
+    }
+    for db in &t.databases {
+        if !c.pools.contains_key(db) {
+            out.push(format!(
+                "talos.databases: {db:?} is not a pool in this config"
+            ));
+        }
+    }
 }
 
 fn check_general(g: &General, out: &mut Vec<String>) {

@@ -195,6 +195,8 @@ pub struct Resolved {
     pub admin: ClientSecret,
     /// One per pool section with an `auth_query`.
     pub auth_queries: Vec<AuthQuerySettings>,
+    /// The `talos` section with its keys loaded; None without keys.
+    pub talos: Option<std::sync::Arc<crate::talos::Talos>>,
 }
 
 impl Derived {
@@ -216,11 +218,18 @@ impl Derived {
         };
         let (pools, auth_queries) = resolve_with(c, &mut secret)?;
         let admin = secret(&c.general.admin_password);
+        let talos = match &c.talos {
+            Some(t) if !t.keys.is_empty() => Some(std::sync::Arc::new(
+                crate::talos::Talos::load(t).map_err(|e| format!("talos.keys: {e}"))?,
+            )),
+            _ => None,
+        };
         *known = used;
         Ok(Resolved {
             pools,
             admin,
             auth_queries,
+            talos,
         })
     }
 }

@@ -7,6 +7,7 @@
     clippy::panic
 )]
 
+pub mod jws;
 pub mod live;
 pub mod pki;
 pub mod raw;
