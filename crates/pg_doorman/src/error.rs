@@ -65,6 +65,10 @@ fn known_code(code: &str) -> Option<&'static str> {
         "57P03",
         "22023",
         "42704",
+        // A startup parameter PostgreSQL refuses (pool/mod.rs STARTUP_PARAMETER_ERRORS).
+        "42501",
+        "55P02",
+        "22P02",
     ]
     .into_iter()
     .find(|c| *c == code)

@@ -305,6 +305,7 @@ impl Collector for View {
         pressure(&mut enc, &pools)?;
         prepared_memory(&mut enc, &pools, &clients)?;
         auth_query(&mut enc, &ctx.pools.auth_queries())?;
+        startup_parameters(&mut enc, &pools, &ctx.pools.auth_queries())?;
         for (name, help, pick) in [
             ("pools_query_duration_seconds", "Query durations", 0),
             (
@@ -427,6 +428,54 @@ fn auth_query(
         )?;
     }
     Ok(())
+}
+
+/// `pg_doorman_startup_parameters_dropped_total{pool,reason}` (auth_query rows' parameters
+/// left out; the config's are checked at load) and
+/// `pg_doorman_backend_startup_parameter_errors_total{pool,sqlstate}` (backend logins
+/// PostgreSQL refused for one), per pool section (COMPAT.md §3).
+fn startup_parameters(
+    enc: &mut DescriptorEncoder,
+    pools: &[Arc<Pool>],
+    auth: &[Arc<crate::auth_query::AuthQuery>],
+) -> Result<(), std::fmt::Error> {
+    let mut dropped = Vec::new();
+    for a in auth {
+        for (reason, n) in crate::auth_query::DROP_REASONS
+            .iter()
+            .zip(a.dropped_counts())
+        {
+            let l: Labels = vec![
+                ("pool", a.settings.database.clone()),
+                ("reason", reason.to_string()),
+            ];
+            dropped.push((l, n));
+        }
+    }
+    counter(
+        enc,
+        "startup_parameters_dropped",
+        "Startup parameters of auth_query rows left out, by reason",
+        &dropped,
+    )?;
+    let mut errors: std::collections::BTreeMap<(String, String), u64> = Default::default();
+    for p in pools {
+        for (code, n) in p.stats.startup_parameter_errors() {
+            *errors
+                .entry((p.settings.database.clone(), code))
+                .or_default() += n;
+        }
+    }
+    let errors: Vec<(Labels, u64)> = errors
+        .into_iter()
+        .map(|((pool, code), n)| (vec![("pool", pool), ("sqlstate", code)], n))
+        .collect();
+    counter(
+        enc,
+        "backend_startup_parameter_errors",
+        "Backend logins PostgreSQL refused for a startup parameter, by SQLSTATE",
+        &errors,
+    )
 }
 
 fn pressure(enc: &mut DescriptorEncoder, pools: &[Arc<Pool>]) -> Result<(), std::fmt::Error> {

@@ -302,6 +302,106 @@ async fn a_reload_keeps_an_unchanged_auth_query_and_rebuilds_a_changed_one() {
     assert_eq!(figures(&d).await["executor_queries"], 1);
 }
 
+/// SHOW STARTUP_PARAMETERS rows (user, parameter, value, source, state) of `user`.
+async fn startup_rows(d: &Doorman, user: &str) -> Vec<[String; 4]> {
+    let admin = connect(&d.conn_str("boss", "boss_pw", "pgdoorman"))
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    for m in admin.simple_query("SHOW STARTUP_PARAMETERS").await.unwrap() {
+        if let tokio_postgres::SimpleQueryMessage::Row(r) = m
+            && r.get("user") == Some(user)
+        {
+            let v = |c: &str| r.get(c).unwrap().to_string();
+            let mut value = v("value");
+            value.truncate(20);
+            out.push([v("parameter"), value, v("source"), v("state")]);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The value of the sample `name` in an exposition, 0 if absent.
+fn sample(body: &str, name: &str) -> u64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_rows_startup_parameters_reach_its_backends_within_the_budget() {
+    let pg = cluster(PgAuth::Md5);
+    roles(&pg);
+    pg.psql("CREATE TABLE aq_params (usename name, params text); GRANT SELECT ON aq_params TO doorman_auth");
+    let long = "x".repeat(9_600);
+    pg.psql(&format!(
+        "INSERT INTO aq_params VALUES ('bob', '{{\"work_mem\": \"7MB\", \"statement_timeout\": 1234, \"bad key\": 1, \"search_path\": \"{long}\"}}'), ('alice', '{{\"work_mem\": \"lots\"}}')"
+    ));
+    let port = doorman_testkit::free_port();
+    let web = format!("prometheus:\n  enabled: true\n  host: 127.0.0.1\n  port: {port}\n");
+    let text = config(&pg, "", &web)
+        .replace(
+            "SELECT * FROM lookup($1)",
+            "SELECT l.passwd, p.params AS startup_parameters FROM lookup($1) l LEFT JOIN aq_params p ON p.usename = l.usename",
+        )
+        .replace("    auth_query:\n", "    startup_parameters:\n      jit: \"off\"\n    auth_query:\n");
+    let d = Doorman::start(binary(), &text);
+    let c = connect(&d.conn_str("bob", "bob_pw", "appdb"))
+        .await
+        .unwrap();
+    assert_eq!(one(&c, "SHOW work_mem").await, "7MB");
+    assert_eq!(one(&c, "SHOW statement_timeout").await, "1234ms");
+    assert_eq!(one(&c, "SHOW jit").await, "off");
+    assert_ne!(
+        one(&c, "SHOW search_path").await.len(),
+        9_600,
+        "over the budget: left out"
+    );
+    let row = |p: &str, v: &str, src: &str, st: &str| -> [String; 4] {
+        [p.into(), v.into(), src.into(), st.into()]
+    };
+    assert_eq!(
+        startup_rows(&d, "bob").await,
+        vec![
+            row("jit", "off", "pool", "applied"),
+            row(
+                "search_path",
+                "xxxxxxxxxxxxxxxxxxxx",
+                "auth_query",
+                "dropped_due_to_budget"
+            ),
+            row("statement_timeout", "1234", "auth_query", "applied"),
+            row("work_mem", "7MB", "auth_query", "applied"),
+        ]
+    );
+    // PostgreSQL refuses alice's value: her login fails with its SQLSTATE, and it is counted.
+    let e = connect(&d.conn_str("alice", "alice_pw", "appdb"))
+        .await
+        .expect_err("an invalid work_mem fails the login");
+    assert_eq!(sqlstate(&e), "22023", "{e}");
+    let (_, body) = scrape(port);
+    let dropped = "pg_doorman_startup_parameters_dropped_total{pool=\"appdb\",reason=";
+    assert_eq!(
+        sample(&body, &format!("{dropped}\"budget\"}}")),
+        1,
+        "{body}"
+    );
+    assert_eq!(
+        sample(&body, &format!("{dropped}\"invalid_name\"}}")),
+        1,
+        "{body}"
+    );
+    assert_eq!(
+        sample(&body, &format!("{dropped}\"reserved\"}}")),
+        0,
+        "{body}"
+    );
+    let errors =
+        "pg_doorman_backend_startup_parameter_errors_total{pool=\"appdb\",sqlstate=\"22023\"}";
+    assert!(sample(&body, errors) >= 1, "{body}");
+}
+
 #[test]
 fn config_checks() {
     let base = "general:\n  port: 6432\npools:\n  db:\n    auth_query:\n";

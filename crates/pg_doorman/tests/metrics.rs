@@ -49,16 +49,6 @@ for fam in text_string_to_metric_families(sys.stdin.read()):
         .collect()
 }
 
-fn scrape(port: u16) -> (String, String) {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let (head, body) = out.split_once("\r\n\r\n").unwrap();
-    (head.to_string(), body.to_string())
-}
-
 /// pg_doorman with /metrics on a free port; returns it and the port.
 fn with_metrics(pg: &TempCluster, pool_size: usize, pool_extra: &str) -> (Doorman, u16) {
     let port = doorman_testkit::free_port();

@@ -106,8 +106,10 @@ pub fn show(ctx: &AppContext, args: &[&str], out: &mut BytesMut) -> Result<(), E
 }
 
 /// SHOW STARTUP_PARAMETERS (PgDoorman's columns): what each pool's backends get in their
-/// StartupMessage, and from where (`general` or `pool`). Every row is `applied`: a set that
-/// does not fit PostgreSQL's packet cap is refused at load, never trimmed.
+/// StartupMessage, and from where (`general`, `pool`, or the user's `auth_query` row for a
+/// dynamic pool). A configured set that does not fit PostgreSQL's packet cap is refused at
+/// load; a row's key that does not fit is left out and shown as `dropped_due_to_budget`.
+/// (`stale` never shows: a row whose parameters change gets a new pool.)
 fn startup_parameters(ctx: &AppContext, out: &mut BytesMut) {
     let reloaded = ctx.reloaded.load_full();
     let config = reloaded.as_deref().unwrap_or(&ctx.config);
@@ -125,8 +127,11 @@ fn startup_parameters(ctx: &AppContext, out: &mut BytesMut) {
     for p in &ctx.pools.all() {
         let s = &p.settings;
         let own = config.pools.get(&s.database).map(|c| &c.startup_parameters);
+        let row = &s.row_parameters;
         for (k, v) in &s.startup_parameters {
-            let source = if own.is_some_and(|m| m.contains_key(k)) {
+            let source = if row.applied.contains(k) {
+                "auth_query"
+            } else if own.is_some_and(|m| m.contains_key(k)) {
                 "pool"
             } else {
                 "general"
@@ -138,6 +143,16 @@ fn startup_parameters(ctx: &AppContext, out: &mut BytesMut) {
                 Some(v),
                 Some(source),
                 Some("applied"),
+            ]);
+        }
+        for (k, v, _) in row.left_out.iter().filter(|(_, _, r)| *r == "budget") {
+            rs.row(&[
+                Some(&s.user),
+                Some(&s.database),
+                Some(k),
+                Some(v),
+                Some("auth_query"),
+                Some("dropped_due_to_budget"),
             ]);
         }
     }

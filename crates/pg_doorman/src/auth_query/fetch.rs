@@ -2,7 +2,7 @@
 //! password column is `passwd`, else `password`, else the only column; an optional
 //! `startup_parameters` column holds a JSON object).
 
-use super::Fetched;
+use super::{Dropped, Fetched};
 use crate::pool::settings::{ClientSecret, ServerSecret};
 use crate::server::Rows;
 use doorman_wire::auth::{md5, scram};
@@ -43,16 +43,23 @@ pub(super) fn parse(user: &str, rows: Rows) -> Result<Found, String> {
     let Some(stored) = row.get(pw).cloned().flatten().filter(|p| !p.is_empty()) else {
         return Ok(Found::Nobody);
     };
-    let startup_parameters = params_col
-        .and_then(|i| row.get(i).cloned().flatten())
-        .map(|json| startup_parameters(user, &json))
+    let column = params_col.and_then(|i| row.get(i).cloned().flatten());
+    let (startup_parameters, dropped) = column
+        .as_deref()
+        .map(|json| startup_parameters(user, json))
         .unwrap_or_default();
     let (client, server) = secrets(&stored);
+    // A changed column changes the pool's backends: it is part of what makes the pool.
+    let stamp = match column {
+        Some(json) => format!("{stored}\n{json}"),
+        None => stored,
+    };
     Ok(Found::Secret(std::sync::Arc::new(Fetched {
         client,
         server,
         startup_parameters,
-        stamp: stored,
+        dropped,
+        stamp,
     })))
 }
 
@@ -83,38 +90,34 @@ fn secrets(stored: &str) -> (ClientSecret, ServerSecret) {
     )
 }
 
-/// The user's own startup parameters (a JSON object of scalars), checked as the config's are;
-/// an invalid column is logged and ignored, so the login still works.
-fn startup_parameters(user: &str, json: &str) -> Vec<(String, String)> {
+/// The user's own startup parameters (a JSON object of scalars), each key checked as the
+/// config's are; a key that fails is logged and left out (with its reason), so the login
+/// still works; a column that is not a JSON object is left out whole (`invalid_json`).
+fn startup_parameters(user: &str, json: &str) -> (Vec<(String, String)>, Vec<Dropped>) {
     let parsed: Result<BTreeMap<String, serde_json::Value>, _> = serde_json::from_str(json);
     let Ok(map) = parsed else {
         tracing::warn!(
             "auth_query: startup_parameters of user {user:?} is not a JSON object; ignored"
         );
-        return Vec::new();
+        return (Vec::new(), vec![(String::new(), "invalid_json")]);
     };
-    let map: BTreeMap<String, String> = map
-        .into_iter()
-        .map(|(k, v)| {
-            let v = match v {
-                serde_json::Value::String(s) => s,
-                serde_json::Value::Bool(b) => if b { "on" } else { "off" }.to_string(),
-                other => other.to_string(),
-            };
-            (k, v)
-        })
-        .collect();
-    let mut problems = Vec::new();
-    crate::config::startup_params::check(
-        &map,
-        &format!("auth_query startup_parameters of user {user:?}"),
-        &mut problems,
-    );
-    if !problems.is_empty() {
-        tracing::warn!("{}; ignored", problems.join("; "));
-        return Vec::new();
+    let mut kept = Vec::new();
+    let mut dropped = Vec::new();
+    for (k, v) in map {
+        let v = match v {
+            serde_json::Value::String(s) => s,
+            serde_json::Value::Bool(b) => if b { "on" } else { "off" }.to_string(),
+            other => other.to_string(),
+        };
+        match crate::config::startup_params::key_problem(&k, &v) {
+            Some((reason, msg)) => {
+                tracing::warn!("auth_query startup_parameters of user {user:?}: {msg}; ignored");
+                dropped.push((k, reason));
+            }
+            None => kept.push((k, v)),
+        }
     }
-    map.into_iter().collect()
+    (kept, dropped)
 }
 
 #[cfg(test)]
@@ -179,13 +182,38 @@ mod tests {
         );
         let r = rows(
             &["passwd", "startup_parameters"],
-            vec![vec![Some("plain"), Some(r#"{"user": "root"}"#)]],
+            vec![vec![
+                Some("plain"),
+                Some(r#"{"user": "root", "bad key": 1, "work_mem": "1MB"}"#),
+            ]],
         );
         let Ok(Found::Secret(f)) = parse("u", r) else {
             panic!("a secret")
         };
-        assert!(f.startup_parameters.is_empty(), "a reserved key is refused");
+        assert_eq!(
+            f.startup_parameters,
+            vec![("work_mem".into(), "1MB".into())]
+        );
+        assert_eq!(
+            f.dropped,
+            vec![
+                ("bad key".into(), "invalid_name"),
+                ("user".into(), "reserved")
+            ]
+        );
+        assert!(
+            f.stamp.starts_with("plain\n"),
+            "the column is part of the stamp"
+        );
         assert!(matches!(f.client, ClientSecret::Scram(_)));
         assert!(matches!(f.server, ServerSecret::Plain(ref p) if p == "plain"));
+        let r = rows(
+            &["passwd", "startup_parameters"],
+            vec![vec![Some(MD5), Some("[1]")]],
+        );
+        let Ok(Found::Secret(f)) = parse("u", r) else {
+            panic!("a secret")
+        };
+        assert_eq!(f.dropped, vec![(String::new(), "invalid_json")]);
     }
 }

@@ -16,6 +16,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// A secret fetched for one login name.
+/// A startup parameter of an auth_query row that was left out: its key ("" for the whole
+/// column) and the reason (`reserved`, `invalid_name`, `nul_byte`, `invalid_json`, `budget`).
+pub type Dropped = (String, &'static str);
+
+/// Reasons of [`Dropped`], in the order of [`AuthQuery::dropped_counts`].
+pub const DROP_REASONS: [&str; 5] = [
+    "reserved",
+    "invalid_name",
+    "nul_byte",
+    "invalid_json",
+    "budget",
+];
+
+/// A user's row as fetched.
 #[derive(Debug)]
 pub struct Fetched {
     /// What the client is checked against.
@@ -24,6 +38,8 @@ pub struct Fetched {
     pub server: ServerSecret,
     /// The user's `startup_parameters` column (passthrough pools), over the pool's.
     pub startup_parameters: Vec<(String, String)>,
+    /// Keys of the column left out, with the reason.
+    pub dropped: Vec<Dropped>,
     /// The stored value as fetched: a passthrough pool built from another value is replaced.
     pub stamp: String,
 }
@@ -35,6 +51,7 @@ impl Fetched {
             client: ClientSecret::Md5(stored.into()),
             server: ServerSecret::Md5(stored.into()),
             startup_parameters: Vec::new(),
+            dropped: Vec::new(),
             stamp: stored.into(),
         }
     }
@@ -63,6 +80,8 @@ pub struct Stats {
     pub dynamic_created: AtomicU64,
     /// Dynamic pools collected or replaced.
     pub dynamic_destroyed: AtomicU64,
+    /// Startup parameters of rows left out when a pool was built, by [`DROP_REASONS`].
+    pub params_dropped: [AtomicU64; 5],
 }
 
 /// The figures of SHOW AUTH_QUERY after `database`, in its order.
@@ -136,6 +155,46 @@ impl AuthQuery {
             stats: Stats::default(),
             settings,
         })
+    }
+
+    /// Puts `f`'s startup parameters over the pool's in `s` (the row wins key by key), as far
+    /// as PostgreSQL's packet budget allows (config/startup_params.rs); what is left out is
+    /// counted by reason and kept in `s.row_parameters` for SHOW STARTUP_PARAMETERS.
+    fn row_parameters(&self, s: &mut crate::pool::settings::PoolSettings, f: &Fetched) {
+        use crate::config::startup_params::{BUDGET, wire_bytes};
+        let mut row = crate::pool::settings::RowParameters::default();
+        for (k, reason) in &f.dropped {
+            self.count_dropped(reason);
+            row.left_out.push((k.clone(), String::new(), reason));
+        }
+        for (k, v) in &f.startup_parameters {
+            let mut with = s.startup_parameters.clone();
+            with.retain(|(have, _)| have != k);
+            with.push((k.clone(), v.clone()));
+            if wire_bytes(with.iter().map(|(k, v)| (k, v))) > BUDGET {
+                tracing::warn!(
+                    "auth_query startup_parameters of user {:?}: {k} does not fit PostgreSQL's startup packet; left out",
+                    s.server_user
+                );
+                self.count_dropped("budget");
+                row.left_out.push((k.clone(), v.clone(), "budget"));
+                continue;
+            }
+            s.startup_parameters = with;
+            row.applied.push(k.clone());
+        }
+        s.row_parameters = row;
+    }
+
+    fn count_dropped(&self, reason: &str) {
+        if let Some(i) = DROP_REASONS.iter().position(|r| *r == reason) {
+            self.stats.params_dropped[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Startup parameters of rows left out so far, by [`DROP_REASONS`].
+    pub fn dropped_counts(&self) -> [u64; 5] {
+        std::array::from_fn(|i| self.stats.params_dropped[i].load(Ordering::Relaxed))
     }
 
     /// The values of [`FIGURES`], in order.
@@ -315,10 +374,7 @@ impl AuthQuery {
             s.server_user = user.to_string();
             s.server_secret = f.server.clone();
             s.client_secret = f.client.clone();
-            for (k, v) in &f.startup_parameters {
-                s.startup_parameters.retain(|(have, _)| have != k);
-                s.startup_parameters.push((k.clone(), v.clone()));
-            }
+            self.row_parameters(&mut s, f);
         }
         let pool = Pool::new(s);
         let fresh = Dynamic {
@@ -355,6 +411,7 @@ impl AuthQuery {
                 client: ClientSecret::unguessable(),
                 server: ServerSecret::None,
                 startup_parameters: Vec::new(),
+                dropped: Vec::new(),
                 stamp: String::new(),
             };
             return Some(self.pool_for(user, &none));

@@ -55,23 +55,39 @@ pub fn wire_bytes<'a>(map: impl IntoIterator<Item = (&'a String, &'a String)>) -
     map.into_iter().map(|(k, v)| k.len() + v.len() + 2).sum()
 }
 
+/// Why `k = v` may not be a startup parameter: a reason label (the `reason` of
+/// `pg_doorman_startup_parameters_dropped_total`) and a message; None when it may.
+pub fn key_problem(k: &str, v: &str) -> Option<(&'static str, String)> {
+    if RESERVED.iter().any(|r| r.eq_ignore_ascii_case(k)) {
+        Some((
+            "reserved",
+            format!("{k}: set by pg_doorman itself; not allowed here"),
+        ))
+    } else if k.starts_with("_pq_.") {
+        Some((
+            "reserved",
+            format!("{k}: the \"_pq_.\" prefix is reserved for protocol options"),
+        ))
+    } else if !guc_name(k) {
+        Some((
+            "invalid_name",
+            format!("{k:?}: not a setting name (letters, digits, _ and .)"),
+        ))
+    } else if v.contains('\0') {
+        Some(("nul_byte", format!("{k}: the value contains a NUL byte")))
+    } else {
+        None
+    }
+}
+
 /// Problems of one map, each naming `scope.key` (e.g. `pools.app.startup_parameters.user`).
 pub fn check(map: &BTreeMap<String, String>, scope: &str, out: &mut Vec<String>) {
     for (k, v) in map {
-        if RESERVED.iter().any(|r| r.eq_ignore_ascii_case(k)) {
-            out.push(format!(
-                "{scope}.{k}: set by pg_doorman itself; not allowed here"
-            ));
-        } else if k.starts_with("_pq_.") {
-            out.push(format!(
-                "{scope}.{k}: the \"_pq_.\" prefix is reserved for protocol options"
-            ));
-        } else if !guc_name(k) {
-            out.push(format!(
-                "{scope}.{k:?}: not a setting name (letters, digits, _ and .)"
-            ));
+        if let Some((_, msg)) = key_problem(k, v) {
+            out.push(format!("{scope}.{msg}"));
         }
-        if v.contains('\0') {
+        // A bad name with a NUL byte too: both are reported.
+        if v.contains('\0') && key_problem(k, "").is_some() {
             out.push(format!("{scope}.{k}: the value contains a NUL byte"));
         }
     }

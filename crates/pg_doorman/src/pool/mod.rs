@@ -237,6 +237,11 @@ enum Step<'a> {
     Spin,
 }
 
+/// SQLSTATEs PostgreSQL refuses a StartupMessage setting with (invalid value, unknown or
+/// unsettable parameter, permission): counted per pool as
+/// `pg_doorman_backend_startup_parameter_errors_total` when the pool sends startup_parameters.
+const STARTUP_PARAMETER_ERRORS: [&str; 5] = ["22023", "42704", "55P02", "42501", "22P02"];
+
 impl Pool {
     /// A new, empty pool.
     pub fn new(settings: PoolSettings) -> Arc<Pool> {
@@ -674,6 +679,12 @@ impl Pool {
             Err(e) => {
                 if let Some((c, p)) = coordinated {
                     c.release(p);
+                }
+                if let crate::error::ServerError::Refused(f) = &e
+                    && !self.settings.startup_parameters.is_empty()
+                    && STARTUP_PARAMETER_ERRORS.contains(&f.code.as_str())
+                {
+                    self.stats.startup_parameter_error(&f.code);
                 }
                 // During an outage every client's request fails the same way: log it once per
                 // FAIL_LOG_EVERY with the count of the ones not logged.

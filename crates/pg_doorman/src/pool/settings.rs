@@ -58,6 +58,16 @@ pub enum ServerSecret {
     None,
 }
 
+/// The `startup_parameters` column of a dynamic pool's auth_query row.
+#[derive(Debug, Clone, Default)]
+pub struct RowParameters {
+    /// Keys applied (they are in `startup_parameters`, over the pool's).
+    pub applied: Vec<String>,
+    /// Keys left out: key, value, reason (`budget`, `reserved`, `invalid_name`, `nul_byte`,
+    /// `invalid_json`).
+    pub left_out: Vec<(String, String, &'static str)>,
+}
+
 /// Everything a pool and its connections need, resolved.
 #[derive(Debug, Clone)]
 pub struct PoolSettings {
@@ -119,6 +129,8 @@ pub struct PoolSettings {
     /// StartupMessage after user, database and application_name; an `application_name` here
     /// replaces the pool's.
     pub startup_parameters: Vec<(String, String)>,
+    /// Of a dynamic pool: what its user's auth_query row asked for (SHOW STARTUP_PARAMETERS).
+    pub row_parameters: RowParameters,
     /// TCP options for backend sockets.
     pub tcp: TcpOptions,
     /// Log ParameterStatus changes of clients.
@@ -374,6 +386,7 @@ impl Section<'_> {
                 &g.startup_parameters,
                 &p.startup_parameters,
             ),
+            row_parameters: RowParameters::default(),
             tcp: self.tcp,
             log_param_changes: p.log_client_parameter_status_changes,
             cleanup: p.cleanup_server_connections && mode == PoolMode::Transaction,

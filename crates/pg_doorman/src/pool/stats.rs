@@ -50,6 +50,9 @@ pub struct PoolStats {
     pub prepared_hits: AtomicU64,
     /// Parses its backends had to prepare.
     pub prepared_misses: AtomicU64,
+    /// Backend logins PostgreSQL refused for a startup parameter, by SQLSTATE (rare: a lock
+    /// is fine).
+    startup_errors: parking_lot::Mutex<Vec<(String, u64)>>,
 }
 
 /// The figures every transaction adds to, in one thread's shard (104 bytes: one padded
@@ -111,6 +114,7 @@ impl Default for PoolStats {
             scaling: Default::default(),
             prepared_hits: Default::default(),
             prepared_misses: Default::default(),
+            startup_errors: Default::default(),
         }
     }
 }
@@ -220,9 +224,30 @@ impl PoolStats {
         (0..ERROR_CLASSES.len()).map(|i| self.errors(i)).sum()
     }
 
+    /// Counts a backend login refused with `code` for a startup parameter.
+    pub fn startup_parameter_error(&self, code: &str) {
+        self.add_startup_error(code, 1);
+    }
+
+    fn add_startup_error(&self, code: &str, n: u64) {
+        let mut m = self.startup_errors.lock();
+        match m.iter_mut().find(|(c, _)| c == code) {
+            Some((_, count)) => *count += n,
+            None => m.push((code.to_string(), n)),
+        }
+    }
+
+    /// Backend logins refused for a startup parameter, by SQLSTATE.
+    pub fn startup_parameter_errors(&self) -> Vec<(String, u64)> {
+        self.startup_errors.lock().clone()
+    }
+
     /// Starts a rebuilt pool's totals where the pool it replaces left them, so counters never
     /// go back across a reload (the histograms start empty).
     pub fn carry_over(&self, old: &PoolStats) {
+        for (code, n) in old.startup_parameter_errors() {
+            self.add_startup_error(&code, n);
+        }
         let r = Ordering::Relaxed;
         let h = self.hot.local();
         for (new, value) in [
