@@ -8,7 +8,6 @@
 //! `srv-<clientId>`, the role's name (PgDoorman's order). Its application_name becomes the
 //! `clientId`.
 
-use crate::config;
 use crate::jwt::{JwtError, JwtKey};
 use std::collections::HashMap;
 
@@ -80,11 +79,11 @@ pub struct Talos {
 }
 
 impl Talos {
-    /// Loads the key files of `c`. Errors name the file; two files with the same name (the
-    /// same `kid`) are an error.
-    pub fn load(c: &config::Talos) -> Result<Talos, String> {
+    /// Loads the key files `paths` (the `talos.keys` list) for `databases`. Errors name the
+    /// file; two files with the same name (the same `kid`) are an error.
+    pub fn load(paths: &[String], databases: &[String]) -> Result<Talos, String> {
         let mut keys = HashMap::new();
-        for path in &c.keys {
+        for path in paths {
             let kid =
                 key_name(path).ok_or_else(|| format!("{path}: no file name to use as kid"))?;
             let key = JwtKey::load(path)?;
@@ -96,7 +95,7 @@ impl Talos {
         }
         Ok(Talos {
             keys,
-            databases: c.databases.clone(),
+            databases: databases.to_vec(),
         })
     }
 

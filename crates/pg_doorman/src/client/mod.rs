@@ -1,6 +1,7 @@
 //! Client connections: startup negotiation and authentication (`startup`), the session loop
 //! (`session`), client auth exchanges (`auth`) and cancel routing (`cancel`).
 
+mod access;
 pub mod auth;
 pub mod cancel;
 mod local_reply;

@@ -9,7 +9,7 @@ use super::session::Session;
 use crate::app::clients::ClientInfo;
 use crate::app::context::{AppContext, ClientSlot};
 use crate::config::TlsMode;
-use crate::hba::{Decision, Method};
+use crate::hba::Method;
 use crate::net::{Peer, Stream};
 use crate::pool::Pool;
 use crate::pool::registry::Lookup;
@@ -164,7 +164,7 @@ async fn startup_phase(ctx: &AppContext, accepted: Box<Accepted>) -> Option<Logg
             return None;
         }
     };
-    let method = match access(ctx, &stream, msg.user(), msg.database(), peer) {
+    let method = match super::access::access(ctx, &stream, msg.user(), msg.database(), peer) {
         Ok(m) => m,
         Err(e) => {
             tracing::warn!("client {peer}: {}", e.message);
@@ -205,43 +205,6 @@ async fn startup_phase(ctx: &AppContext, accepted: Box<Accepted>) -> Option<Logg
     ctx.conns.reject(4);
     send_fatal(&stream, e).await;
     None
-}
-
-/// The pg_hba decision for this connection: its auth method, or the FATAL 28000 PostgreSQL
-/// sends when no rule matches or the matching rule rejects. Without rules every client may try
-/// (method md5: as its secret allows).
-pub(super) fn access(
-    ctx: &AppContext,
-    stream: &Stream,
-    user: &str,
-    database: &str,
-    peer: Peer,
-) -> Result<Method, ErrorFields> {
-    let guard = ctx.hba.load();
-    let Some(rules) = guard.as_deref() else {
-        return Ok(Method::Md5);
-    };
-    let tls = stream.is_tls();
-    let what = |verb: &str| {
-        let enc = if tls {
-            "SSL encryption"
-        } else {
-            "no encryption"
-        };
-        let host = peer.host();
-        format!("{verb} for host \"{host}\", user \"{user}\", database \"{database}\", {enc}")
-    };
-    match rules.decide(peer.ip(), tls, database, user) {
-        Decision::Rule(Method::Reject, _) => Err(ErrorFields::fatal(
-            sqlstate::INVALID_AUTHORIZATION,
-            what("pg_hba.conf rejects connection"),
-        )),
-        Decision::Rule(m, _) => Ok(m),
-        Decision::NoEntry => Err(ErrorFields::fatal(
-            sqlstate::INVALID_AUTHORIZATION,
-            what("no pg_hba.conf entry"),
-        )),
-    }
 }
 
 /// Registers the client (its cancel key with it), sends AuthenticationOk, ParameterStatus,

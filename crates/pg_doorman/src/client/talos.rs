@@ -62,7 +62,7 @@ pub(super) async fn login(
         refuse(&why, no_role())
     })?;
     // The token authenticated `talos`; a rule written for the user it maps to applies too.
-    super::startup::access(ctx, stream, &user, database, peer)
+    super::access::access(ctx, stream, &user, database, peer)
         .map_err(|e| refuse(&format!("pg_hba refuses user {user:?}"), e))?;
     tracing::info!(
         "client {peer}: talos login client_id={:?} database={database:?} role={} user={user:?}",

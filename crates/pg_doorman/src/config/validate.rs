@@ -129,7 +129,7 @@ pub fn check(c: &Config) -> Vec<String> {
 
 fn check_talos(t: &super::model::Talos, c: &Config, out: &mut Vec<String>) {
     extra_keys("talos.", &t.unsupported, &[], out);
-    if let Err(e) = crate::talos::Talos::load(t) {
+    if let Err(e) = crate::talos::Talos::load(&t.keys, &t.databases) {
         out.push(format!("talos.keys: {e}"));
     }
     if !t.keys.is_empty() && t.databases.is_empty() {

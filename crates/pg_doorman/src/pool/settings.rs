@@ -232,7 +232,8 @@ impl Derived {
         let admin = secret(&c.general.admin_password);
         let talos = match &c.talos {
             Some(t) if !t.keys.is_empty() => Some(std::sync::Arc::new(
-                crate::talos::Talos::load(t).map_err(|e| format!("talos.keys: {e}"))?,
+                crate::talos::Talos::load(&t.keys, &t.databases)
+                    .map_err(|e| format!("talos.keys: {e}"))?,
             )),
             _ => None,
         };
