@@ -66,6 +66,12 @@ pub enum TalosError {
     /// No role for this database in `resource_access`.
     #[error("the token grants no role for database {0:?}")]
     NoRole(String),
+    /// `talos.audience` is set and the token's `aud` does not name it.
+    #[error("the token's aud does not name {0:?}")]
+    Audience(String),
+    /// `talos.issuer` is set and the token's `iss` is another.
+    #[error("the token's iss is not {0:?}")]
+    Issuer(String),
     /// A role name other than owner, read_write, read_only.
     #[error("unsupported role {0:?} in the token")]
     BadRole(String),
@@ -76,6 +82,10 @@ pub enum TalosError {
 pub struct Talos {
     keys: HashMap<String, JwtKey>,
     databases: Vec<String>,
+    /// Required `aud` and `iss`, when configured.
+    pub audience: Option<String>,
+    /// See `audience`.
+    pub issuer: Option<String>,
 }
 
 impl Talos {
@@ -96,6 +106,8 @@ impl Talos {
         Ok(Talos {
             keys,
             databases: databases.to_vec(),
+            audience: None,
+            issuer: None,
         })
     }
 
@@ -104,6 +116,24 @@ impl Talos {
         let kid = crate::jwt::key_id(token)?;
         let key = self.keys.get(&kid).ok_or(TalosError::UnknownKey(kid))?;
         let claims = key.verify_claims(token, now)?;
+        if let Some(want) = &self.audience {
+            let aud = claims.get("aud");
+            let named = match aud {
+                Some(serde_json::Value::String(a)) => a == want,
+                Some(serde_json::Value::Array(list)) => {
+                    list.iter().any(|a| a.as_str() == Some(want))
+                }
+                _ => false,
+            };
+            if !named {
+                return Err(TalosError::Audience(want.clone()));
+            }
+        }
+        if let Some(want) = &self.issuer
+            && claims.get("iss").and_then(|i| i.as_str()) != Some(want.as_str())
+        {
+            return Err(TalosError::Issuer(want.clone()));
+        }
         if !self.databases.iter().any(|d| d == database) {
             return Err(TalosError::Database(database.to_string()));
         }

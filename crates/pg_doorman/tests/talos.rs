@@ -200,6 +200,35 @@ async fn tokens_pick_the_pool_user_and_bad_ones_are_refused() {
         (code.as_str(), msg.as_str()),
         ("28000", "role \"talos\" does not exist")
     );
+
+    // Back, with audience and issuer required (pg_doorman's own keys).
+    let checked = format!("{talos}  audience: pg_doorman\n  issuer: https://idp.example\n");
+    d.rewrite_config(&format!("{base}{checked}"));
+    d.signal_and_expect_log("HUP", "pools reloaded");
+    let with = |extra: &str| {
+        let c = claims("billing", db, &["read_only"], later);
+        good(&format!("{{{extra},{}", &c[1..]))
+    };
+    let t = with("\"aud\":[\"other\",\"pg_doorman\"],\"iss\":\"https://idp.example\"");
+    let c = connect(&d.conn_str("talos", &t, "appdb")).await.unwrap();
+    assert_eq!(one(&c, "SELECT current_user").await, "app");
+    for (what, extra) in [
+        ("no aud", "\"iss\":\"https://idp.example\""),
+        (
+            "other aud",
+            "\"aud\":\"other\",\"iss\":\"https://idp.example\"",
+        ),
+        (
+            "other iss",
+            "\"aud\":\"pg_doorman\",\"iss\":\"https://evil.example\"",
+        ),
+    ] {
+        let (code, msg) = refused(&d, &with(extra)).await;
+        assert_eq!(code, "28P01", "{what}: {msg}");
+    }
+    let log = d.log_text();
+    assert!(log.contains("aud does not name \"pg_doorman\""), "{log}");
+    assert!(log.contains("iss is not \"https://idp.example\""), "{log}");
 }
 
 #[test]
@@ -226,7 +255,7 @@ fn the_section_is_checked_at_load() {
     let (ok, err) = check_config(
         "t.yaml",
         &format!(
-            "general:\n  port: 6432\n{pools}talos:\n  keys: [{}, {}]\n  databases: [d, nodb]\n  audience: x\n",
+            "general:\n  port: 6432\n{pools}talos:\n  keys: [{}, {}]\n  databases: [d, nodb]\n  databses: x\n",
             a.display(),
             b.display()
         ),
@@ -237,7 +266,7 @@ fn the_section_is_checked_at_load() {
         err.contains("talos.databases: \"nodb\" is not a pool"),
         "{err}"
     );
-    assert!(err.contains("talos.audience: unknown setting"), "{err}");
+    assert!(err.contains("talos.databses: unknown setting"), "{err}");
     let (ok, err) = check_config(
         "t.yaml",
         &format!("general:\n  port: 6432\n  talos:\n    keys: []\n{pools}"),

@@ -54,6 +54,11 @@ pub struct Talos {
     pub keys: Vec<String>,
     /// The pool (database) names Talos tokens may log in to.
     pub databases: Vec<String>,
+    /// When set, a token's `aud` (a string or a list) must contain it (RFC 7519 §4.1.3).
+    /// pg_doorman's own key: PgDoorman checks no audience.
+    pub audience: Option<String>,
+    /// When set, a token's `iss` must equal it (RFC 7519 §4.1.1); pg_doorman's own key.
+    pub issuer: Option<String>,
     /// Unknown keys.
     #[serde(flatten)]
     pub unsupported: BTreeMap<String, IgnoredAny>,

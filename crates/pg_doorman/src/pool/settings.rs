@@ -231,10 +231,13 @@ impl Derived {
         let (pools, auth_queries) = resolve_with(c, &mut secret)?;
         let admin = secret(&c.general.admin_password);
         let talos = match &c.talos {
-            Some(t) if !t.keys.is_empty() => Some(std::sync::Arc::new(
-                crate::talos::Talos::load(&t.keys, &t.databases)
-                    .map_err(|e| format!("talos.keys: {e}"))?,
-            )),
+            Some(t) if !t.keys.is_empty() => {
+                let mut loaded = crate::talos::Talos::load(&t.keys, &t.databases)
+                    .map_err(|e| format!("talos.keys: {e}"))?;
+                loaded.audience = t.audience.clone();
+                loaded.issuer = t.issuer.clone();
+                Some(std::sync::Arc::new(loaded))
+            }
             _ => None,
         };
         *known = used;
