@@ -34,3 +34,5 @@ pub const SYNTAX_ERROR: &str = "42601";
 pub const OUT_OF_MEMORY: &str = "53200";
 /// 42P05 duplicate_prepared_statement.
 pub const DUPLICATE_PREPARED_STATEMENT: &str = "42P05";
+/// 42501 insufficient_privilege (e.g. reading pg_shadow without superuser).
+pub const INSUFFICIENT_PRIVILEGE: &str = "42501";

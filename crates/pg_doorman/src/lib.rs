@@ -8,6 +8,7 @@ pub mod client;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod generate;
 pub mod hba;
 pub mod jwt;
 pub mod keys;

@@ -30,6 +30,15 @@ struct Cli {
     /// Serve on this inherited listening socket instead of binding (binary upgrade).
     #[arg(long, env = "INHERIT_FD", value_name = "FD")]
     inherit_fd: Option<i32>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Write a config from a live PostgreSQL: its databases and login roles (with their
+    /// secrets when the role may read pg_shadow).
+    Generate(pg_doorman::generate::GenerateArgs),
 }
 
 /// Our command line without `--daemon` and `--inherit-fd` (with their values): what an
@@ -223,6 +232,10 @@ fn main() -> std::process::ExitCode {
 }
 
 fn real_main(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+    if let Some(Command::Generate(args)) = &cli.command {
+        pg_doorman::generate::run(args)?;
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
     let config = pg_doorman::config::load(&cli.config_file);
     if cli.test_config {
         return Ok(match config {

@@ -1,6 +1,7 @@
 //! Configuration: PgDoorman's YAML (primary) or TOML file, chosen by extension, parsed into
 //! typed structs and validated as a whole. Owns no runtime state; the app holds a snapshot.
 
+pub mod emit;
 mod include;
 mod model;
 pub mod startup_params;
