@@ -3,7 +3,8 @@
 
 use md5::{Digest, Md5};
 
-fn hex(bytes: &[u8]) -> String {
+/// Lower-case hex of `bytes` (two characters per byte), as pg_authid writes MD5 secrets.
+pub fn hex(bytes: &[u8]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {

@@ -117,14 +117,6 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The secret written for a role whose secret could not be read: a well-formed MD5 secret made
-/// of random bytes, so the file loads and nobody logs in with it (an MD5 login needs only the
-/// secret, so a fixed placeholder would be a known credential) until an operator writes the
-/// real one.
-pub fn placeholder() -> String {
-    format!("md5{}", random_password())
-}
-
 /// The config text for `catalog` as `args` asks.
 pub fn config_text(args: &GenerateArgs, catalog: &Catalog) -> String {
     let mode = if args.session_pool_mode {
@@ -137,7 +129,7 @@ pub fn config_text(args: &GenerateArgs, catalog: &Catalog) -> String {
         .clone()
         .unwrap_or_else(|| args.host.clone());
     let admin_password = random_password();
-    let general = vec![
+    let mut general = vec![
         Entry::new("host", s("0.0.0.0")).note("Address clients connect to (all interfaces)."),
         Entry::new("port", Node::Int(6432)).note("Port clients connect to."),
         Entry::new("admin_username", s("admin"))
@@ -145,7 +137,6 @@ pub fn config_text(args: &GenerateArgs, catalog: &Catalog) -> String {
         Entry::new("admin_password", s(admin_password))
             .note("Generated at random; change it at will."),
     ];
-    let mut general = general;
     let tls = args.tls_mode().unwrap_or("allow");
     if matches!(tls, "require" | "verify-ca" | "verify-full") {
         general.push(
@@ -163,7 +154,9 @@ pub fn config_text(args: &GenerateArgs, catalog: &Catalog) -> String {
                     "The role's secret as PostgreSQL stores it (pg_shadow).",
                 ),
                 None => (
-                    placeholder(),
+                    // Random per role, so the file loads and nobody logs in with it until an
+                    // operator writes the real secret.
+                    crate::pool::settings::unguessable_md5(),
                     "PLACEHOLDER: the role has no readable secret. Write its password here\n\
                      (clear text, md5... or SCRAM-SHA-256$...); nobody can log in with this one.",
                 ),
@@ -213,5 +206,5 @@ fn to_i64(n: usize) -> i64 {
 fn random_password() -> String {
     let mut b = [0u8; 16];
     rand::fill(&mut b);
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    doorman_wire::auth::md5::hex(&b)
 }

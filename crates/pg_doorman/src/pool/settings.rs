@@ -37,11 +37,16 @@ impl ClientSecret {
     /// An MD5 secret of 128 random bits: no password and no crafted MD5 reply matches it
     /// (stands in where a user has no secret, so the exchange still runs and fails).
     pub fn unguessable() -> ClientSecret {
-        let mut b = [0u8; 16];
-        rand::fill(&mut b);
-        let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-        ClientSecret::Md5(format!("md5{hex}"))
+        ClientSecret::Md5(unguessable_md5())
     }
+}
+
+/// `md5` + 32 hex digits of 128 random bits: a well-formed MD5 secret that no password and no
+/// crafted MD5 reply matches (an MD5 login needs only the secret, so it must not be fixed).
+pub fn unguessable_md5() -> String {
+    let mut b = [0u8; 16];
+    rand::fill(&mut b);
+    format!("md5{}", md5::hex(&b))
 }
 
 /// What the pooler answers when a backend asks for a password.
