@@ -331,6 +331,46 @@ impl Doorman {
         d
     }
 
+    /// Starts `binary` on a set of files written into one temp directory (`{port}` replaced by
+    /// the chosen port, `{dir}` by the directory), with `config` (one of their names) as the
+    /// config file: for configs in another format, or that name other files.
+    pub fn start_files(binary: &Path, files: &[(&str, &str)], config: &str) -> Doorman {
+        let port = free_port();
+        let dir = tempfile::Builder::new()
+            .prefix("doorman-cfg-")
+            .tempdir()
+            .unwrap();
+        let shown = dir.path().display().to_string();
+        for (name, text) in files {
+            let text = text
+                .replace("{port}", &port.to_string())
+                .replace("{dir}", &shown);
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        let log = dir.path().join("pg_doorman.log");
+        let child = Command::new(binary)
+            .arg(dir.path().join(config))
+            .arg("-l")
+            .arg("debug")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut d = Doorman {
+            child,
+            _dir: dir,
+            port,
+            log,
+        };
+        d.wait_ready();
+        d
+    }
+
+    /// The directory holding its config file(s).
+    pub fn dir(&self) -> &Path {
+        self._dir.path()
+    }
+
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {

@@ -9,9 +9,17 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Parser)]
 #[command(name = "pg_doorman", version, about)]
 struct Cli {
-    /// Config file (.yaml, .yml or .toml).
+    /// Config file (.yaml, .yml or .toml; or PgBouncer's .ini, imported).
     #[arg(env = "CONFIG_FILE", default_value = "pg_doorman.toml")]
     config_file: PathBuf,
+    /// Run from this PgBouncer config (pgbouncer.ini with its auth_file and auth_hba_file)
+    /// instead of CONFIG_FILE; settings without an equivalent are named in warnings.
+    #[arg(long, value_name = "PGBOUNCER_INI")]
+    from_pgbouncer: Option<PathBuf>,
+    /// Print the pg_doorman YAML a PgBouncer .ini is read as (a comment per key naming the
+    /// PgBouncer setting it came from) and exit.
+    #[arg(long)]
+    print_config: bool,
     /// Log level or filter (error, warn, info, debug, trace, or an env-filter string).
     #[arg(short = 'l', long, env = "LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -231,10 +239,44 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// `--print-config`: the imported YAML on stdout, what was not carried over on stderr.
+fn print_config(path: &std::path::Path) -> anyhow::Result<std::process::ExitCode> {
+    use pg_doorman::config::pgbouncer;
+    if !pgbouncer::is_pgbouncer_file(path) {
+        anyhow::bail!(
+            "--print-config converts a PgBouncer .ini; {} is already pg_doorman's format",
+            path.display()
+        );
+    }
+    match pgbouncer::import(path) {
+        Ok(imported) => {
+            print!("{}", imported.yaml());
+            for n in &imported.notes {
+                eprintln!("warning: {n}");
+            }
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Err(problems) => {
+            eprintln!("{} cannot be imported:", path.display());
+            for p in problems {
+                eprintln!("  {p}");
+            }
+            Ok(std::process::ExitCode::FAILURE)
+        }
+    }
+}
+
 fn real_main(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     if let Some(Command::Generate(args)) = &cli.command {
         pg_doorman::generate::run(args)?;
         return Ok(std::process::ExitCode::SUCCESS);
+    }
+    let mut cli = cli;
+    if let Some(ini) = cli.from_pgbouncer.take() {
+        cli.config_file = ini;
+    }
+    if cli.print_config {
+        return print_config(&cli.config_file);
     }
     let config = pg_doorman::config::load(&cli.config_file);
     if cli.test_config {

@@ -4,6 +4,7 @@
 pub mod emit;
 mod include;
 mod model;
+pub mod pgbouncer;
 pub mod startup_params;
 pub mod units;
 mod users;
@@ -25,8 +26,8 @@ pub enum ConfigError {
         /// OS error.
         source: std::io::Error,
     },
-    /// The extension is neither .yaml/.yml nor .toml.
-    #[error("config file {0} must end in .yaml, .yml or .toml")]
+    /// The extension is neither .yaml/.yml, .toml nor .ini.
+    #[error("config file {0} must end in .yaml, .yml, .toml or .ini (PgBouncer's format)")]
     Extension(String),
     /// Syntax or type error reported by the parser (with line/column where it knows them).
     #[error("config file {path}: {message}")]
@@ -46,9 +47,13 @@ pub enum ConfigError {
     },
 }
 
-/// Reads, parses and validates the config at `path`.
+/// Reads, parses and validates the config at `path`: pg_doorman's YAML or TOML, or a
+/// PgBouncer `.ini` (imported through [`pgbouncer::import`]; what it drops is in `warnings`).
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let shown = path.display().to_string();
+    if pgbouncer::is_pgbouncer_file(path) {
+        return load_pgbouncer(path);
+    }
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: shown.clone(),
         source,
@@ -97,6 +102,32 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
             problems,
         })
     }
+}
+
+/// A PgBouncer ini translated, then validated as the YAML it became (problems name our keys,
+/// and the YAML's comments name the PgBouncer settings they came from: `--print-config`).
+fn load_pgbouncer(path: &Path) -> Result<Config, ConfigError> {
+    let shown = path.display().to_string();
+    let imported = pgbouncer::import(path).map_err(|problems| ConfigError::Invalid {
+        path: shown.clone(),
+        problems,
+    })?;
+    let mut config = parse_yaml(&imported.yaml()).map_err(|message| ConfigError::Parse {
+        path: shown.clone(),
+        message: format!("the imported config does not parse (a pg_doorman bug): {message}"),
+    })?;
+    let problems = validate::check(&config);
+    if !problems.is_empty() {
+        return Err(ConfigError::Invalid {
+            path: shown,
+            problems,
+        });
+    }
+    config.source = Some(path.to_path_buf());
+    let mut warnings = imported.notes;
+    warnings.extend(validate::warnings(&config));
+    config.warnings = warnings;
+    Ok(config)
 }
 
 /// Parses YAML text (no validation).
