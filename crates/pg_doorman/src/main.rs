@@ -47,6 +47,9 @@ enum Command {
     /// Write a config from a live PostgreSQL: its databases and login roles (with their
     /// secrets when the role may read pg_shadow).
     Generate(pg_doorman::generate::GenerateArgs),
+    /// Write the configuration reference (docs/configuration.md) from the config structs'
+    /// doc comments and defaults.
+    GenerateDocs(pg_doorman::generate::GenerateDocsArgs),
 }
 
 /// Our command line without `--daemon` and `--inherit-fd` (with their values): what an
@@ -267,9 +270,16 @@ fn print_config(path: &std::path::Path) -> anyhow::Result<std::process::ExitCode
 }
 
 fn real_main(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
-    if let Some(Command::Generate(args)) = &cli.command {
-        pg_doorman::generate::run(args)?;
-        return Ok(std::process::ExitCode::SUCCESS);
+    match &cli.command {
+        Some(Command::Generate(args)) => {
+            pg_doorman::generate::run(args)?;
+            return Ok(std::process::ExitCode::SUCCESS);
+        }
+        Some(Command::GenerateDocs(args)) => {
+            pg_doorman::generate::run_docs(args)?;
+            return Ok(std::process::ExitCode::SUCCESS);
+        }
+        None => {}
     }
     let mut cli = cli;
     if let Some(ini) = cli.from_pgbouncer.take() {

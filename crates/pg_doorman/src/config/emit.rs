@@ -17,6 +17,9 @@ pub enum Node {
     Map(Vec<Entry>),
     /// A list of maps (TOML: an array of tables) or of scalars (an inline array).
     List(Vec<Node>),
+    /// A key with no value by default, written commented out (`# key:`) so a reference
+    /// config shows it without setting it.
+    Unset,
 }
 
 /// One key of a map with its value and an optional comment written above it.
@@ -135,6 +138,10 @@ fn yaml_map(out: &mut String, entries: &[Entry], depth: usize, comments: bool) {
             let _ = writeln!(out, "{indent}{k}: {v}");
             continue;
         }
+        if e.value == Node::Unset {
+            let _ = writeln!(out, "{indent}# {k}:");
+            continue;
+        }
         match &e.value {
             Node::Map(inner) if inner.is_empty() => {
                 let _ = writeln!(out, "{indent}{k}: {{}}");
@@ -186,10 +193,15 @@ fn toml_table(out: &mut String, entries: &[Entry], path: &[String], comments: bo
                 comment_lines(out, "", c);
             }
             let _ = writeln!(out, "{} = {v}", key(&e.key));
+        } else if e.value == Node::Unset {
+            if comments && let Some(c) = &e.comment {
+                comment_lines(out, "", c);
+            }
+            let _ = writeln!(out, "# {} =", key(&e.key));
         }
     }
     for e in entries {
-        if scalar(&e.value).is_some() {
+        if scalar(&e.value).is_some() || e.value == Node::Unset {
             continue;
         }
         let mut sub = path.to_vec();

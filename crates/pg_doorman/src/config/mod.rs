@@ -5,6 +5,7 @@ pub mod emit;
 mod include;
 mod model;
 pub mod pgbouncer;
+pub mod reference;
 pub mod startup_params;
 pub mod units;
 mod users;

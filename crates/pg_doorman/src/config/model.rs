@@ -4,12 +4,12 @@
 //! maps and rejected at load with a clear message (see `validate.rs`), never silently ignored.
 
 use super::units::{ByteSize, Millis};
-use serde::Deserialize;
 use serde::de::IgnoredAny;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// The whole config file.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(default)]
 pub struct Config {
     /// `general` section.
@@ -25,7 +25,7 @@ pub struct Config {
     /// `talos` section: logins as user `talos` with a signed token (src/talos.rs).
     pub talos: Option<Talos>,
     /// Unknown sections.
-    #[serde(flatten)]
+    #[serde(flatten, skip_serializing)]
     pub unsupported: BTreeMap<String, IgnoredAny>,
     /// The file this config was read from (SIGHUP re-reads it).
     #[serde(skip)]
@@ -37,7 +37,7 @@ pub struct Config {
 }
 
 /// `include` section (COMPAT.md §1.6).
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct Include {
     /// Files merged in order after the main one; a relative name is looked up in the main
@@ -46,7 +46,7 @@ pub struct Include {
 }
 
 /// `talos` section (COMPAT.md §1.6; PgDoorman's config/talos.rs).
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(default)]
 pub struct Talos {
     /// PEM public keys (RSA for RS256, P-256 for ES256); a key's file name without its
@@ -60,22 +60,22 @@ pub struct Talos {
     /// When set, a token's `iss` must equal it (RFC 7519 §4.1.1); pg_doorman's own key.
     pub issuer: Option<String>,
     /// Unknown keys.
-    #[serde(flatten)]
+    #[serde(flatten, skip_serializing)]
     pub unsupported: BTreeMap<String, IgnoredAny>,
 }
 
 /// `web` / `prometheus` section (COMPAT.md §1.5): the HTTP listener serving /metrics.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
 pub struct Web {
-    /// Serve /metrics.
+    /// Serve `GET /metrics` (docs/admin.md).
     pub enabled: bool,
     /// Listen address.
     pub host: String,
     /// Listen port.
     pub port: u16,
     /// Keys of the web UI and SSO, not implemented yet, and unknown keys.
-    #[serde(flatten)]
+    #[serde(flatten, skip_serializing)]
     pub unsupported: BTreeMap<String, IgnoredAny>,
 }
 
@@ -91,7 +91,7 @@ impl Default for Web {
 }
 
 /// Client-side TLS mode (`general.tls_mode`), ordered from least to most strict.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum TlsMode {
     /// SSLRequest answered 'N'.
@@ -118,7 +118,7 @@ impl TlsMode {
 }
 
 /// Backend TLS mode (`server_tls_mode`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum ServerTlsMode {
     /// Plain TCP.
@@ -138,68 +138,80 @@ pub enum ServerTlsMode {
 }
 
 /// `general` section (COMPAT.md §1.1).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
 pub struct General {
     /// Listen address (IPv4/IPv6 literal or hostname).
     pub host: String,
     /// Listen port.
     pub port: u16,
-    /// listen(2) backlog; 0 means max_connections.
+    /// listen(2) backlog; 0 = max_connections.
     pub backlog: u32,
-    /// Tokio worker threads.
+    /// Tokio worker threads; 1 runs the single-threaded scheduler (least CPU per transaction, and per
+    /// login: under connection churn 2 workers cost about 1.3× the CPU of 1 per connection,
+    /// bench/results/churn.md).
     pub worker_threads: usize,
-    /// Pin worker thread i to the i-th CPU this process may run on (round-robin).
+    /// Pin worker thread *i* to the *i*-th CPU the process may use (round-robin; with 1 worker, the
+    /// main thread); blocking-pool threads (PBKDF2, hostname lookups) may run on any of them; a failed
+    /// pin is logged and the thread runs unpinned.
     pub worker_cpu_affinity_pinning: bool,
-    /// Stack size of runtime threads, bytes; unset = tokio's default (2 MiB).
+    /// Stack of runtime threads, 64KB–1GB; unset = tokio's default (2 MiB).
     pub worker_stack_size: Option<ByteSize>,
-    /// Most threads for blocking work (PBKDF2 of plaintext passwords at reload, hostname
-    /// lookups); unset = tokio's default (512).
+    /// Most threads for blocking work (PBKDF2 of plaintext passwords at reload, hostname lookups);
+    /// unset = tokio's default (512).
     pub max_blocking_threads: Option<usize>,
-    /// Scheduler ticks between looks at the shared task queue; unset = tokio's default.
+    /// Scheduler ticks between looks at the shared task queue; ≥ 1; unset = tokio's default.
     pub tokio_global_queue_interval: Option<u32>,
-    /// Scheduler ticks between polls for socket and timer events while tasks keep a worker
-    /// busy; unset = tokio's default (61).
+    /// Scheduler ticks between polls for socket and timer events while tasks keep a worker busy; ≥ 1;
+    /// unset = tokio's default (61).
     pub tokio_event_interval: Option<u32>,
-    /// A comment field PgDoorman's generated configs carry; accepted and ignored.
+    /// A comment field of PgDoorman's generated configs; accepted and ignored.
     pub tokio_settings_note: Option<String>,
     /// Backend connect + login timeout.
     pub connect_timeout: Millis,
-    /// Longest a client waits for a backend connection; 0 = forever.
+    /// Longest a client waits for a backend; then ERROR 53300, the client stays usable; 0 = forever.
     pub query_wait_timeout: Millis,
-    /// Longest a client may leave a reply untaken (its socket buffer full while the backend's
-    /// rows or COPY data wait) before it is disconnected and its backend freed; 0 = forever
-    /// (PgDoorman: the write timeout of streamed data).
+    /// A client that takes none of a reply waiting for it (its socket full while the backend's rows or
+    /// COPY data wait) this long is closed and its backend freed (closed: it stopped mid-reply); 0 =
+    /// wait forever. PgDoorman bounds the write of streamed data with it.
     pub proxy_copy_data_timeout: Millis,
-    /// Close backend connections idle this long; 0 = never.
+    /// Close backend connections that served a client and stayed idle this long (±20 % per connection;
+    /// checked every retain_connections_time); 0 = never.
     pub idle_timeout: Millis,
-    /// Close backend connections older than this when idle; 0 = never.
+    /// Close backend connections older than this (±20 % per connection; at release, and when idle by
+    /// the retain cycle); 0 = never.
     pub server_lifetime: Millis,
-    /// How often idle connections are checked for idle_timeout / server_lifetime.
+    /// How often idle connections are checked against idle_timeout / server_lifetime, and
+    /// min_pool_size replenished.
     pub retain_connections_time: Millis,
-    /// Most idle connections closed per retain cycle, across pools; 0 = no limit.
+    /// Most idle connections closed per retain cycle across pools (oldest first, pools in random
+    /// order); 0 = no limit.
     pub retain_connections_max: usize,
-    /// A connection idle longer than this is probed with pooler_check_query before it is
-    /// handed out; 0 = never.
+    /// A connection idle longer than this answers pooler_check_query before a client gets it (replaced
+    /// if it fails); 0 = never.
     pub server_idle_check_timeout: Millis,
-    /// The probe query.
+    /// The probe query (`;`, an empty query, by default).
     pub pooler_check_query: String,
     /// Most backend connects in flight at once, across pools.
     pub max_concurrent_creates: usize,
-    /// Most backend connects in flight at once per pool.
+    /// Most backend connects in flight at once per pool (a burst of clients does not become a storm of
+    /// logins).
     pub scaling_max_parallel_creates: usize,
-    /// Percent of pool_size opened at once on demand; above it a checkout first retries.
+    /// Percent of pool_size opened at once on demand; above it a checkout first retries (per-pool
+    /// override).
     pub scaling_warm_pool_ratio: usize,
-    /// Yields before opening a connection above the warm ratio.
+    /// Yields to look for a returned connection before opening one above the warm ratio (per-pool
+    /// override).
     pub scaling_fast_retries: u32,
-    /// Longest a graceful shutdown (SIGTERM) or a binary upgrade waits for clients to finish
-    /// their transactions (ms); those still busy then are closed.
+    /// Longest a graceful shutdown (SIGTERM, SIGINT without a terminal, admin SHUTDOWN) or a binary
+    /// upgrade waits for clients to finish their transactions; those still busy then are closed
+    /// (docs/lifecycle.md).
     pub shutdown_timeout: Millis,
-    /// Most client connections at once; more are refused with 53300.
+    /// Most clients; more get FATAL 53300 "sorry, too many clients already".
     pub max_connections: usize,
-    /// Admin console user (console arrives with the admin issue).
+    /// Admin console user (database `pgdoorman` or `pgbouncer`; docs/admin.md).
     pub admin_username: String,
-    /// Admin console password.
+    /// Admin console password: plaintext, an `md5` secret or a SCRAM verifier.
     pub admin_password: String,
     /// TCP keepalive idle time (seconds); 0 = kernel default.
     pub tcp_keepalives_idle: u64,
@@ -207,46 +219,50 @@ pub struct General {
     pub tcp_keepalives_interval: u64,
     /// TCP keepalive probe count.
     pub tcp_keepalives_count: u32,
-    /// SO_LINGER seconds on client sockets (0 = RST on close); negative disables.
+    /// SO_LINGER seconds on sockets (0 = RST on close); negative = system default.
     pub tcp_so_linger: i64,
-    /// TCP_NODELAY on every socket.
+    /// TCP_NODELAY.
     pub tcp_no_delay: bool,
-    /// TCP_USER_TIMEOUT (Linux); 0 = off. A bare number is seconds, as in PgDoorman (whose
-    /// sample config ships `60`), unlike this file's other durations.
+    /// TCP_USER_TIMEOUT (Linux) on client and backend sockets; 0 = off. **A bare number is seconds**,
+    /// as in PgDoorman (unlike the other durations, where it is ms); `"500ms"` and the other units
+    /// work too.
     #[serde(deserialize_with = "super::units::seconds_default")]
     pub tcp_user_timeout: Millis,
-    /// SO_SNDBUF/SO_RCVBUF for client and backend TCP sockets (bytes); 0 = kernel autotuning.
+    /// SO_SNDBUF/SO_RCVBUF bytes; 0 = kernel autotuning.
     pub tcp_socket_buffer_size: ByteSize,
-    /// Also listen on the unix socket `<dir>/.s.PGSQL.<port>` (what libpq's `host=<dir>`
-    /// connects to); unset or empty = TCP only. pg_hba `local` lines apply to its clients.
+    /// Also listen on the unix socket `<dir>/.s.PGSQL.<port>` (what `psql -h <dir>` and libpq's
+    /// `host=<dir>` connect to); an absolute path; unset or `""` = TCP only. A socket file left by a
+    /// process that is gone is replaced; one a live process answers on stops the start. The file is
+    /// removed at shutdown and handed over (not removed) on a binary upgrade, whose new process takes
+    /// the socket and its clients over. pg_hba `local` lines apply to its clients; SHOW CLIENTS shows
+    /// them as `[local]`.
     pub unix_socket_dir: Option<String>,
-    /// File mode of the socket, octal (`"0600"`: only pg_doorman's OS user may connect;
-    /// `"0777"`: everyone).
+    /// File mode of the socket, octal string (`"0660"`: the group too, `"0777"`: everyone).
     pub unix_socket_mode: String,
-    /// SO_SNDBUF/SO_RCVBUF of unix-socket clients (bytes); 0 = the kernel's default.
+    /// SO_SNDBUF/SO_RCVBUF of unix-socket clients; 0 = the kernel's default.
     pub unix_socket_buffer_size: ByteSize,
     /// PgDoorman: replay the client's client_encoding, DateStyle, TimeZone,
     /// standard_conforming_strings and application_name on each backend in transaction mode.
-    /// pg_doorman always does (for every parameter a client SETs, not only those), so `true`
-    /// is its behaviour and `false` is accepted with a warning that it changes nothing.
+    /// pg_doorman always does (for every parameter a client SETs, not only those), so `true` is its
+    /// behaviour and `false` is accepted with a warning that it changes nothing.
     pub sync_server_parameters: Option<bool>,
     /// Log each accepted client.
     pub log_client_connections: bool,
     /// Log each client that leaves.
     pub log_client_disconnections: bool,
-    /// false: reuse the most recently used idle connection (LIFO); true: rotate (FIFO).
+    /// False: reuse the most recently used idle backend (LIFO); true: rotate.
     pub server_round_robin: bool,
-    /// Client TLS mode.
+    /// Client TLS: `disable`, `allow`, `require`, `verify-full` (docs/tls.md).
     pub tls_mode: TlsMode,
-    /// Backend TLS mode.
+    /// Backend TLS: `disable`, `allow`, `prefer`, `require`, `verify-ca`, `verify-full`.
     pub server_tls_mode: ServerTlsMode,
     /// PEM certificate (chain) presented to clients.
     pub tls_certificate: Option<String>,
     /// PEM private key of tls_certificate.
     pub tls_private_key: Option<String>,
-    /// PEM CA bundle client certificates must chain to (tls_mode verify-full).
+    /// PEM CA bundle client certificates must chain to (`verify-full`).
     pub tls_ca_cert: Option<String>,
-    /// Most client TLS handshakes per second (excess ones wait); 0 = no limit.
+    /// Most client TLS handshakes per second; excess ones wait; 0 = no limit.
     pub tls_rate_limit_per_second: u32,
     /// Client-side TLS versions: `tlsv1.2`, `tlsv1.3`, `secure` (both; default).
     pub tls_protocols: String,
@@ -254,7 +270,7 @@ pub struct General {
     pub tls_ciphers: String,
     /// Client-side TLS 1.3 cipher suites; empty = rustls defaults.
     pub tls13_ciphers: String,
-    /// PEM CA bundle for backend certificates.
+    /// PEM CA bundle (several CAs allowed) for backend certificates.
     pub server_tls_ca_cert: Option<String>,
     /// PEM client certificate for mTLS to PostgreSQL.
     pub server_tls_certificate: Option<String>,
@@ -266,39 +282,51 @@ pub struct General {
     pub server_tls_ciphers: String,
     /// Backend-side TLS 1.3 cipher suites.
     pub server_tls13_ciphers: String,
-    /// Send logs to syslog (`/dev/log`, facility daemon) under this program name.
+    /// Log to syslog (`/dev/log`, facility daemon) under this name instead of stderr.
     pub syslog_prog_name: Option<String>,
-    /// Where `--daemon` writes its pid (PgDoorman default /tmp/pg_doorman.pid).
+    /// Where `--daemon` writes its pid once the listener is up; removed on exit; a file naming a
+    /// process that is gone is replaced, one naming a running process stops the start
+    /// (docs/lifecycle.md).
     pub daemon_pid_file: String,
-    /// Cap on bytes held for client messages that must be read whole (Parse), process-wide;
-    /// a message that would pass it ends its client with 53200.
+    /// Process-wide cap on bytes held for client messages read whole (Parse); a Parse past it ends its
+    /// client with FATAL 53200.
     pub max_memory_usage: ByteSize,
-    /// DataRow/CopyData/FunctionCallResponse larger than this are streamed, never held whole.
-    /// pg_doorman streams every message larger than its read buffer (16 KiB for backends), so
-    /// any value is honoured.
+    /// DataRow/CopyData/FunctionCallResponse larger than this are streamed; pg_doorman streams every
+    /// message larger than its read buffer (16 KiB), so the value is always honoured.
     pub message_size_to_be_stream: ByteSize,
-    /// Transparent prepared statements in transaction mode.
+    /// Transparent prepared statements in transaction mode (docs/pooling.md).
     pub prepared_statements: bool,
-    /// Pool-level statement cache entries; must be > 0 when prepared_statements is on.
+    /// Statements per pool cache (LRU); must be > 0 while prepared_statements is on.
     pub prepared_statements_cache_size: usize,
-    /// Statements each backend keeps prepared (LRU); unset = prepared_statements_cache_size.
+    /// Statements each backend keeps prepared (LRU); evicted ones are closed after the batch; unset =
+    /// prepared_statements_cache_size.
     pub server_prepared_statements_cache_size: Option<usize>,
-    /// Anonymous (unnamed) statements each client remembers by text, LRU; 0 = unlimited;
-    /// unset = prepared_statements_cache_size. Named statements are never evicted (they live
-    /// until Close or DEALLOCATE): PgDoorman 3.7.0 stopped capping them, as an evicted name
-    /// made the client's next Bind fail with 26000.
+    /// Anonymous statements each client remembers by text (LRU, oldest dropped past it); 0 =
+    /// unlimited; unset = prepared_statements_cache_size. Named statements are never evicted: they
+    /// live until Close/DEALLOCATE, as in PgDoorman since 3.7.0 (before, an evicted name failed the
+    /// next Bind with 26000).
     pub client_anonymous_prepared_cache_size: Option<usize>,
     /// Deprecated alias of client_anonymous_prepared_cache_size (warns on load).
     pub client_prepared_statements_cache_size: Option<usize>,
-    /// Client access rules in pg_hba.conf syntax (`{path: ...}` or `{content: ...}`).
+    /// Client access rules in pg_hba.conf syntax: `{path: /etc/pg_doorman/pg_hba.conf}` or `{content:
+    /// "host all all 10.0.0.0/8 scram-sha-256"}`; reloaded on SIGHUP (configuration-guide.md, "Client
+    /// access").
     pub pg_hba: Option<PgHba>,
-    /// Legacy allow-list of client networks (CIDR); not together with pg_hba.
+    /// Legacy allow-list of client networks (`["10.0.0.0/8"]`): others are refused (unix-socket
+    /// clients are let in: the socket's mode guards it); not together with `pg_hba`.
     pub hba: Vec<String>,
-    /// Settings put in every backend's StartupMessage (config/startup_params.rs).
+    /// Settings put in every backend's StartupMessage (`{work_mem: 64MB, statement_timeout: 5000, jit:
+    /// off}`): the session defaults PostgreSQL starts with and RESET returns to. Names as GUCs
+    /// (`[A-Za-z_][A-Za-z0-9_.]*`); `user`, `database`, `replication`, `options` and `_pq_.*` refused;
+    /// no NUL; at most 9 488 bytes on the wire (`key\0value\0` each: PostgreSQL's 10 000-byte
+    /// StartupMessage cap less 512 for pg_doorman's own keys). A parameter PostgreSQL refuses fails
+    /// logins with PostgreSQL's own error (e.g. 42704), counted in
+    /// `pg_doorman_backend_startup_parameter_errors_total{pool,sqlstate}`. SHOW STARTUP_PARAMETERS
+    /// lists them.
     #[serde(deserialize_with = "super::startup_params::deserialize")]
     pub startup_parameters: BTreeMap<String, String>,
     /// Keys we recognise but do not implement yet, and unknown keys.
-    #[serde(flatten)]
+    #[serde(flatten, skip_serializing)]
     pub unsupported: BTreeMap<String, IgnoredAny>,
 }
 
@@ -380,7 +408,7 @@ impl Default for General {
 }
 
 /// Where the pg_hba rules come from: a file, or the text inline.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct PgHba {
     /// A pg_hba.conf file (read at start and on SIGHUP).
@@ -452,7 +480,7 @@ impl General {
 }
 
 /// Pool mode (COMPAT.md §4.2). There is no statement mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum PoolMode {
     /// The backend returns to the pool at each ReadyForQuery 'I'.
@@ -473,16 +501,18 @@ impl PoolMode {
 }
 
 /// `pools.<name>` section (COMPAT.md §1.2).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
 pub struct Pool {
-    /// Backend address: IP, hostname, or a directory holding `.s.PGSQL.<port>` (starts with `/`).
+    /// IP, hostname, or a unix-socket directory (starts with `/`; connects to
+    /// `<dir>/.s.PGSQL.<server_port>`).
     pub server_host: String,
     /// Backend port.
     pub server_port: u16,
-    /// Database name on the backend; defaults to the pool name.
+    /// Database on the server; unset = the pool name.
     pub server_database: Option<String>,
-    /// Pool mode for users that do not override it.
+    /// Pool mode of users that do not set one: `transaction` or `session` (there is no statement
+    /// mode).
     pub pool_mode: PoolMode,
     /// Overrides general.connect_timeout.
     pub connect_timeout: Option<Millis>,
@@ -490,11 +520,12 @@ pub struct Pool {
     pub idle_timeout: Option<Millis>,
     /// Overrides general.server_lifetime.
     pub server_lifetime: Option<Millis>,
-    /// application_name sent in the backend StartupMessage.
+    /// `application_name` in the backend StartupMessage (an `application_name` in startup_parameters
+    /// wins).
     pub application_name: Option<String>,
-    /// Log ParameterStatus changes the backend reports for a client.
+    /// Log ParameterStatus changes of clients.
     pub log_client_parameter_status_changes: bool,
-    /// Per-pool `sync_server_parameters` (as the general key).
+    /// As general.sync_server_parameters, for this pool.
     pub sync_server_parameters: Option<bool>,
     /// Backend TLS mode for this pool.
     pub server_tls_mode: Option<ServerTlsMode>,
@@ -504,25 +535,26 @@ pub struct Pool {
     pub server_tls_certificate: Option<String>,
     /// Overrides general.server_tls_private_key.
     pub server_tls_private_key: Option<String>,
-    /// Reset the session state a client left (SET, PREPARE, DECLARE, LISTEN, temp tables) when
-    /// its backend returns to the pool in transaction mode.
+    /// Transaction mode: reset what a client left (SET → RESET ALL, PREPARE → DEALLOCATE ALL, DECLARE
+    /// → CLOSE ALL, LISTEN → UNLISTEN *, temp tables → DISCARD TEMP) at checkin, unless it cleaned up
+    /// itself.
     pub cleanup_server_connections: bool,
-    /// Session mode: the client's backend is checked out at login and its real process id is
-    /// given in BackendKeyData (the pooler keeps its own secret for cancel routing), so
-    /// `pg_backend_pid()`, NOTIFY's sender pid and `pg_terminate_backend` mean what drivers
-    /// expect. Off: backends are taken at the first query and clients get the pooler's ids.
+    /// Session mode: take the backend at login and give the client its real process id in
+    /// BackendKeyData (pg_doorman's own secret routes cancels); `false`: pg_doorman's ids, backend at
+    /// the first request (docs/pooling.md).
     pub session_backend_pid: bool,
     /// Overrides general.scaling_warm_pool_ratio.
     pub scaling_warm_pool_ratio: Option<usize>,
     /// Overrides general.scaling_fast_retries.
     pub scaling_fast_retries: Option<u32>,
-    /// Cap on backend connections across this pool's users (pool coordinator); 0 = off.
+    /// Pool coordinator: cap on backend connections across this pool's users; 0 = off
+    /// (docs/pooling.md).
     pub max_db_connections: usize,
     /// Connections younger than this are not evicted for another user.
     pub min_connection_lifetime: Millis,
-    /// Connections allowed above max_db_connections when nothing else frees up.
+    /// Connections allowed above max_db_connections when nothing can be evicted.
     pub reserve_pool_size: usize,
-    /// How long a connect waits for a returned place before the reserve.
+    /// How long a connect waits for a returned place before failing (53300).
     pub reserve_pool_timeout: Millis,
     /// Connections of each user never evicted for another user.
     pub min_guaranteed_pool_size: usize,
@@ -530,23 +562,24 @@ pub struct Pool {
     pub prepared_statements_cache_size: Option<usize>,
     /// Overrides general.server_prepared_statements_cache_size.
     pub server_prepared_statements_cache_size: Option<usize>,
-    /// Settings put in this pool's backends' StartupMessage, over general's.
+    /// Over general.startup_parameters, key by key (same rules).
     #[serde(deserialize_with = "super::startup_params::deserialize")]
     pub startup_parameters: BTreeMap<String, String>,
-    /// Users of this pool.
+    /// List (YAML) or indexed tables (TOML `[pools.db.users.0]`); may be empty with an auth_query.
     #[serde(deserialize_with = "super::users::deserialize")]
     pub users: Vec<User>,
-    /// Users not listed in `users` are looked up with this query (COMPAT.md §1.4).
+    /// Users not listed in `users` are looked up in PostgreSQL (configuration-guide.md, "Dynamic
+    /// users").
     pub auth_query: Option<AuthQuery>,
     /// Keys we recognise but do not implement yet, and unknown keys.
-    #[serde(flatten)]
+    #[serde(flatten, skip_serializing)]
     pub unsupported: BTreeMap<String, IgnoredAny>,
 }
 
 /// `pools.<name>.auth_query` (COMPAT.md §1.4, PgDoorman 3.3+ with 3.10's names): the secret of
 /// a user who is not in `users` is fetched from PostgreSQL at login, cached, and the user gets
 /// a pool of its own (passthrough) or shares one backend role's pool (dedicated).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
 pub struct AuthQuery {
     /// SQL with one parameter `$1` (the login name); returns a column `passwd` or `password`
@@ -577,7 +610,7 @@ pub struct AuthQuery {
     /// Least time between two look-ups of one name after a failed password.
     pub min_interval: Millis,
     /// Keys we recognise but do not implement yet, and unknown keys.
-    #[serde(flatten)]
+    #[serde(flatten, skip_serializing)]
     pub unsupported: BTreeMap<String, IgnoredAny>,
 }
 
@@ -638,16 +671,19 @@ impl Default for Pool {
 }
 
 /// `pools.<name>.users[]` entry (COMPAT.md §1.3).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct User {
     /// Name clients log in with.
     pub username: String,
-    /// Secret: plaintext, `md5...` hash or `SCRAM-SHA-256$...` verifier.
+    /// Plaintext (a SCRAM verifier is derived at load), `md5<32 hex>`,
+    /// `SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey>` as in pg_authid, or `jwt-pkey-fpath:<PEM
+    /// public key file>` (configuration-guide.md, "JWT logins").
     pub password: String,
     /// Most backend connections for this user in this pool.
     #[serde(default = "default_pool_size")]
     pub pool_size: usize,
-    /// Backend connections opened at start and kept open (replenished by the retain cycle).
+    /// Connections opened at start and kept (replenished by the retain cycle; failures logged once,
+    /// then every 10 minutes); ≤ pool_size.
     #[serde(default)]
     pub min_pool_size: Option<usize>,
     /// Overrides the pool's pool_mode.
@@ -656,18 +692,21 @@ pub struct User {
     /// Overrides the pool's server_lifetime.
     #[serde(default)]
     pub server_lifetime: Option<Millis>,
-    /// Backend login name; defaults to `username`.
+    /// Backend login name; unset = `username`.
     #[serde(default)]
     pub server_username: Option<String>,
-    /// Backend password (plaintext); unset = use `password` (plaintext, or an MD5 hash passed through).
+    /// Backend password (plaintext). Unset (passthrough): a plaintext `password` is used; an `md5`
+    /// secret answers MD5 challenges; a SCRAM verifier answers SCRAM with the ClientKey recovered from
+    /// the user's own login (copy the verifier from `pg_authid`: salt and iterations must match the
+    /// server's). Passthrough needs `server_username` unset or equal to `username`.
     #[serde(default)]
     pub server_password: Option<String>,
-    /// Check the client's password (asked in clear text) with this PAM service
-    /// (`/etc/pam.d/<service>`) instead of `password`.
+    /// Check the password (asked in clear text) with this PAM service (`/etc/pam.d/<service>`) instead
+    /// of `password` (configuration-guide.md, "PAM logins").
     #[serde(default)]
     pub auth_pam_service: Option<String>,
     /// Keys we recognise but do not implement yet, and unknown keys.
-    #[serde(flatten)]
+    #[serde(flatten, skip_serializing)]
     pub unsupported: BTreeMap<String, IgnoredAny>,
 }
 

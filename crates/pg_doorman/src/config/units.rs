@@ -146,6 +146,55 @@ impl<'de> serde::Deserialize<'de> for ByteSize {
     }
 }
 
+impl Millis {
+    /// The duration in the largest unit that spells it exactly (`"3s"`, `"5m"`, `"500ms"`,
+    /// `"0"`): how docs and generated configs write it.
+    pub fn human(&self) -> String {
+        let us = self.0.as_micros();
+        if us == 0 {
+            return "0".into();
+        }
+        for (unit, size) in [
+            ("d", 86_400_000_000u128),
+            ("h", 3_600_000_000),
+            ("m", 60_000_000),
+            ("s", 1_000_000),
+            ("ms", 1_000),
+        ] {
+            if us.is_multiple_of(size) {
+                return format!("{}{unit}", us / size);
+            }
+        }
+        format!("{us}us")
+    }
+}
+
+impl ByteSize {
+    /// The size in the largest unit that spells it exactly (`"256MB"`, `"16KB"`, `"100"`).
+    pub fn human(&self) -> String {
+        for (unit, size) in [("GB", 1u64 << 30), ("MB", 1 << 20), ("KB", 1 << 10)] {
+            if self.0 > 0 && self.0.is_multiple_of(size) {
+                return format!("{}{unit}", self.0 / size);
+            }
+        }
+        self.0.to_string()
+    }
+}
+
+/// Written as [`Millis::human`] (reads back the same).
+impl serde::Serialize for Millis {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.human())
+    }
+}
+
+/// Written as [`ByteSize::human`] (reads back the same).
+impl serde::Serialize for ByteSize {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.human())
+    }
+}
+
 impl fmt::Display for Millis {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let us = self.0.as_micros();

@@ -50,6 +50,35 @@ pub struct GenerateArgs {
     /// yaml or toml.
     #[arg(short = 'f', long, value_enum)]
     pub format: Option<Format>,
+    /// Write the full reference config instead (every key, its default and its doc as a
+    /// comment; one example pool); no PostgreSQL is asked.
+    #[arg(long)]
+    pub reference: bool,
+}
+
+/// `pg_doorman generate-docs`: the configuration reference (docs/configuration.md).
+#[derive(Debug, Clone, clap::Args)]
+pub struct GenerateDocsArgs {
+    /// Write here instead of standard output.
+    #[arg(short = 'o', long)]
+    pub output: Option<std::path::PathBuf>,
+}
+
+/// Writes the Markdown reference; errors name the file.
+pub fn run_docs(args: &GenerateDocsArgs) -> anyhow::Result<()> {
+    let text = crate::config::reference::markdown();
+    write_out(args.output.as_deref(), &text)
+}
+
+fn write_out(path: Option<&std::path::Path>, text: &str) -> anyhow::Result<()> {
+    match path {
+        Some(p) => std::fs::write(p, text)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", p.display())),
+        None => {
+            print!("{text}");
+            Ok(())
+        }
+    }
 }
 
 impl GenerateArgs {
@@ -91,6 +120,10 @@ impl GenerateArgs {
 /// Runs the subcommand: reads the catalog and writes the config. Errors say what failed
 /// (connect, login, query, write).
 pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
+    if args.reference {
+        let text = crate::config::reference::reference_config(args.format());
+        return write_out(args.output.as_deref(), &text);
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

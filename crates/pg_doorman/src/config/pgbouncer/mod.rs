@@ -7,7 +7,7 @@
 
 mod ini;
 mod pools;
-mod settings;
+pub mod settings;
 
 use super::emit::{Entry, Format, Node, render, s};
 use std::collections::BTreeMap;

@@ -109,32 +109,92 @@ pub const GENERAL: &[(&str, &str, Conv, Option<&str>)] = &[
     ),
 ];
 
-/// Keys read by the importer itself (pools, authentication, listeners).
-pub const HANDLED: &[&str] = &[
-    "listen_addr",
-    "unix_socket_dir",
-    "pool_mode",
-    "default_pool_size",
-    "min_pool_size",
-    "reserve_pool_size",
-    "reserve_pool_timeout",
-    "max_db_connections",
-    "auth_type",
-    "auth_file",
-    "auth_hba_file",
-    "auth_user",
-    "auth_query",
-    "auth_dbname",
-    "admin_users",
-    "client_tls_sslmode",
-    "server_tls_sslmode",
-    "client_tls_protocols",
-    "server_tls_protocols",
-    "syslog",
-    "syslog_ident",
-    "max_prepared_statements",
-    "server_check_query",
-    "tcp_keepalive",
+/// Keys the importer reads itself (pools, authentication, listeners), with what they become.
+pub const HANDLED: &[(&str, &str)] = &[
+    (
+        "listen_addr",
+        "general.host (`*` is 0.0.0.0; of a list, the first address; unset: 127.0.0.1, as pg_doorman always listens on TCP)",
+    ),
+    (
+        "unix_socket_dir",
+        "general.unix_socket_dir (PgBouncer's default /tmp; empty: no socket), and server_host of a database without host=",
+    ),
+    (
+        "pool_mode",
+        "pools.<db>.pool_mode (PgBouncer's default session; statement is refused)",
+    ),
+    (
+        "default_pool_size",
+        "users[].pool_size of every database without pool_size= (default 20)",
+    ),
+    ("min_pool_size", "users[].min_pool_size"),
+    (
+        "reserve_pool_size",
+        "pools.<db>.reserve_pool_size (in pg_doorman it applies above max_db_connections)",
+    ),
+    (
+        "reserve_pool_timeout",
+        "pools.<db>.reserve_pool_timeout (default 5 s)",
+    ),
+    ("max_db_connections", "pools.<db>.max_db_connections"),
+    (
+        "auth_type",
+        "general.pg_hba: md5 needs no rules (the secret's kind decides, as in PgBouncer), scram-sha-256/plain/trust become `host`/`local` rules, hba reads auth_hba_file; cert, pam, ldap and any are refused",
+    ),
+    (
+        "auth_file",
+        "users[] of every database: each auth_file user with its secret (plaintext, md5 or SCRAM verifier)",
+    ),
+    (
+        "auth_hba_file",
+        "general.pg_hba.path (with auth_type = hba)",
+    ),
+    (
+        "auth_user",
+        "pools.<db>.auth_query.user (passthrough mode; its password must be plaintext in auth_file)",
+    ),
+    (
+        "auth_query",
+        "pools.<db>.auth_query.query (default: PgBouncer's pg_shadow query)",
+    ),
+    ("auth_dbname", "pools.<db>.auth_query.database"),
+    (
+        "admin_users",
+        "general.admin_username (the first name) and admin_password (its auth_file secret)",
+    ),
+    (
+        "client_tls_sslmode",
+        "general.tls_mode (prefer is allow, verify-ca is verify-full; default disable)",
+    ),
+    (
+        "server_tls_sslmode",
+        "general.server_tls_mode (default prefer)",
+    ),
+    (
+        "client_tls_protocols",
+        "general.tls_protocols (TLS 1.2 and 1.3 only)",
+    ),
+    (
+        "server_tls_protocols",
+        "general.server_tls_protocols (TLS 1.2 and 1.3 only)",
+    ),
+    (
+        "syslog",
+        "general.syslog_prog_name (syslog_ident, default pgbouncer)",
+    ),
+    ("syslog_ident", "general.syslog_prog_name when syslog = 1"),
+    (
+        "max_prepared_statements",
+        "general.prepared_statements (0 is off) and server_prepared_statements_cache_size (default 200)",
+    ),
+    (
+        "server_check_query",
+        "general.pooler_check_query (default `select 1`; empty turns the check off)",
+    ),
+    (
+        "tcp_keepalive",
+        "keepalive is always on in pg_doorman; 0 is reported",
+    ),
 ];
 
 const NO_TIMEOUT: &str = "pg_doorman has no such timeout; the setting is dropped";
@@ -352,7 +412,7 @@ pub fn general(im: &mut Import) -> Vec<Entry> {
         .map(|(k, (v, at))| (k.clone(), v.clone(), at.clone()))
         .collect();
     for (key, value, at) in unknown {
-        if GENERAL.iter().any(|g| g.0 == key) || HANDLED.contains(&key.as_str()) {
+        if GENERAL.iter().any(|g| g.0 == key) || HANDLED.iter().any(|h| h.0 == key) {
             continue;
         }
         match DROPPED.iter().find(|d| d.0 == key) {
