@@ -23,6 +23,7 @@ pub mod pool;
 pub mod prepared;
 pub mod relay;
 pub mod server;
+pub mod sockets;
 pub mod sql_kind;
 pub mod talos;
 pub mod tls;

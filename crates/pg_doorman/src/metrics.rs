@@ -110,6 +110,27 @@ impl Collector for View {
                 (vec![("type", "cancel".into())], c.cancel.load(R)),
             ],
         )?;
+        // PgDoorman's deprecated gauge of the same figures (still in its 3.10).
+        gauge(
+            &mut enc,
+            "connection_count",
+            "Accepted client connections by kind (deprecated: use pg_doorman_connections_total)",
+            &[
+                (vec![("type", "total".into())], c.total.load(R)),
+                (vec![("type", "plain".into())], c.plain.load(R)),
+                (vec![("type", "tls".into())], c.tls.load(R)),
+                (vec![("type", "cancel".into())], c.cancel.load(R)),
+            ],
+        )?;
+        gauge(
+            &mut enc,
+            "sockets",
+            "Open sockets of the process by kind (Linux /proc)",
+            &crate::sockets::counts()
+                .iter()
+                .map(|(k, n)| (vec![("type", (*k).to_string())], *n))
+                .collect::<Vec<_>>(),
+        )?;
         let rejections: Vec<(Labels, u64)> = crate::app::context::REJECTIONS
             .iter()
             .zip(&c.rejections)
@@ -153,6 +174,7 @@ impl Collector for View {
         let mut prep_bytes = Vec::new();
         let mut tls_conns = Vec::new();
         let mut tls_errors = Vec::new();
+        let mut connect_failures = Vec::new();
         for p in &pools {
             let l = pool_labels(p);
             let st = &p.stats;
@@ -179,6 +201,7 @@ impl Collector for View {
                 servers.len() as i64 - sv_active,
             ));
             size.push((l.clone(), p.settings.pool_size as i64));
+            connect_failures.push((l.clone(), st.connect_failures.load(R)));
             paused.push((l.clone(), i64::from(st.paused.load(R))));
             maxwait.push((l.clone(), p.max_wait().as_micros() as i64));
             for (i, class) in ERROR_CLASSES.iter().enumerate() {
@@ -248,6 +271,13 @@ impl Collector for View {
             &errors,
         )?;
         counter(&mut enc, "pools_bytes", "Bytes relayed", &bytes)?;
+        // pg_doorman's own family (PgDoorman has none for this): the alert rules page on it.
+        counter(
+            &mut enc,
+            "server_connect_failures",
+            "Backend connects or logins that failed (refused, timed out, wrong password, TLS)",
+            &connect_failures,
+        )?;
         counter(
             &mut enc,
             "pools_queries",
@@ -258,6 +288,19 @@ impl Collector for View {
             &mut enc,
             "pools_transactions",
             "Transactions (ReadyForQuery 'I')",
+            &xacts,
+        )?;
+        // PgDoorman's deprecated gauges of the two counters above (still in its 3.10).
+        gauge(
+            &mut enc,
+            "pools_queries_count",
+            "Queries (deprecated: use pg_doorman_pools_queries_total)",
+            &queries,
+        )?;
+        gauge(
+            &mut enc,
+            "pools_transactions_count",
+            "Transactions (deprecated: use pg_doorman_pools_transactions_total)",
             &xacts,
         )?;
         gauge(

@@ -680,6 +680,9 @@ impl Pool {
                 if let Some((c, p)) = coordinated {
                     c.release(p);
                 }
+                self.stats
+                    .connect_failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if let crate::error::ServerError::Refused(f) = &e
                     && !self.settings.startup_parameters.is_empty()
                     && STARTUP_PARAMETER_ERRORS.contains(&f.code.as_str())

@@ -53,6 +53,8 @@ pub struct PoolStats {
     /// Backend logins PostgreSQL refused for a startup parameter, by SQLSTATE (rare: a lock
     /// is fine).
     startup_errors: parking_lot::Mutex<Vec<(String, u64)>>,
+    /// Backend connects or logins that failed (pg_doorman_server_connect_failures_total).
+    pub connect_failures: std::sync::atomic::AtomicU64,
 }
 
 /// The figures every transaction adds to, in one thread's shard (104 bytes: one padded
@@ -115,6 +117,7 @@ impl Default for PoolStats {
             prepared_hits: Default::default(),
             prepared_misses: Default::default(),
             startup_errors: Default::default(),
+            connect_failures: Default::default(),
         }
     }
 }
