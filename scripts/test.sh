@@ -8,3 +8,5 @@ export PATH="/usr/lib/postgresql/15/bin:$PATH"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+# The Debian package: build, install, start from /etc/pg_doorman, pgbench, purge.
+bash scripts/package-test.sh
