@@ -373,6 +373,18 @@ impl Collector for View {
             }
         }
         let mut m = enc.encode_descriptor(
+            "backend_create_duration_seconds",
+            "Backend connect phases that succeeded: tcp_connect, tls, auth (StartupMessage to AuthenticationOk), startup (to ReadyForQuery)",
+            None,
+            MetricType::Histogram,
+        )?;
+        for (phase, h) in crate::server::connect::CREATE_PHASES
+            .iter()
+            .zip(crate::server::connect::CREATE_SECONDS.iter())
+        {
+            h.encode(m.encode_family(&vec![("phase", (*phase).to_string())])?)?;
+        }
+        let mut m = enc.encode_descriptor(
             "server_tls_handshake_duration_seconds",
             "Backend TLS handshake time",
             None,

@@ -99,6 +99,14 @@ fn dashboard_and_alerts_use_only_emitted_metrics() {
     );
     assert!(!ok, "{err}");
     let (_, body) = scrape(port);
+    // The backend the first query opened, timed by phase.
+    for phase in ["tcp_connect", "auth", "startup"] {
+        let n = sample(
+            &body,
+            &format!("pg_doorman_backend_create_duration_seconds_count{{phase=\"{phase}\"}}"),
+        );
+        assert!(n >= 1.0, "{phase}: {body}");
+    }
     let fams = families(&body);
     if std::env::var_os("PRINT_FAMILIES").is_some() {
         for (n, t) in &fams {

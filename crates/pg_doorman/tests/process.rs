@@ -27,9 +27,20 @@ fn test_config_flag_validates() {
         "[general]\nport = 6432\n[pools.db]\n[pools.db.users.0]\nusername = \"u\"\npassword = \"p\"\n",
     );
     assert!(ok, "{out}");
-    let (ok, out) = check_config("x.ini", "");
+    let (ok, out) = check_config("x.conf", "");
     assert!(!ok);
-    assert!(out.contains(".yaml"), "{out}");
+    assert!(out.contains(".yaml") && out.contains(".ini"), "{out}");
+    // An .ini is PgBouncer's format: a line outside any section is named with its place.
+    let (ok, out) = check_config(
+        "x.ini",
+        "listen_port = 6432
+",
+    );
+    assert!(!ok);
+    assert!(
+        out.contains("x.ini:1") && out.contains("outside any [section]"),
+        "{out}"
+    );
     let out = Command::new(binary())
         .arg("-t")
         .arg("/nonexistent/pg_doorman.yaml")

@@ -19,6 +19,34 @@ use doorman_wire::fields::parse_error_body;
 use doorman_wire::frontend;
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 
+/// Phases of a backend connect timed in [`CREATE_SECONDS`], as PgDoorman labels
+/// `pg_doorman_backend_create_duration_seconds{phase}`.
+pub const CREATE_PHASES: [&str; 4] = ["tcp_connect", "tls", "auth", "startup"];
+
+/// Seconds each successful phase of a backend connect took, process-wide, by
+/// [`CREATE_PHASES`] index (0.5 ms … 4 s buckets). Login path only, never per message.
+pub static CREATE_SECONDS: std::sync::LazyLock<
+    [prometheus_client::metrics::histogram::Histogram; 4],
+> = std::sync::LazyLock::new(|| {
+    std::array::from_fn(|_| {
+        prometheus_client::metrics::histogram::Histogram::new(
+            prometheus_client::metrics::histogram::exponential_buckets(0.0005, 2.0, 14),
+        )
+    })
+});
+
+fn observe(phase: usize, since: std::time::Instant) {
+    CREATE_SECONDS[phase].observe(since.elapsed().as_secs_f64());
+}
+
+/// [`open_socket`] timed as the tcp_connect phase.
+async fn open_timed(address: &ServerAddress, s: &PoolSettings) -> Result<Stream, ServerError> {
+    let started = std::time::Instant::now();
+    let stream = open_socket(address, s).await?;
+    observe(0, started);
+    Ok(stream)
+}
+
 /// Opens the socket to `address`, applying TCP options.
 pub async fn open_socket(address: &ServerAddress, s: &PoolSettings) -> Result<Stream, ServerError> {
     match address {
@@ -58,7 +86,7 @@ async fn connect_inner(
     id: u64,
     client_key: Option<[u8; 32]>,
 ) -> Result<Server, ServerError> {
-    let stream = open_socket(&s.address, s).await?;
+    let stream = open_timed(&s.address, s).await?;
     let tls = s.tls.connector();
     match (s.tls.mode, tls) {
         (ServerTlsMode::Disable, _) | (_, None) => login(s, id, client_key, stream).await,
@@ -75,7 +103,7 @@ async fn connect_inner(
                     s.database,
                     e.message
                 );
-                let stream = open_socket(&s.address, s).await?;
+                let stream = open_timed(&s.address, s).await?;
                 match start_tls(stream, s, config, true).await {
                     Ok(stream) => login(s, id, client_key, stream).await,
                     Err(_) => Err(ServerError::Refused(e)),
@@ -134,6 +162,7 @@ async fn start_tls(
             s.tls
                 .handshake_seconds
                 .observe(started.elapsed().as_secs_f64());
+            observe(1, started);
             Ok(Stream::Tls(Box::new(conn)))
         }
         Err(e) => {
@@ -168,6 +197,8 @@ async fn login(
             .map(|(k, v)| (k.as_str(), v.as_str())),
     );
     doorman_wire::startup::write_startup(&mut out, &params);
+    let started = std::time::Instant::now();
+    let mut authenticated: Option<std::time::Instant> = None;
     stream.write_all(&out).await?;
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut scram: Option<Scram> = None;
@@ -178,7 +209,12 @@ async fn login(
         match t {
             tag::AUTHENTICATION => {
                 out.clear();
-                authenticate(s, parse_auth(&body)?, client_key, &mut scram, &mut out)?;
+                let req = parse_auth(&body)?;
+                if matches!(req, AuthRequest::Ok) {
+                    observe(2, started);
+                    authenticated = Some(std::time::Instant::now());
+                }
+                authenticate(s, req, client_key, &mut scram, &mut out)?;
                 if !out.is_empty() {
                     stream.write_all(&out).await?;
                 }
@@ -190,6 +226,9 @@ async fn login(
             tag::BACKEND_KEY_DATA => key = parse_backend_key_data(&body)?,
             tag::ERROR_RESPONSE => return Err(ServerError::Refused(parse_error_body(&body)?)),
             tag::READY_FOR_QUERY => {
+                if let Some(at) = authenticated {
+                    observe(3, at);
+                }
                 let now = crate::clock::Micros::now();
                 return Ok(Server {
                     stream,
