@@ -17,7 +17,7 @@ use doorman_wire::{ErrorFields, backend, sqlstate};
 use result::command_complete;
 
 /// Database names that reach the console.
-pub const DATABASES: [&str; 2] = ["pgdoorman", "pgbouncer"];
+pub use crate::config::ADMIN_DATABASES as DATABASES;
 
 /// True when a client asks for the console (and no pool has that name).
 pub fn wants_console(ctx: &AppContext, msg: &StartupMessage) -> bool {

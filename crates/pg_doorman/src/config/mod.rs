@@ -13,6 +13,11 @@ mod validate;
 
 pub use model::{AuthQuery, Config, General, Pool, PoolMode, ServerTlsMode, Talos, TlsMode, User};
 pub use units::{ByteSize, Millis};
+pub use users::unguessable_md5;
+
+/// Database names that reach the admin console rather than a pool (PgDoorman's and
+/// PgBouncer's); the admin module serves them.
+pub const ADMIN_DATABASES: [&str; 2] = ["pgdoorman", "pgbouncer"];
 
 use std::path::Path;
 

@@ -35,3 +35,12 @@ impl<'de> Visitor<'de> for UsersVisitor {
 pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<User>, D::Error> {
     d.deserialize_any(UsersVisitor)
 }
+
+/// `md5` + 32 hex digits of 128 random bits: a well-formed MD5 secret that no password and no
+/// crafted MD5 reply matches (an MD5 login needs only the secret, so it must not be fixed).
+/// Placeholders of `generate` and the pgbouncer.ini import, and users without a secret.
+pub fn unguessable_md5() -> String {
+    let mut b = [0u8; 16];
+    rand::fill(&mut b);
+    format!("md5{}", doorman_wire::auth::md5::hex(&b))
+}

@@ -189,7 +189,7 @@ pub fn config_text(args: &GenerateArgs, catalog: &Catalog) -> String {
                 None => (
                     // Random per role, so the file loads and nobody logs in with it until an
                     // operator writes the real secret.
-                    crate::pool::settings::unguessable_md5(),
+                    crate::config::unguessable_md5(),
                     "PLACEHOLDER: the role has no readable secret. Write its password here\n\
                      (clear text, md5... or SCRAM-SHA-256$...); nobody can log in with this one.",
                 ),

@@ -41,13 +41,7 @@ impl ClientSecret {
     }
 }
 
-/// `md5` + 32 hex digits of 128 random bits: a well-formed MD5 secret that no password and no
-/// crafted MD5 reply matches (an MD5 login needs only the secret, so it must not be fixed).
-pub fn unguessable_md5() -> String {
-    let mut b = [0u8; 16];
-    rand::fill(&mut b);
-    format!("md5{}", md5::hex(&b))
-}
+pub use crate::config::unguessable_md5;
 
 /// What the pooler answers when a backend asks for a password.
 #[derive(Debug, Clone)]

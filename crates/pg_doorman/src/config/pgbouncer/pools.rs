@@ -115,7 +115,7 @@ pub fn auth(im: &mut Import, general: &mut Vec<Entry>) -> Auth {
                     im.note(format!("admin_users ({at}): {first} is not in auth_file, so the admin console gets an unguessable password; set general.admin_password"));
                     general.push(Entry::new(
                         "admin_password",
-                        s(crate::pool::settings::unguessable_md5()),
+                        s(super::super::unguessable_md5()),
                     ));
                 }
             }
@@ -125,7 +125,7 @@ pub fn auth(im: &mut Import, general: &mut Vec<Entry>) -> Auth {
             general.push(Entry::new("admin_username", s("admin")));
             general.push(Entry::new(
                 "admin_password",
-                s(crate::pool::settings::unguessable_md5()),
+                s(super::super::unguessable_md5()),
             ));
         }
     }
@@ -169,7 +169,7 @@ pub fn pools(im: &mut Import, auth: &Auth) -> Vec<Entry> {
             ));
             continue;
         }
-        if crate::admin::DATABASES.contains(&db.key.as_str()) {
+        if super::super::ADMIN_DATABASES.contains(&db.key.as_str()) {
             im.note(format!(
                 "[databases] {} ({}): not carried over: that name is pg_doorman's admin console",
                 db.key, db.at
