@@ -61,7 +61,8 @@ for _ in $(seq 100); do
 done
 version="$(PGPASSWORD=change_me psql -X -At -h 127.0.0.1 -p 6432 -U admin -d pgdoorman -c 'SHOW VERSION')"
 echo "admin console: $version"
-curl -fsS http://127.0.0.1:9127/metrics | grep -q '^pg_doorman_build_info' 
+metrics="$(curl -fsS http://127.0.0.1:9127/metrics)"
+grep -q '^pg_doorman_build_info' <<<"$metrics" || { echo "no pg_doorman_build_info on /metrics" >&2; exit 1; }
 if [ -n "$pg_pid" ]; then
   export PGPASSWORD=change_me
   pgbench -i -q -h 127.0.0.1 -p 6432 -U app postgres
