@@ -285,6 +285,14 @@ fn append(path: &Path, text: &str) {
     f.write_all(text.as_bytes()).unwrap();
 }
 
+/// A temp directory for one pg_doorman's config files and log.
+fn config_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("doorman-cfg-")
+        .tempdir()
+        .unwrap()
+}
+
 /// A pg_doorman process started with a config file written from `yaml`.
 pub struct Doorman {
     child: Child,
@@ -305,30 +313,10 @@ impl Doorman {
     /// As [`Doorman::start`] with extra environment variables for the process.
     pub fn start_env(binary: &Path, yaml: &str, env: &[(&str, &str)]) -> Doorman {
         let port = free_port();
-        let dir = tempfile::Builder::new()
-            .prefix("doorman-cfg-")
-            .tempdir()
-            .unwrap();
+        let dir = config_dir();
         let path = dir.path().join("pg_doorman.yaml");
         std::fs::write(&path, yaml.replace("{port}", &port.to_string())).unwrap();
-        let log = dir.path().join("pg_doorman.log");
-        let child = Command::new(binary)
-            .arg(&path)
-            .arg("-l")
-            .arg("debug")
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut d = Doorman {
-            child,
-            _dir: dir,
-            port,
-            log,
-        };
-        d.wait_ready();
-        d
+        Doorman::launch(binary, dir, &path, port, env)
     }
 
     /// Starts `binary` on a set of files written into one temp directory (`{port}` replaced by
@@ -336,10 +324,7 @@ impl Doorman {
     /// config file: for configs in another format, or that name other files.
     pub fn start_files(binary: &Path, files: &[(&str, &str)], config: &str) -> Doorman {
         let port = free_port();
-        let dir = tempfile::Builder::new()
-            .prefix("doorman-cfg-")
-            .tempdir()
-            .unwrap();
+        let dir = config_dir();
         let shown = dir.path().display().to_string();
         for (name, text) in files {
             let text = text
@@ -347,11 +332,25 @@ impl Doorman {
                 .replace("{dir}", &shown);
             std::fs::write(dir.path().join(name), text).unwrap();
         }
+        let path = dir.path().join(config);
+        Doorman::launch(binary, dir, &path, port, &[])
+    }
+
+    /// Runs `binary` on `config` (in `dir`, which also gets the log) and waits until it
+    /// accepts on `port`.
+    fn launch(
+        binary: &Path,
+        dir: tempfile::TempDir,
+        config: &Path,
+        port: u16,
+        env: &[(&str, &str)],
+    ) -> Doorman {
         let log = dir.path().join("pg_doorman.log");
         let child = Command::new(binary)
-            .arg(dir.path().join(config))
+            .arg(config)
             .arg("-l")
             .arg("debug")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()

@@ -99,28 +99,24 @@ impl Collector for View {
             &[(Vec::new(), rss_bytes())],
         )?;
         let c = &ctx.conns;
+        let accepted = [
+            (vec![("type", "total".into())], c.total.load(R)),
+            (vec![("type", "plain".into())], c.plain.load(R)),
+            (vec![("type", "tls".into())], c.tls.load(R)),
+            (vec![("type", "cancel".into())], c.cancel.load(R)),
+        ];
         counter(
             &mut enc,
             "connections",
             "Accepted client connections by kind",
-            &[
-                (vec![("type", "total".into())], c.total.load(R)),
-                (vec![("type", "plain".into())], c.plain.load(R)),
-                (vec![("type", "tls".into())], c.tls.load(R)),
-                (vec![("type", "cancel".into())], c.cancel.load(R)),
-            ],
+            &accepted,
         )?;
         // PgDoorman's deprecated gauge of the same figures (still in its 3.10).
         gauge(
             &mut enc,
             "connection_count",
             "Accepted client connections by kind (deprecated: use pg_doorman_connections_total)",
-            &[
-                (vec![("type", "total".into())], c.total.load(R)),
-                (vec![("type", "plain".into())], c.plain.load(R)),
-                (vec![("type", "tls".into())], c.tls.load(R)),
-                (vec![("type", "cancel".into())], c.cancel.load(R)),
-            ],
+            &accepted,
         )?;
         gauge(
             &mut enc,

@@ -7,8 +7,6 @@
 mod common;
 use common::*;
 use std::collections::BTreeSet;
-use std::io::Write;
-use std::process::{Command, Stdio};
 
 /// The (family name, type) pairs of an exposition, as the OpenMetrics parser reads them.
 fn families(text: &str) -> BTreeSet<(String, String)> {
@@ -18,26 +16,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families
 for fam in text_string_to_metric_families(sys.stdin.read()):
     print(fam.name, fam.type)
 "#;
-    let mut child = Command::new("/usr/bin/python3")
-        .args(["-c", script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 with prometheus_client; run scripts/deps.sh");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
+    openmetrics(script, text)
         .lines()
         .filter_map(|l| l.split_once(' '))
         .map(|(n, t)| (n.to_string(), t.to_string()))
@@ -80,16 +59,7 @@ fn repo_file(path: &str) -> String {
 #[test]
 fn dashboard_and_alerts_use_only_emitted_metrics() {
     let pg = cluster(PgAuth::Scram);
-    let port = doorman_testkit::free_port();
-    let extra = format!("prometheus:\n  enabled: true\n  host: 127.0.0.1\n  port: {port}\n");
-    let d = doorman(
-        &pg,
-        &PoolSpec {
-            general_extra: &extra,
-            pool_size: 2,
-            ..Default::default()
-        },
-    );
+    let (d, port) = with_metrics(&pg, 2, "");
     let (ok, _, err) = psql(
         &d,
         "app",
@@ -157,16 +127,7 @@ fn sample(text: &str, prefix: &str) -> f64 {
 #[test]
 fn connect_failures_and_sockets_are_counted() {
     let pg = cluster(PgAuth::Scram);
-    let port = doorman_testkit::free_port();
-    let extra = format!("prometheus:\n  enabled: true\n  host: 127.0.0.1\n  port: {port}\n");
-    let d = doorman(
-        &pg,
-        &PoolSpec {
-            general_extra: &extra,
-            pool_size: 2,
-            ..Default::default()
-        },
-    );
+    let (d, port) = with_metrics(&pg, 2, "");
     let (_, body) = scrape(port);
     let failures = "pg_doorman_server_connect_failures_total{user=\"app\",database=\"appdb\"}";
     assert_eq!(sample(&body, failures), 0.0, "{body}");

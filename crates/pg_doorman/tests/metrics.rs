@@ -11,7 +11,6 @@ mod common;
 use common::*;
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::process::{Command, Stdio};
 
 /// Parses an OpenMetrics text with prometheus_client; returns "name{k=v,...}" -> value.
 fn parse(text: &str) -> HashMap<String, f64> {
@@ -23,46 +22,11 @@ for fam in text_string_to_metric_families(sys.stdin.read()):
         labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
         print(f"{s.name}{{{labels}}} {s.value}")
 "#;
-    let mut child = Command::new("/usr/bin/python3")
-        .args(["-c", script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 with prometheus_client; run scripts/deps.sh");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "the exposition does not parse: {}\n{text}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
+    openmetrics(script, text)
         .lines()
         .filter_map(|l| l.rsplit_once(' '))
         .map(|(k, v)| (k.to_string(), v.parse().unwrap()))
         .collect()
-}
-
-/// pg_doorman with /metrics on a free port; returns it and the port.
-fn with_metrics(pg: &TempCluster, pool_size: usize, pool_extra: &str) -> (Doorman, u16) {
-    let port = doorman_testkit::free_port();
-    let extra = format!("prometheus:\n  enabled: true\n  host: 127.0.0.1\n  port: {port}\n");
-    let d = doorman(
-        pg,
-        &PoolSpec {
-            general_extra: &extra,
-            pool_size,
-            pool_extra,
-            ..Default::default()
-        },
-    );
-    (d, port)
 }
 
 #[tokio::test]

@@ -219,3 +219,47 @@ pub fn scrape(port: u16) -> (String, String) {
     let (head, body) = out.split_once("\r\n\r\n").unwrap();
     (head.to_string(), body.to_string())
 }
+
+/// Runs a Python `script` (with prometheus_client, from scripts/deps.sh) over an exposition
+/// `text` on its stdin; asserts the script succeeds (the OpenMetrics parser raises on text it
+/// cannot parse) and returns what it printed.
+pub fn openmetrics(script: &str, text: &str) -> String {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new("/usr/bin/python3")
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 with prometheus_client; run scripts/deps.sh");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the exposition does not parse: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// pg_doorman with /metrics on a free port; returns it and the port.
+pub fn with_metrics(pg: &TempCluster, pool_size: usize, pool_extra: &str) -> (Doorman, u16) {
+    let port = doorman_testkit::free_port();
+    let extra = format!("prometheus:\n  enabled: true\n  host: 127.0.0.1\n  port: {port}\n");
+    let d = doorman(
+        pg,
+        &PoolSpec {
+            general_extra: &extra,
+            pool_size,
+            pool_extra,
+            ..Default::default()
+        },
+    );
+    (d, port)
+}
