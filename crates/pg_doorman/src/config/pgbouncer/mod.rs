@@ -329,3 +329,16 @@ fn misc(im: &mut Import, general: &mut Vec<Entry>) {
         im.note(format!("tcp_keepalive = {v} ({at}): not carried over: pg_doorman always turns keepalive on (tcp_keepalives_* tune it)"));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn admin_users_naming_nobody_is_as_unset() {
+        let dir = tempfile::tempdir().unwrap();
+        let ini = dir.path().join("pgbouncer.ini");
+        std::fs::write(&ini, "[databases]\n[pgbouncer]\nadmin_users = , \n").unwrap();
+        let yaml = super::import(&ini).unwrap().yaml();
+        assert!(yaml.contains("admin_username: \"admin\""), "{yaml}");
+        assert!(!yaml.contains("admin_password: \"admin\""), "{yaml}");
+    }
+}

@@ -94,16 +94,17 @@ pub fn auth(im: &mut Import, general: &mut Vec<Entry>) -> Auth {
         .setting("admin_users")
         .map(|(v, at)| (v.to_string(), at.to_string()));
     let auth = Auth { users };
-    match admins {
-        Some((list, at)) if !list.trim().is_empty() => {
-            let names: Vec<&str> = list
-                .split(',')
-                .map(str::trim)
-                .filter(|n| !n.is_empty())
-                .collect();
-            let first = names[0];
-            if names.len() > 1 {
-                im.note(format!("admin_users ({at}): pg_doorman has one admin user; {first} is kept, {} dropped", names[1..].join(", ")));
+    // `admin_users = ,` names nobody: the same as unset.
+    let names: Vec<&str> = admins.as_ref().map_or_else(Vec::new, |(list, _)| {
+        list.split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .collect()
+    });
+    match (&admins, names.split_first()) {
+        (Some((list, at)), Some((&first, rest))) => {
+            if !rest.is_empty() {
+                im.note(format!("admin_users ({at}): pg_doorman has one admin user; {first} is kept, {} dropped", rest.join(", ")));
             }
             general.push(Entry::new("admin_username", s(first)).note(format!(
                 "admin_users = {list} ({at}); log in to database pgbouncer or pgdoorman"
