@@ -19,6 +19,9 @@ command -v ss >/dev/null 2>&1 || need+=(iproute2)
 command -v javac >/dev/null 2>&1 || need+=(default-jdk-headless)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
+# Patroni tests (patroni_proxy, pg_doorman's fallback): Debian's etcd; Patroni from PyPI below.
+command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
+[ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 if [ "${1:-}" = "--bench" ]; then
   command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || need+=(pgbouncer)
   command -v openssl >/dev/null 2>&1 || need+=(openssl)
@@ -29,6 +32,15 @@ if [ "${#need[@]}" -gt 0 ]; then
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+# Patroni in its own virtualenv outside /root, so the postgres user (who runs it in tests)
+# can execute it. PATRONI_BIN overrides the location for tests.
+if [ ! -x /opt/doorman-patroni/bin/patroni ]; then
+  echo "installing Patroni 4.1.5 (PyPI) into /opt/doorman-patroni"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO /usr/bin/python3 -m venv /opt/doorman-patroni
+  $SUDO /opt/doorman-patroni/bin/pip install -q 'patroni[etcd3]==4.1.5' psycopg2-binary
 fi
 node_dir="$(dirname "$0")/../crates/pg_doorman/tests/drivers/node"
 if [ ! -d "$node_dir/node_modules/pg" ]; then
