@@ -397,8 +397,71 @@ impl Collector for View {
                 .handshake_seconds
                 .encode(m.encode_family(&pool)?)?;
         }
-        Ok(())
+        drop(m);
+        fallback_families(&mut enc, &pools)
     }
+}
+
+/// Patroni-assisted fallback, one row per pool section with `patroni_api_urls` (PgDoorman's
+/// names, label `pool`; docs/patroni.md).
+fn fallback_families(
+    enc: &mut DescriptorEncoder,
+    pools: &[std::sync::Arc<crate::pool::Pool>],
+) -> Result<(), std::fmt::Error> {
+    let mut seen = std::collections::HashSet::new();
+    let sections: Vec<_> = pools
+        .iter()
+        .filter_map(|p| p.settings.fallback.clone())
+        .filter(|f| seen.insert(f.pool.clone()))
+        .collect();
+    if sections.is_empty() {
+        return Ok(());
+    }
+    let rows = |f: &dyn Fn(&crate::pool::fallback::Fallback) -> u64| -> Vec<(Labels, u64)> {
+        sections
+            .iter()
+            .map(|s| (vec![("pool", s.pool.clone())], f(s)))
+            .collect()
+    };
+    counter(enc, "patroni_api_requests", "Patroni /cluster discoveries made", &rows(&|f| f.stats.api_requests.load(R)))?;
+    counter(enc, "patroni_api_errors", "Discoveries where no Patroni API URL answered", &rows(&|f| f.stats.api_errors.load(R)))?;
+    counter(enc, "fallback_connections", "Backend connections opened to a Patroni member while the configured backend was down", &rows(&|f| f.stats.connections.load(R)))?;
+    counter(enc, "fallback_cache_hits", "Fallback connections to the cached member made without asking Patroni", &rows(&|f| f.stats.cache_hits.load(R)))?;
+    gauge(enc, "fallback_active", "1 while the configured backend is in its cooldown and new connections go to a Patroni member", &rows(&|f| u64::from(f.active())))?;
+    let hosts: Vec<(Labels, i64)> = sections
+        .iter()
+        .filter_map(|s| {
+            s.host().map(|(h, p)| {
+                (
+                    vec![("pool", s.pool.clone()), ("host", h), ("port", p.to_string())],
+                    1i64,
+                )
+            })
+        })
+        .collect();
+    gauge(enc, "fallback_host", "The Patroni member new connections go to (1), while fallback is active", &hosts)?;
+    let mut failures = Vec::new();
+    for s in &sections {
+        for (i, reason) in crate::pool::fallback::FAILURE_REASONS.iter().enumerate() {
+            failures.push((
+                vec![("pool", s.pool.clone()), ("reason", (*reason).to_string())],
+                s.stats.failures[i].load(R),
+            ));
+        }
+    }
+    counter(enc, "fallback_candidate_failures", "Fallback candidates that failed, by reason", &failures)?;
+    let mut m = enc.encode_descriptor(
+        "patroni_api_duration_seconds",
+        "Time of one Patroni /cluster discovery (all URLs raced)",
+        None,
+        MetricType::Histogram,
+    )?;
+    for s in &sections {
+        s.stats
+            .api_seconds
+            .encode(m.encode_family(&vec![("pool", s.pool.clone())])?)?;
+    }
+    Ok(())
 }
 
 /// Coordinator and scaling families. Their `_total` families carry monotonic counts but are

@@ -370,7 +370,7 @@ fn pools(ctx: &AppContext, out: &mut BytesMut) {
             maxwait.subsec_micros().to_string(),
             avg_xact.to_string(),
             u8::from(st.paused.load(R)).to_string(),
-            "0".into(),
+            u8::from(p.settings.fallback.as_ref().is_some_and(|f| f.active())).to_string(),
             oldest.to_string(),
             pinned.to_string(),
         ]);

@@ -40,9 +40,28 @@ pub async fn forward(clients: &ClientList, pid: i32, secret: i32) -> bool {
     }
     let mut msg = BytesMut::with_capacity(16);
     doorman_wire::startup::write_cancel(&mut msg, bpid, bsecret);
-    match open_socket(&pool.settings.address, &pool.settings).await {
+    // A fallback connection's backend is at the Patroni member last used: the cancel goes
+    // there too (a key a server does not know is ignored, protocol §55.2.8).
+    let mut targets = vec![pool.settings.address.clone()];
+    if let Some((host, port)) = pool.settings.fallback.as_ref().and_then(|f| f.last_host()) {
+        targets.push(crate::pool::settings::ServerAddress::Tcp { host, port });
+    }
+    for address in &targets {
+        send(address, &pool.settings, &msg, bpid).await;
+    }
+    true
+}
+
+/// Delivers one CancelRequest to `address` and waits (≤ 5 s) for the server to close.
+async fn send(
+    address: &crate::pool::settings::ServerAddress,
+    settings: &crate::pool::settings::PoolSettings,
+    msg: &[u8],
+    bpid: i32,
+) {
+    match open_socket(address, settings).await {
         Ok(mut s) => {
-            if let Err(e) = s.write_all(&msg).await {
+            if let Err(e) = s.write_all(msg).await {
                 tracing::warn!("cancel request to backend failed: {e}");
             } else {
                 tracing::debug!(backend_pid = bpid, "cancel request forwarded");
@@ -57,5 +76,4 @@ pub async fn forward(clients: &ClientList, pid: i32, secret: i32) -> bool {
         }
         Err(e) => tracing::warn!("cancel request: cannot reach backend: {e}"),
     }
-    true
 }

@@ -308,6 +308,23 @@ pub struct General {
     pub client_anonymous_prepared_cache_size: Option<usize>,
     /// Deprecated alias of client_anonymous_prepared_cache_size (warns on load).
     pub client_prepared_statements_cache_size: Option<usize>,
+    /// Patroni REST endpoints (`["http://10.0.0.1:8008", "http://10.0.0.2:8008"]`, asked at once)
+    /// for Patroni-assisted fallback in every pool: when a pool's backend refuses connections (refused,
+    /// unreachable, timed out, 57P03), new connections go to a cluster member `/cluster` lists (the
+    /// leader first, then sync standbys, then the rest) for fallback_cooldown; empty = off
+    /// (docs/patroni.md). `http://` only.
+    pub patroni_api_urls: Vec<String>,
+    /// How long a pool's backend counts as down after it refused; new connections go to the fallback
+    /// member meanwhile, then the backend is tried again.
+    pub fallback_cooldown: Millis,
+    /// Limit of one `/cluster` request (all URLs are asked at once, so also of a discovery).
+    pub patroni_api_timeout: Millis,
+    /// Connect + login limit per fallback candidate, and the first backoff of a candidate that failed
+    /// (doubling per failure, at most 60 s).
+    pub fallback_connect_timeout: Millis,
+    /// server_lifetime of fallback connections, so the pool returns to its backend soon after it is
+    /// back; unset = fallback_cooldown.
+    pub fallback_lifetime: Option<Millis>,
     /// Client access rules in pg_hba.conf syntax: `{path: /etc/pg_doorman/pg_hba.conf}` or `{content:
     /// "host all all 10.0.0.0/8 scram-sha-256"}`; reloaded on SIGHUP (configuration-guide.md, "Client
     /// access").
@@ -345,6 +362,11 @@ impl Default for General {
             tokio_settings_note: None,
             connect_timeout: Millis::secs(3),
             query_wait_timeout: Millis::secs(5),
+            patroni_api_urls: Vec::new(),
+            fallback_cooldown: Millis::secs(30),
+            patroni_api_timeout: Millis::secs(5),
+            fallback_connect_timeout: Millis::secs(5),
+            fallback_lifetime: None,
             proxy_copy_data_timeout: Millis::secs(15),
             idle_timeout: Millis::secs(600),
             server_lifetime: Millis::secs(1200),
@@ -562,6 +584,16 @@ pub struct Pool {
     pub prepared_statements_cache_size: Option<usize>,
     /// Overrides general.server_prepared_statements_cache_size.
     pub server_prepared_statements_cache_size: Option<usize>,
+    /// Overrides general.patroni_api_urls (`[]` turns fallback off for this pool).
+    pub patroni_api_urls: Option<Vec<String>>,
+    /// Overrides general.fallback_cooldown.
+    pub fallback_cooldown: Option<Millis>,
+    /// Overrides general.patroni_api_timeout.
+    pub patroni_api_timeout: Option<Millis>,
+    /// Overrides general.fallback_connect_timeout.
+    pub fallback_connect_timeout: Option<Millis>,
+    /// Overrides general.fallback_lifetime.
+    pub fallback_lifetime: Option<Millis>,
     /// Over general.startup_parameters, key by key (same rules).
     #[serde(deserialize_with = "super::startup_params::deserialize")]
     pub startup_parameters: BTreeMap<String, String>,
@@ -662,6 +694,11 @@ impl Default for Pool {
             min_guaranteed_pool_size: 0,
             prepared_statements_cache_size: None,
             server_prepared_statements_cache_size: None,
+            patroni_api_urls: None,
+            fallback_cooldown: None,
+            patroni_api_timeout: None,
+            fallback_connect_timeout: None,
+            fallback_lifetime: None,
             startup_parameters: BTreeMap::new(),
             users: Vec::new(),
             auth_query: None,

@@ -5,20 +5,8 @@ use std::collections::{BTreeMap, HashSet};
 
 /// PgDoorman keys that later versions of pg_doorman implement; setting one is an error today
 /// so that nobody believes it is in effect.
-const NOT_YET_GENERAL: &[&str] = &[
-    "patroni_api_urls",
-    "fallback_cooldown",
-    "patroni_api_timeout",
-    "fallback_connect_timeout",
-    "fallback_lifetime",
-];
-const NOT_YET_POOL: &[&str] = &[
-    "patroni_api_urls",
-    "fallback_cooldown",
-    "patroni_api_timeout",
-    "fallback_connect_timeout",
-    "fallback_lifetime",
-];
+const NOT_YET_GENERAL: &[&str] = &[];
+const NOT_YET_POOL: &[&str] = &[];
 const NOT_YET_USER: &[&str] = &[];
 const NOT_YET_TOP: &[&str] = &[];
 const NOT_YET_WEB: &[&str] = &[
@@ -283,6 +271,42 @@ fn check_server_tls(path: &str, g: &General, p: Option<&Pool>, out: &mut Vec<Str
     }
 }
 
+/// Patroni-assisted fallback keys of a pool, with general's inherited: URLs that parse
+/// (`http://` only), and nonzero timeouts when fallback is on.
+fn check_fallback(path: &str, p: &Pool, g: &General, out: &mut Vec<String>) {
+    let (urls, from) = match &p.patroni_api_urls {
+        Some(u) => (u, path.to_string()),
+        None => (&g.patroni_api_urls, "general.".to_string()),
+    };
+    for u in urls {
+        if let Err(e) = doorman_patroni::ApiUrl::parse(u) {
+            out.push(format!("{from}patroni_api_urls: {e}"));
+        }
+    }
+    if urls.is_empty() {
+        return;
+    }
+    for (key, pool, general) in [
+        ("fallback_cooldown", p.fallback_cooldown, g.fallback_cooldown),
+        ("patroni_api_timeout", p.patroni_api_timeout, g.patroni_api_timeout),
+        (
+            "fallback_connect_timeout",
+            p.fallback_connect_timeout,
+            g.fallback_connect_timeout,
+        ),
+    ] {
+        if pool.unwrap_or(general).is_zero() {
+            let at = if pool.is_some() { path } else { "general." };
+            out.push(format!(
+                "{at}{key}: must be greater than 0 while patroni_api_urls is set"
+            ));
+        }
+    }
+    if p.fallback_lifetime.or(g.fallback_lifetime).is_some_and(|l| l.is_zero()) {
+        out.push(format!("{path}fallback_lifetime: must be greater than 0"));
+    }
+}
+
 fn check_pool(name: &str, p: &Pool, g: &General, out: &mut Vec<String>) {
     let path = format!("pools.{name}.");
     extra_keys(&path, &p.unsupported, NOT_YET_POOL, out);
@@ -308,6 +332,7 @@ fn check_pool(name: &str, p: &Pool, g: &General, out: &mut Vec<String>) {
     if p.connect_timeout.is_some_and(|t| t.is_zero()) {
         out.push(format!("{path}connect_timeout: must be greater than 0"));
     }
+    check_fallback(&path, p, g, out);
     if p.prepared_statements_cache_size == Some(0) {
         out.push(format!(
             "{path}prepared_statements_cache_size: must be greater than 0"

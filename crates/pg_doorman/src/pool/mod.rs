@@ -5,6 +5,7 @@
 
 mod cancels;
 pub mod coordinator;
+pub mod fallback;
 pub mod histogram;
 mod maintenance;
 pub mod registry;
@@ -607,6 +608,43 @@ impl Pool {
         }
     }
 
+    /// Connects to the configured backend or, while it is down and `patroni_api_urls` is set,
+    /// to a Patroni member (with the lifetime fallback connections get). Bounded by
+    /// query_wait_timeout when the fallback path runs.
+    async fn connect_backend(
+        &self,
+        id: u64,
+        client_key: Option<[u8; 32]>,
+    ) -> Result<(Server, Option<std::time::Duration>), crate::error::ServerError> {
+        let Some(fb) = &self.settings.fallback else {
+            return server::connect(&self.settings, id, client_key)
+                .await
+                .map(|s| (s, None));
+        };
+        if !fb.active() {
+            match server::connect(&self.settings, id, client_key).await {
+                Ok(s) => {
+                    fb.local_up();
+                    return Ok((s, None));
+                }
+                Err(e) if fallback::backend_is_down(&e) => fb.local_down(&e),
+                Err(e) => return Err(e),
+            }
+        }
+        let via = fb.connect(&self.settings, id, client_key);
+        let s = match self.settings.query_wait_timeout {
+            Some(limit) => match tokio::time::timeout(limit, via).await {
+                Ok(r) => r?,
+                Err(_) => {
+                    tracing::warn!(pool = %self.name(), "fallback: outer deadline {}ms exceeded", limit.as_millis());
+                    return Err(crate::error::ServerError::Timeout);
+                }
+            },
+            None => via.await?,
+        };
+        Ok((s, Some(fb.settings.lifetime)))
+    }
+
     /// Opens a connection in the slot `guard` holds. A client (`client`: not the background
     /// replenish) queued at the create gate takes a returned connection if one comes first, and
     /// past `deadline` gets [`PoolError::WaitTimeout`].
@@ -643,14 +681,18 @@ impl Pool {
         let client_key = *self.client_key.read();
         sc.creates.fetch_add(1, Ordering::Relaxed);
         let _inflight = Inflight::new(&sc.inflight);
-        match server::connect(&self.settings, id, client_key).await {
-            Ok(mut s) => {
+        match self.connect_backend(id, client_key).await {
+            Ok((mut s, fallback)) => {
                 guard.0 = None;
                 s.permit = coordinated.map(|(_, p)| p);
                 s.epoch = self.stats.epoch.load(Ordering::Acquire);
                 // Each connection gets its own lifetimes, so connections opened together do not
                 // all close together.
-                s.lifetime = self.settings.server_lifetime.map(jitter);
+                s.lifetime = match fallback {
+                    // Short-lived, so the pool returns to its backend soon after it is back.
+                    Some(l) => Some(jitter(l)),
+                    None => self.settings.server_lifetime.map(jitter),
+                };
                 s.idle_limit = self.settings.idle_timeout.map(jitter);
                 s.reg = Some(stats::Registration::new(
                     &self.servers,

@@ -97,6 +97,9 @@ pub struct PoolSettings {
     pub fast_retries: u32,
     /// The database's coordinator when `max_db_connections` > 0.
     pub coordinator: Option<std::sync::Arc<super::coordinator::Coordinator>>,
+    /// Patroni-assisted fallback of this pool section (`patroni_api_urls` set), shared by its
+    /// users' pools.
+    pub fallback: Option<std::sync::Arc<super::fallback::Fallback>>,
     /// `min_guaranteed_pool_size`.
     pub min_guaranteed_pool_size: usize,
     /// Backend connect + login timeout.
@@ -321,9 +324,46 @@ fn fingerprint(g: &crate::config::General, p: &crate::config::Pool) -> String {
                 &g.server_tls_ciphers,
                 &g.server_tls13_ciphers,
             ),
+            (
+                &g.patroni_api_urls,
+                &g.fallback_cooldown,
+                &g.patroni_api_timeout,
+                &g.fallback_connect_timeout,
+                &g.fallback_lifetime,
+            ),
             p,
         )
     )
+}
+
+/// The section's fallback settings (pool keys over general's); None when no Patroni URL is
+/// set. Errors: a URL that does not parse (validation reports it first).
+fn fallback_settings(
+    g: &crate::config::General,
+    p: &crate::config::Pool,
+) -> Result<Option<super::fallback::FallbackSettings>, String> {
+    let urls = p.patroni_api_urls.as_ref().unwrap_or(&g.patroni_api_urls);
+    if urls.is_empty() {
+        return Ok(None);
+    }
+    let urls = urls
+        .iter()
+        .map(|u| doorman_patroni::ApiUrl::parse(u))
+        .collect::<Result<Vec<_>, _>>()?;
+    let cooldown = p.fallback_cooldown.unwrap_or(g.fallback_cooldown).0;
+    Ok(Some(super::fallback::FallbackSettings {
+        urls,
+        cooldown,
+        api_timeout: p.patroni_api_timeout.unwrap_or(g.patroni_api_timeout).0,
+        connect_timeout: p
+            .fallback_connect_timeout
+            .unwrap_or(g.fallback_connect_timeout)
+            .0,
+        lifetime: p
+            .fallback_lifetime
+            .or(g.fallback_lifetime)
+            .map_or(cooldown, |l| l.0),
+    }))
 }
 
 /// What every pool of one `pools.<name>` section shares, resolved once per section.
@@ -333,6 +373,7 @@ struct Section<'a> {
     p: &'a crate::config::Pool,
     address: ServerAddress,
     coordinator: Option<std::sync::Arc<super::coordinator::Coordinator>>,
+    fallback: Option<std::sync::Arc<super::fallback::Fallback>>,
     tls: std::sync::Arc<crate::tls::BackendTls>,
     fingerprint: String,
     global_creates: std::sync::Arc<tokio::sync::Semaphore>,
@@ -364,6 +405,7 @@ impl Section<'_> {
                 .unwrap_or(g.scaling_warm_pool_ratio),
             fast_retries: p.scaling_fast_retries.unwrap_or(g.scaling_fast_retries),
             coordinator: self.coordinator.clone(),
+            fallback: self.fallback.clone(),
             min_guaranteed_pool_size: p.min_guaranteed_pool_size,
             connect_timeout: p.connect_timeout.unwrap_or(g.connect_timeout).0,
             query_wait_timeout: nonzero(g.query_wait_timeout.0),
@@ -523,12 +565,16 @@ fn resolve_with(
         let tls = std::sync::Arc::new(
             crate::tls::BackendTls::from_config(g, p).map_err(|e| format!("pools.{name}: {e}"))?,
         );
+        let fallback = fallback_settings(g, p)
+            .map_err(|e| format!("pools.{name}: {e}"))?
+            .map(|f| std::sync::Arc::new(super::fallback::Fallback::new(name, f)));
         let section = Section {
             name,
             g,
             p,
             address,
             coordinator,
+            fallback,
             tls,
             fingerprint: fingerprint(g, p),
             global_creates: global_creates.clone(),
