@@ -198,10 +198,16 @@ mod tests {
     #[test]
     fn urls_get_the_cluster_path_and_https_is_refused() {
         let u = ApiUrl::parse("http://10.0.0.1:8008").unwrap();
-        assert_eq!((u.host.as_str(), u.port, u.path.as_str()), ("10.0.0.1", 8008, "/cluster"));
+        assert_eq!(
+            (u.host.as_str(), u.port, u.path.as_str()),
+            ("10.0.0.1", 8008, "/cluster")
+        );
         assert_eq!(ApiUrl::parse("http://h/").unwrap().port, 8008);
         assert_eq!(ApiUrl::parse("http://h:1/p/").unwrap().path, "/p/cluster");
-        assert_eq!(ApiUrl::parse("http://h:1/cluster").unwrap().path, "/cluster");
+        assert_eq!(
+            ApiUrl::parse("http://h:1/cluster").unwrap().path,
+            "/cluster"
+        );
         assert_eq!(ApiUrl::parse("http://[::1]:9/").unwrap().host, "::1");
         assert!(ApiUrl::parse("https://h:1").unwrap_err().contains("TLS"));
         assert!(ApiUrl::parse("h:1").is_err());
@@ -237,7 +243,10 @@ mod tests {
             let _ = s.read(&mut buf).await;
             let body = r#"{"members":[{"name":"a","role":"leader","state":"running","host":"127.0.0.1","port":5432}]}"#;
             let _ = s
-                .write_all(format!("HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{body}").as_bytes())
+                .write_all(
+                    format!("HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{body}")
+                        .as_bytes(),
+                )
                 .await;
         });
         let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -250,7 +259,12 @@ mod tests {
         let (members, i) = fetch_any(&urls, Duration::from_secs(2)).await.unwrap();
         assert_eq!(i, 1);
         assert_eq!(members[0].name, "a");
-        let err = fetch_any(&urls[..1], Duration::from_secs(2)).await.unwrap_err();
-        assert!(err.to_string().contains(&format!("127.0.0.1:{dead_port}")), "{err}");
+        let err = fetch_any(&urls[..1], Duration::from_secs(2))
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains(&format!("127.0.0.1:{dead_port}")),
+            "{err}"
+        );
     }
 }

@@ -109,7 +109,10 @@ impl PatroniCluster {
             .stderr(std::fs::File::create(dir.path().join("etcd.log")).unwrap())
             .spawn()
             .expect("etcd (Debian package etcd-server; scripts/deps.sh installs it)");
-        let scope = format!("doorman{}", dir.path().display().to_string().len() + client as usize);
+        let scope = format!(
+            "doorman{}",
+            dir.path().display().to_string().len() + client as usize
+        );
         let mut cluster = PatroniCluster {
             dir,
             etcd,
@@ -193,7 +196,8 @@ postgresql:
             if i == 0 {
                 // node0 bootstraps alone, so it is the first leader.
                 cluster.wait_members(Duration::from_secs(60), "node0 to lead", |m| {
-                    m.iter().any(|m| m.name == "node0" && m.role == "leader" && m.state == "running")
+                    m.iter()
+                        .any(|m| m.name == "node0" && m.role == "leader" && m.state == "running")
                 });
             }
         }
@@ -263,7 +267,14 @@ postgresql:
         let out = as_postgres(&patroni_bin().join("patronictl"))
             .arg("-c")
             .arg(&self.nodes[0].config)
-            .args(["switchover", "--leader", &leader, "--candidate", to, "--force"])
+            .args([
+                "switchover",
+                "--leader",
+                &leader,
+                "--candidate",
+                to,
+                "--force",
+            ])
             .output()
             .unwrap();
         let text = format!(

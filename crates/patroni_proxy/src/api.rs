@@ -137,7 +137,9 @@ pub fn metrics(proxy: &Proxy) -> String {
                 port: name.clone(),
             };
             let s = &p.routes.stats;
-            refused.get_or_create(&pl).inc_by(s.refused.load(Ordering::Relaxed));
+            refused
+                .get_or_create(&pl)
+                .inc_by(s.refused.load(Ordering::Relaxed));
             connect_errors
                 .get_or_create(&pl)
                 .inc_by(s.connect_errors.load(Ordering::Relaxed));
@@ -157,9 +159,9 @@ pub fn metrics(proxy: &Proxy) -> String {
                 opened
                     .get_or_create(&bl)
                     .inc_by(b.total.load(Ordering::Relaxed));
-                routed
-                    .get_or_create(&bl)
-                    .set(i64::from(b.qualified.load(Ordering::Relaxed) && !b.close.is_cancelled()));
+                routed.get_or_create(&bl).set(i64::from(
+                    b.qualified.load(Ordering::Relaxed) && !b.close.is_cancelled(),
+                ));
             }
         }
     }

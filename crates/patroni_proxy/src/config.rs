@@ -180,9 +180,8 @@ impl Config {
     pub fn parse(text: &str) -> Result<Config, String> {
         let raw: RawConfig = serde_saphyr::from_str(text).map_err(|e| e.to_string())?;
         let mut problems = Vec::new();
-        let mut check = |r: Result<Duration, String>| {
-            r.map_err(|e| problems.push(e)).unwrap_or_default()
-        };
+        let mut check =
+            |r: Result<Duration, String>| r.map_err(|e| problems.push(e)).unwrap_or_default();
         let update_interval = check(seconds(
             "cluster_update_interval",
             raw.cluster_update_interval,
@@ -208,7 +207,9 @@ impl Config {
                 ));
             }
             if c.hosts.is_empty() {
-                problems.push(format!("clusters.{name}.hosts: at least one Patroni API URL"));
+                problems.push(format!(
+                    "clusters.{name}.hosts: at least one Patroni API URL"
+                ));
             }
             let hosts = c
                 .hosts
@@ -309,7 +310,9 @@ clusters:
         let doc = format!(
             r#"{{"members":[{{"name":"m","role":"{role}","state":"{state}","host":"h","port":1,"lag":{lag}}}]}}"#
         );
-        doorman_patroni::parse_cluster(doc.as_bytes()).unwrap().remove(0)
+        doorman_patroni::parse_cluster(doc.as_bytes())
+            .unwrap()
+            .remove(0)
     }
 
     #[test]
@@ -363,6 +366,10 @@ clusters:
         ] {
             assert!(e.contains(needle), "{needle} missing from: {e}");
         }
-        assert!(Config::parse("clusters: {}\nbogus: 1\n").unwrap_err().contains("bogus"));
+        assert!(
+            Config::parse("clusters: {}\nbogus: 1\n")
+                .unwrap_err()
+                .contains("bogus")
+        );
     }
 }

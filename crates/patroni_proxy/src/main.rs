@@ -18,7 +18,10 @@ use std::path::PathBuf;
 
 /// Command line (COMPAT.md: `patroni_proxy <config.yaml>`).
 #[derive(Parser, Debug)]
-#[command(version, about = "TCP proxy routing to Patroni cluster members by role")]
+#[command(
+    version,
+    about = "TCP proxy routing to Patroni cluster members by role"
+)]
 struct Cli {
     /// The YAML config file.
     config: PathBuf,
@@ -86,7 +89,10 @@ async fn run(path: PathBuf, config: config::Config) -> anyhow::Result<()> {
     let api_addr = config.api_listen;
     let proxy = state::Proxy::start(config).map_err(anyhow::Error::msg)?;
     api::serve(proxy.clone(), api);
-    tracing::info!("patroni_proxy {} started; HTTP API on {api_addr}", env!("CARGO_PKG_VERSION"));
+    tracing::info!(
+        "patroni_proxy {} started; HTTP API on {api_addr}",
+        env!("CARGO_PKG_VERSION")
+    );
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;

@@ -222,8 +222,14 @@ mod tests {
         assert_ne!(l1.0.member, l2.0.member);
         // b is promoted: it leaves the async port and its connection is told to close.
         let promoted = TWO
-            .replace(r#""name":"a","role":"leader""#, r#""name":"a","role":"replica""#)
-            .replace(r#""name":"b","role":"replica""#, r#""name":"b","role":"leader""#);
+            .replace(
+                r#""name":"a","role":"leader""#,
+                r#""name":"a","role":"replica""#,
+            )
+            .replace(
+                r#""name":"b","role":"replica""#,
+                r#""name":"b","role":"leader""#,
+            );
         r.update(&members(&promoted), Duration::ZERO);
         let b = r.backends().into_iter().find(|x| x.member == "b").unwrap();
         tokio::time::sleep(Duration::from_millis(20)).await;

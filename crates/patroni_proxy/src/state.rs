@@ -151,7 +151,12 @@ impl Cluster {
             // Members already known are routed to at once (a port added by reload).
             routes.update(&self.members.lock(), config.role_change_grace);
             let stop = CancellationToken::new();
-            match proxy::listen(routes.clone(), pc.listen, stop.clone(), config.connect_timeout) {
+            match proxy::listen(
+                routes.clone(),
+                pc.listen,
+                stop.clone(),
+                config.connect_timeout,
+            ) {
                 Ok(()) => {
                     tracing::info!(cluster = %self.name, port = %name, roles = %pc.roles.describe(), "listening on {}", pc.listen);
                     ports.insert(
@@ -177,7 +182,11 @@ impl Cluster {
         let _one = self.polling.lock().await;
         let (hosts, timeout, grace) = {
             let c = proxy.config.lock();
-            (self.hosts.lock().clone(), c.api_timeout, c.role_change_grace)
+            (
+                self.hosts.lock().clone(),
+                c.api_timeout,
+                c.role_change_grace,
+            )
         };
         match fetch_any(&hosts, timeout).await {
             Ok((members, from)) => {
@@ -200,7 +209,7 @@ impl Cluster {
                 let n = self.updates_failed.fetch_add(1, Ordering::Relaxed);
                 self.failing.store(true, Ordering::Relaxed);
                 // Routing keeps the last member list: a Patroni API outage does not stop traffic.
-                if n % 20 == 0 {
+                if n.is_multiple_of(20) {
                     tracing::warn!(cluster = %self.name, "no Patroni API answered ({e}); routing stays as it was ({} failed polls)", n + 1);
                 } else {
                     tracing::debug!(cluster = %self.name, "no Patroni API answered: {e}");

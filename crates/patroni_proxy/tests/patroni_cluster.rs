@@ -87,7 +87,10 @@ async fn ports_follow_roles_through_a_switchover() {
     assert_eq!(whoami(leader_port).await.unwrap(), (n0, false));
     assert_eq!(whoami(replica_port).await.unwrap(), (n1, true));
     // any: least connections spreads two held connections over both members.
-    let (a1, a2) = (any_conn(any_port).await.unwrap(), any_conn(any_port).await.unwrap());
+    let (a1, a2) = (
+        any_conn(any_port).await.unwrap(),
+        any_conn(any_port).await.unwrap(),
+    );
     let mut ports = Vec::new();
     for c in [&a1, &a2] {
         let row = c.query_one("select inet_server_port()", &[]).await.unwrap();
@@ -155,8 +158,16 @@ async fn ports_follow_roles_through_a_switchover() {
     }
     let failed: usize = records.iter().map(|r| r.failures.len()).sum();
     let ok: u64 = records.iter().map(|r| r.ok).sum();
-    let first = records.iter().flat_map(|r| r.failures.first()).min().copied();
-    let last = records.iter().flat_map(|r| r.failures.last()).max().copied();
+    let first = records
+        .iter()
+        .flat_map(|r| r.failures.first())
+        .min()
+        .copied();
+    let last = records
+        .iter()
+        .flat_map(|r| r.failures.last())
+        .max()
+        .copied();
     let window = match (first, last) {
         (Some(f), Some(l)) => l.duration_since(f),
         _ => Duration::ZERO,
@@ -171,7 +182,10 @@ async fn ports_follow_roles_through_a_switchover() {
             "a writer did not recover after the switchover"
         );
     }
-    assert!(window < Duration::from_secs(10), "failures lasted {window:?}");
+    assert!(
+        window < Duration::from_secs(10),
+        "failures lasted {window:?}"
+    );
     let logged = proxy.log();
     assert!(logged.contains("member no longer qualifies"), "{logged}");
 
@@ -179,7 +193,18 @@ async fn ports_follow_roles_through_a_switchover() {
     let script = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(script.path(), "insert into load(at) values (now());\n").unwrap();
     let out = std::process::Command::new("pgbench")
-        .args(["-n", "-c", "4", "-T", "3", "-h", "127.0.0.1", "-U", "postgres", "-p"])
+        .args([
+            "-n",
+            "-c",
+            "4",
+            "-T",
+            "3",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-p",
+        ])
         .arg(leader_port.to_string())
         .arg("-f")
         .arg(script.path())
@@ -188,9 +213,16 @@ async fn ports_follow_roles_through_a_switchover() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.contains("number of failed transactions: 0"), "{text}");
-    let tps = text.lines().find(|l| l.starts_with("tps")).unwrap_or_default();
+    let tps = text
+        .lines()
+        .find(|l| l.starts_with("tps"))
+        .unwrap_or_default();
     eprintln!("pgbench through the leader port after the switchover: {tps}");
 
     // node0 rejoins as a replica; the replica port routes to it.

@@ -380,24 +380,26 @@ impl Collector for View {
         {
             h.encode(m.encode_family(&vec![("phase", (*phase).to_string())])?)?;
         }
-        let mut m = enc.encode_descriptor(
-            "server_tls_handshake_duration_seconds",
-            "Backend TLS handshake time",
-            None,
-            MetricType::Histogram,
-        )?;
-        let mut seen = std::collections::HashSet::new();
-        for p in &pools {
-            if !seen.insert(p.settings.database.clone()) {
-                continue;
+        {
+            // Scoped: the encoder borrows `enc` until the fallback families below.
+            let mut m = enc.encode_descriptor(
+                "server_tls_handshake_duration_seconds",
+                "Backend TLS handshake time",
+                None,
+                MetricType::Histogram,
+            )?;
+            let mut seen = std::collections::HashSet::new();
+            for p in &pools {
+                if !seen.insert(p.settings.database.clone()) {
+                    continue;
+                }
+                let pool = vec![("pool", p.settings.database.clone())];
+                p.settings
+                    .tls
+                    .handshake_seconds
+                    .encode(m.encode_family(&pool)?)?;
             }
-            let pool = vec![("pool", p.settings.database.clone())];
-            p.settings
-                .tls
-                .handshake_seconds
-                .encode(m.encode_family(&pool)?)?;
         }
-        drop(m);
         fallback_families(&mut enc, &pools)
     }
 }
@@ -423,23 +425,57 @@ fn fallback_families(
             .map(|s| (vec![("pool", s.pool.clone())], f(s)))
             .collect()
     };
-    counter(enc, "patroni_api_requests", "Patroni /cluster discoveries made", &rows(&|f| f.stats.api_requests.load(R)))?;
-    counter(enc, "patroni_api_errors", "Discoveries where no Patroni API URL answered", &rows(&|f| f.stats.api_errors.load(R)))?;
-    counter(enc, "fallback_connections", "Backend connections opened to a Patroni member while the configured backend was down", &rows(&|f| f.stats.connections.load(R)))?;
-    counter(enc, "fallback_cache_hits", "Fallback connections to the cached member made without asking Patroni", &rows(&|f| f.stats.cache_hits.load(R)))?;
-    gauge(enc, "fallback_active", "1 while the configured backend is in its cooldown and new connections go to a Patroni member", &rows(&|f| u64::from(f.active())))?;
+    counter(
+        enc,
+        "patroni_api_requests",
+        "Patroni /cluster discoveries made",
+        &rows(&|f| f.stats.api_requests.load(R)),
+    )?;
+    counter(
+        enc,
+        "patroni_api_errors",
+        "Discoveries where no Patroni API URL answered",
+        &rows(&|f| f.stats.api_errors.load(R)),
+    )?;
+    counter(
+        enc,
+        "fallback_connections",
+        "Backend connections opened to a Patroni member while the configured backend was down",
+        &rows(&|f| f.stats.connections.load(R)),
+    )?;
+    counter(
+        enc,
+        "fallback_cache_hits",
+        "Fallback connections to the cached member made without asking Patroni",
+        &rows(&|f| f.stats.cache_hits.load(R)),
+    )?;
+    gauge(
+        enc,
+        "fallback_active",
+        "1 while the configured backend is in its cooldown and new connections go to a Patroni member",
+        &rows(&|f| u64::from(f.active())),
+    )?;
     let hosts: Vec<(Labels, i64)> = sections
         .iter()
         .filter_map(|s| {
             s.host().map(|(h, p)| {
                 (
-                    vec![("pool", s.pool.clone()), ("host", h), ("port", p.to_string())],
+                    vec![
+                        ("pool", s.pool.clone()),
+                        ("host", h),
+                        ("port", p.to_string()),
+                    ],
                     1i64,
                 )
             })
         })
         .collect();
-    gauge(enc, "fallback_host", "The Patroni member new connections go to (1), while fallback is active", &hosts)?;
+    gauge(
+        enc,
+        "fallback_host",
+        "The Patroni member new connections go to (1), while fallback is active",
+        &hosts,
+    )?;
     let mut failures = Vec::new();
     for s in &sections {
         for (i, reason) in crate::pool::fallback::FAILURE_REASONS.iter().enumerate() {
@@ -449,7 +485,12 @@ fn fallback_families(
             ));
         }
     }
-    counter(enc, "fallback_candidate_failures", "Fallback candidates that failed, by reason", &failures)?;
+    counter(
+        enc,
+        "fallback_candidate_failures",
+        "Fallback candidates that failed, by reason",
+        &failures,
+    )?;
     let mut m = enc.encode_descriptor(
         "patroni_api_duration_seconds",
         "Time of one Patroni /cluster discovery (all URLs raced)",

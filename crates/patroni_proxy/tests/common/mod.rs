@@ -17,8 +17,11 @@ impl Proxy {
     pub fn start(yaml: &str) -> Proxy {
         let dir = tempfile::tempdir().unwrap();
         let api_port = doorman_testkit::free_port();
-        std::fs::write(dir.path().join("proxy.yaml"), yaml.replace("{api}", &api_port.to_string()))
-            .unwrap();
+        std::fs::write(
+            dir.path().join("proxy.yaml"),
+            yaml.replace("{api}", &api_port.to_string()),
+        )
+        .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_patroni_proxy"))
             .arg(dir.path().join("proxy.yaml"))
             .env("RUST_LOG", "info")
@@ -53,14 +56,21 @@ impl Proxy {
     /// Rewrites the config and sends SIGHUP; waits for a log line with `needle`.
     pub fn reload(&self, yaml: &str, needle: &str) {
         let before = self.log().matches(needle).count();
-        std::fs::write(self.config_path(), yaml.replace("{api}", &self.api_port.to_string()))
-            .unwrap();
+        std::fs::write(
+            self.config_path(),
+            yaml.replace("{api}", &self.api_port.to_string()),
+        )
+        .unwrap();
         let _ = Command::new("kill")
             .args(["-HUP", &self.child.id().to_string()])
             .status();
         let deadline = Instant::now() + Duration::from_secs(10);
         while self.log().matches(needle).count() <= before {
-            assert!(Instant::now() < deadline, "no {needle:?} after SIGHUP: {}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} after SIGHUP: {}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }

@@ -63,14 +63,34 @@ pool_size = 3
 
 #[test]
 fn unknown_and_unimplemented_keys_are_rejected_with_path() {
-    let err = Config::from_yaml("general:\n  port: 1\n  bogus_key: 3\n  fallback_lifetime: 3\npools:\n  d:\n    patroni_api_urls: [x]\n    users:\n      - username: u\n        password: p\n").unwrap_err();
+    let err = Config::from_yaml("general:\n  port: 1\n  bogus_key: 3\nweb:\n  ui: true\npools:\n  d:\n    patroni_api_urls: [x]\n    users:\n      - username: u\n        password: p\n").unwrap_err();
     assert!(err.contains("general.bogus_key: unknown setting"), "{err}");
     assert!(
-        err.contains("general.fallback_lifetime: this PgDoorman setting is not implemented"),
+        err.contains("web.ui: this PgDoorman setting is not implemented"),
         "{err}"
     );
+    assert!(err.contains("pools.d.patroni_api_urls: "), "{err}");
     assert!(
-        err.contains("pools.d.patroni_api_urls: this PgDoorman setting is not implemented"),
+        err.contains("expected http://") || err.contains("not a URL"),
+        "{err}"
+    );
+}
+
+/// The fallback keys load in both places; the pool's value wins over general's.
+#[test]
+fn fallback_keys_load_general_and_per_pool() {
+    let c = Config::from_yaml("general:\n  patroni_api_urls: ['http://10.0.0.1:8008']\n  fallback_cooldown: 10s\npools:\n  d:\n    fallback_cooldown: 3s\n    users:\n      - {username: u, password: p}\n").unwrap();
+    assert_eq!(
+        c.general.patroni_api_urls,
+        vec!["http://10.0.0.1:8008".to_string()]
+    );
+    assert_eq!(
+        c.pools["d"].fallback_cooldown.map(|d| d.0.as_secs()),
+        Some(3)
+    );
+    let err = Config::from_yaml("general:\n  patroni_api_urls: ['http://10.0.0.1:8008']\n  fallback_connect_timeout: 0\npools:\n  d:\n    users:\n      - {username: u, password: p}\n").unwrap_err();
+    assert!(
+        err.contains("general.fallback_connect_timeout: must be greater than 0"),
         "{err}"
     );
 }

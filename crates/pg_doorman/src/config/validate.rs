@@ -287,8 +287,16 @@ fn check_fallback(path: &str, p: &Pool, g: &General, out: &mut Vec<String>) {
         return;
     }
     for (key, pool, general) in [
-        ("fallback_cooldown", p.fallback_cooldown, g.fallback_cooldown),
-        ("patroni_api_timeout", p.patroni_api_timeout, g.patroni_api_timeout),
+        (
+            "fallback_cooldown",
+            p.fallback_cooldown,
+            g.fallback_cooldown,
+        ),
+        (
+            "patroni_api_timeout",
+            p.patroni_api_timeout,
+            g.patroni_api_timeout,
+        ),
         (
             "fallback_connect_timeout",
             p.fallback_connect_timeout,
@@ -302,7 +310,10 @@ fn check_fallback(path: &str, p: &Pool, g: &General, out: &mut Vec<String>) {
             ));
         }
     }
-    if p.fallback_lifetime.or(g.fallback_lifetime).is_some_and(|l| l.is_zero()) {
+    if p.fallback_lifetime
+        .or(g.fallback_lifetime)
+        .is_some_and(|l| l.is_zero())
+    {
         out.push(format!("{path}fallback_lifetime: must be greater than 0"));
     }
 }

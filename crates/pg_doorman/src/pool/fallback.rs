@@ -7,8 +7,9 @@
 //! every sync standby (PgDoorman's first wave: the likeliest next leader), then the other
 //! members; each wave races its members at once, each under `fallback_connect_timeout`, the
 //! first login wins. A member that failed is skipped for `fallback_connect_timeout`, doubling
-//! with each further failure up to 60 s. During the cooldown the winner is reused without
-//! asking Patroni again; if it fails, the cache is dropped and Patroni is asked once more.
+//! with each further failure up to 60 s. During the cooldown a winning leader is reused without
+//! asking Patroni again (a standby winner is not: the next connection asks again); if it fails,
+//! the cache is dropped and Patroni is asked once more.
 //! One state per pool section, shared by its users' pools.
 
 use super::settings::{PoolSettings, ServerAddress};
@@ -207,7 +208,8 @@ impl Fallback {
         }
         self.stats.api_requests.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
-        let found = doorman_patroni::fetch_any(&self.settings.urls, self.settings.api_timeout).await;
+        let found =
+            doorman_patroni::fetch_any(&self.settings.urls, self.settings.api_timeout).await;
         self.stats
             .api_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -237,7 +239,11 @@ impl Fallback {
                         tracing::info!(pool = %self.pool, "fallback: connected to Patroni member {} ({}) at {}:{}", m.name, m.role.as_str(), m.host, m.port);
                         let mut st = self.state.lock();
                         st.backoff.remove(&(m.host.clone(), m.port));
-                        st.cached = Some((m.host.clone(), m.port));
+                        // Only a leader is reused without asking: a standby reached while
+                        // nobody leads is asked about again, so the pool moves to the leader
+                        // as soon as Patroni names one.
+                        st.cached =
+                            matches!(m.role, Role::Leader).then(|| (m.host.clone(), m.port));
                         drop(st);
                         self.stats.connections.fetch_add(1, Ordering::Relaxed);
                         return Ok(server);
@@ -258,7 +264,10 @@ impl Fallback {
         let text = if breakdown.is_empty() {
             "no Patroni member to try".to_string()
         } else {
-            format!("all fallback candidates rejected ({})", breakdown.join(", "))
+            format!(
+                "all fallback candidates rejected ({})",
+                breakdown.join(", ")
+            )
         };
         tracing::warn!(pool = %self.pool, "fallback: {text}");
         Err(ServerError::Io(std::io::Error::other(text)))
