@@ -73,8 +73,10 @@ pub struct FallbackStats {
 struct State {
     /// The configured backend is not tried before this.
     down_until: Option<Instant>,
-    /// The member connected to last, reused during the cooldown.
+    /// The leader connected to last, reused during the cooldown without asking Patroni.
     cached: Option<(String, u16)>,
+    /// The member connected to last, leader or not (metrics, CancelRequest).
+    last: Option<(String, u16)>,
     /// Members skipped until the instant, with their consecutive failures.
     backoff: HashMap<(String, u16), (Instant, u32)>,
 }
@@ -142,14 +144,14 @@ impl Fallback {
         let st = self.state.lock();
         st.down_until
             .is_some_and(|t| Instant::now() < t)
-            .then(|| st.cached.clone())
+            .then(|| st.last.clone())
             .flatten()
     }
 
     /// The last member used, active or not: a CancelRequest for a fallback connection is also
     /// sent there (a key PostgreSQL does not know is ignored).
     pub fn last_host(&self) -> Option<(String, u16)> {
-        self.state.lock().cached.clone()
+        self.state.lock().last.clone()
     }
 
     /// The configured backend answered: the cooldown is over.
@@ -244,6 +246,7 @@ impl Fallback {
                         // as soon as Patroni names one.
                         st.cached =
                             matches!(m.role, Role::Leader).then(|| (m.host.clone(), m.port));
+                        st.last = Some((m.host.clone(), m.port));
                         drop(st);
                         self.stats.connections.fetch_add(1, Ordering::Relaxed);
                         return Ok(server);
