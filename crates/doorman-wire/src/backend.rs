@@ -29,6 +29,47 @@ pub mod tag {
     pub const COPY_IN_RESPONSE: u8 = b'G';
     /// RowDescription.
     pub const ROW_DESCRIPTION: u8 = b'T';
+    /// ParseComplete.
+    pub const PARSE_COMPLETE: u8 = b'1';
+    /// BindComplete.
+    pub const BIND_COMPLETE: u8 = b'2';
+    /// CloseComplete.
+    pub const CLOSE_COMPLETE: u8 = b'3';
+    /// NoData (Describe of something that returns no rows).
+    pub const NO_DATA: u8 = b'n';
+    /// ParameterDescription.
+    pub const PARAMETER_DESCRIPTION: u8 = b't';
+    /// CommandComplete.
+    pub const COMMAND_COMPLETE: u8 = b'C';
+    /// EmptyQueryResponse.
+    pub const EMPTY_QUERY_RESPONSE: u8 = b'I';
+    /// PortalSuspended (Execute reached its row limit).
+    pub const PORTAL_SUSPENDED: u8 = b's';
+    /// CopyOutResponse.
+    pub const COPY_OUT_RESPONSE: u8 = b'H';
+    /// CopyBothResponse (replication).
+    pub const COPY_BOTH_RESPONSE: u8 = b'W';
+    /// CopyData.
+    pub const COPY_DATA: u8 = b'd';
+    /// CopyDone.
+    pub const COPY_DONE: u8 = b'c';
+    /// FunctionCallResponse.
+    pub const FUNCTION_CALL_RESPONSE: u8 = b'V';
+}
+
+/// ParseComplete as a whole frame.
+pub const PARSE_COMPLETE_FRAME: [u8; 5] = [tag::PARSE_COMPLETE, 0, 0, 0, 4];
+/// CloseComplete as a whole frame.
+pub const CLOSE_COMPLETE_FRAME: [u8; 5] = [tag::CLOSE_COMPLETE, 0, 0, 0, 4];
+/// CommandComplete `DEALLOCATE` as a whole frame.
+pub const DEALLOCATE_COMPLETE_FRAME: &[u8] = b"C\0\0\0\x0fDEALLOCATE\0";
+
+/// Appends a CommandComplete with command tag `tag_text` (e.g. `SELECT 1`).
+pub fn write_command_complete(buf: &mut BytesMut, tag_text: &str) {
+    let at = begin(buf, tag::COMMAND_COMPLETE);
+    buf.put_slice(tag_text.as_bytes());
+    buf.put_u8(0);
+    finish(buf, at);
 }
 
 /// An Authentication* request from a server.

@@ -144,6 +144,30 @@ impl<'a> Reader<'a> {
         Ok(a)
     }
 
+    /// Reads a NUL-terminated byte string without checking its encoding (the terminator is
+    /// consumed, not returned): names and query texts, which the pooler compares as bytes.
+    pub fn cbytes(&mut self) -> Result<&'a [u8], crate::WireError> {
+        let end = memchr::memchr(0, self.buf).ok_or(crate::WireError::Truncated(self.what))?;
+        let s = &self.buf[..end];
+        self.buf = &self.buf[end + 1..];
+        Ok(s)
+    }
+
+    /// Reads a big-endian i16 count that must not be negative.
+    pub fn count(&mut self) -> Result<usize, crate::WireError> {
+        let n = self.i16()?;
+        usize::try_from(n).map_err(|_| crate::WireError::Invalid(self.what))
+    }
+
+    /// Fails unless every byte has been consumed (PostgreSQL's `pq_getmsgend`).
+    pub fn end(&self) -> Result<(), crate::WireError> {
+        if self.buf.is_empty() {
+            Ok(())
+        } else {
+            Err(crate::WireError::Invalid(self.what))
+        }
+    }
+
     /// Reads a NUL-terminated UTF-8 string (the terminator is consumed, not returned).
     pub fn cstr(&mut self) -> Result<&'a str, crate::WireError> {
         let end = memchr::memchr(0, self.buf).ok_or(crate::WireError::BadString(self.what))?;
@@ -152,6 +176,35 @@ impl<'a> Reader<'a> {
         self.buf = &self.buf[end + 1..];
         Ok(s)
     }
+}
+
+/// Replaces `old_len` bytes at `at` of `buf` with `new`, moving what follows (in-place edits of
+/// a connection buffer: inserting, removing or rewriting whole frames or fields).
+///
+/// # Panics
+/// When `at + old_len` is past the end of `buf` (a caller bug, never peer input: callers pass
+/// spans they decoded from `buf`).
+pub fn splice(buf: &mut bytes::BytesMut, at: usize, old_len: usize, new: &[u8]) {
+    let len = buf.len();
+    let tail = at + old_len;
+    if new.len() <= old_len {
+        let shrink = old_len - new.len();
+        buf[at..at + new.len()].copy_from_slice(new);
+        buf.copy_within(tail..len, at + new.len());
+        buf.truncate(len - shrink);
+    } else {
+        let grow = new.len() - old_len;
+        buf.resize(len + grow, 0);
+        buf.copy_within(tail..len, tail + grow);
+        buf[at..at + new.len()].copy_from_slice(new);
+    }
+}
+
+/// Rewrites the length word of the frame at `frame_at` for a frame of `frame_len` bytes (tag
+/// included).
+pub fn set_frame_len(buf: &mut [u8], frame_at: usize, frame_len: usize) {
+    let word = ((frame_len - 1) as u32).to_be_bytes();
+    buf[frame_at + 1..frame_at + HEADER_LEN].copy_from_slice(&word);
 }
 
 #[cfg(test)]
@@ -191,6 +244,19 @@ mod tests {
             Some(5)
         );
         assert_eq!(complete_frame(b"Q\0\0\0\x09SEL", 100).unwrap(), None);
+    }
+
+    #[test]
+    fn splice_grows_shrinks_and_removes() {
+        let mut b = bytes::BytesMut::from(&b"abcdef"[..]);
+        splice(&mut b, 1, 2, b"XYZW");
+        assert_eq!(&b[..], b"aXYZWdef");
+        splice(&mut b, 1, 4, b"Q");
+        assert_eq!(&b[..], b"aQdef");
+        splice(&mut b, 0, 2, b"");
+        assert_eq!(&b[..], b"def");
+        splice(&mut b, 3, 0, b"gh");
+        assert_eq!(&b[..], b"defgh");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod backend;
+pub mod checks;
 pub mod error;
 pub mod fields;
 pub mod frame;

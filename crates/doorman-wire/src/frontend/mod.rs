@@ -1,6 +1,12 @@
 //! Frontend (client → server) messages: which type bytes exist, writers for what the pooler
 //! sends to a backend, and decoders for the authentication replies it receives from clients.
 
+pub mod messages;
+
+pub use messages::{
+    Bind, BindNames, CopyFail, Execute, FunctionCall, Kind, Message, Parse, Query, Span, Target,
+};
+
 use crate::WireError;
 use crate::frame::{Reader, begin, finish};
 use bytes::{BufMut, BytesMut};
@@ -40,9 +46,21 @@ pub mod tag {
 /// True for message types a client may send after authentication.
 #[inline]
 pub fn is_session_tag(t: u8) -> bool {
+    use tag::*;
     matches!(
         t,
-        b'B' | b'C' | b'd' | b'c' | b'f' | b'D' | b'E' | b'H' | b'F' | b'P' | b'Q' | b'S' | b'X'
+        BIND | CLOSE
+            | COPY_DATA
+            | COPY_DONE
+            | COPY_FAIL
+            | DESCRIBE
+            | EXECUTE
+            | FLUSH
+            | FUNCTION_CALL
+            | PARSE
+            | QUERY
+            | SYNC
+            | TERMINATE
     )
 }
 
@@ -50,18 +68,21 @@ pub fn is_session_tag(t: u8) -> bool {
 /// `PQ_SMALL_MESSAGE_LIMIT` to them. Others may be up to [`crate::frame::MAX_MESSAGE_LEN`].
 #[inline]
 pub fn max_len(t: u8) -> u32 {
+    use tag::*;
     match t {
-        b'S' | b'H' | b'X' | b'c' | b'C' | b'D' | b'E' | b'f' => crate::frame::SMALL_MESSAGE_LEN,
+        SYNC | FLUSH | TERMINATE | COPY_DONE | CLOSE | DESCRIBE | EXECUTE | COPY_FAIL => {
+            crate::frame::SMALL_MESSAGE_LEN
+        }
         _ => crate::frame::MAX_MESSAGE_LEN,
     }
 }
 
 /// Appends a Query.
 pub fn write_query(buf: &mut BytesMut, sql: &str) {
-    let at = begin(buf, tag::QUERY);
-    buf.put_slice(sql.as_bytes());
-    buf.put_u8(0);
-    finish(buf, at);
+    Query {
+        sql: sql.as_bytes(),
+    }
+    .encode(buf);
 }
 
 /// Appends the extended-protocol round trip for a one-off query with text parameters
@@ -90,14 +111,22 @@ pub fn write_one_off_query(buf: &mut BytesMut, sql: &str, params: &[Option<&str>
     }
     buf.put_i16(0);
     finish(buf, at);
-    buf.put_slice(&[tag::DESCRIBE, 0, 0, 0, 6, b'P', 0]);
-    buf.put_slice(&[tag::EXECUTE, 0, 0, 0, 9, 0, 0, 0, 0, 0]);
-    buf.put_slice(&[tag::SYNC, 0, 0, 0, 4]);
+    Target {
+        kind: Kind::Portal,
+        name: b"",
+    }
+    .encode(buf, tag::DESCRIBE);
+    Execute {
+        portal: b"",
+        max_rows: 0,
+    }
+    .encode(buf);
+    buf.put_slice(&messages::SYNC_FRAME);
 }
 
 /// Appends Terminate.
 pub fn write_terminate(buf: &mut BytesMut) {
-    buf.put_slice(&[tag::TERMINATE, 0, 0, 0, 4]);
+    buf.put_slice(&messages::TERMINATE_FRAME);
 }
 
 /// Appends a PasswordMessage carrying a NUL-terminated password or MD5 response.
