@@ -89,6 +89,38 @@ fn put_field(buf: &mut BytesMut, field: u8, value: &str) {
     buf.put_u8(0);
 }
 
+/// ErrorResponse / NoticeResponse field type codes (protocol §55.8).
+pub mod code {
+    /// Severity, possibly localized.
+    pub const SEVERITY: u8 = b'S';
+    /// Severity, never localized (9.6+).
+    pub const SEVERITY_NONLOCALIZED: u8 = b'V';
+    /// SQLSTATE code.
+    pub const SQLSTATE: u8 = b'C';
+    /// Primary message.
+    pub const MESSAGE: u8 = b'M';
+    /// Detail.
+    pub const DETAIL: u8 = b'D';
+    /// Source-code routine that reported the error.
+    pub const ROUTINE: u8 = b'R';
+}
+
+/// The (type code, value) fields of an ErrorResponse/NoticeResponse body, as far as `body`
+/// holds them: stops at the terminator, or before a field whose NUL is not there (a body only
+/// partly buffered). Never panics.
+pub fn each_field(body: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
+    let mut rest = body;
+    std::iter::from_fn(move || {
+        let (&t, tail) = rest.split_first()?;
+        if t == 0 {
+            return None;
+        }
+        let end = memchr::memchr(0, tail)?;
+        rest = &tail[end + 1..];
+        Some((t, &tail[..end]))
+    })
+}
+
 /// The fields of a received ErrorResponse/NoticeResponse that the pooler uses.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReceivedError {

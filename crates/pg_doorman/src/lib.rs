@@ -12,6 +12,7 @@ pub mod generate;
 pub mod hba;
 pub mod jwt;
 pub mod keys;
+pub mod leave;
 pub mod listener;
 pub mod logging;
 pub mod memory;

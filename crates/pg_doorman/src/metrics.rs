@@ -749,7 +749,10 @@ fn prepared_memory(
     let mut counters: [Vec<(Labels, u64)>; 3] = Default::default();
     for p in pools {
         let l = pool_labels(p);
-        let m = crate::prepared::MemoryFigures::of(p, clients);
+        let m = crate::prepared::MemoryFigures::of(
+            p.statements.as_ref(),
+            crate::app::clients::async_clients(clients, p),
+        );
         let servers = p.servers.snapshot();
         let hits: u64 = servers.iter().map(|s| s.prepared_hits.load(R)).sum();
         let misses: u64 = servers.iter().map(|s| s.prepared_misses.load(R)).sum();

@@ -548,7 +548,10 @@ fn memory(ctx: &AppContext, out: &mut BytesMut) {
     );
     let clients = ctx.client_list.snapshot();
     for p in &ctx.pools.all() {
-        let m = crate::prepared::MemoryFigures::of(p, &clients);
+        let m = crate::prepared::MemoryFigures::of(
+            p.statements.as_ref(),
+            crate::app::clients::async_clients(&clients, p),
+        );
         rs.row_s(&[
             p.settings.database.clone(),
             p.settings.user.clone(),

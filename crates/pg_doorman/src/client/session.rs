@@ -10,8 +10,8 @@ use crate::clock::Micros;
 use crate::config::PoolMode;
 use crate::error::PoolError;
 use crate::pool::Pool;
-use crate::prepared::{self, ClientStatements, Expect, Prep};
-use crate::relay::{Attachment, CLIENT_CHUNK, ClientIo, Outcome, ParamSink, relay};
+use crate::prepared::{self, ClientStatements};
+use crate::relay::{Attachment, CLIENT_CHUNK, ClientIo, Outcome, ParamSink, Prep, relay};
 use crate::server::Server;
 use crate::sql_kind::{self, TxControl, dirt};
 use bytes::{Buf, BytesMut};
@@ -316,7 +316,7 @@ impl Session {
             });
             let outcome = relay(
                 &mut self.io,
-                &mut server,
+                server.backend(),
                 &mut at,
                 release_on_idle,
                 &mut sink,
@@ -553,7 +553,7 @@ impl Session {
         }
         if let Some(reg) = &server.reg {
             reg.add(t);
-            let p = &server.prepared;
+            let p = &server.conv.statements;
             // Only this attachment writes the backend's figures; the pool totals get the
             // difference, so they stay monotonic when backends close.
             let hits = reg.info.prepared_hits.load(r);
@@ -715,22 +715,18 @@ impl Session {
     /// with DISCARD ALL first); anything mid-transaction or mid-message is closed.
     async fn release_after_exit(&mut self, mut server: Box<Server>, at: &Attachment) {
         // Nobody is left to receive replies the pooler would have made up.
-        server
-            .prepared
-            .expect
-            .retain(|e| !matches!(e, Expect::Synth(_)));
-        server.prepared.duplicates.clear();
-        if !at.is_clean(&server) {
-            let recovered = if at.only_unsynced(&server, &self.io.scan) {
+        server.conv.drop_synthetic();
+        if !server.is_reusable() {
+            let recovered = if server.conv.only_unsynced(&self.io.scan) {
                 let tracked = self.info.pool.statements.is_some();
                 let r = tokio::time::timeout(RESET_TIMEOUT, server.resync(tracked)).await;
                 matches!(r, Ok(Ok(true)))
-            } else if at.only_in_transaction(&server, &self.io.scan) {
+            } else if server.conv.only_in_transaction(&self.io.scan) {
                 // A client that leaves inside a transaction: PostgreSQL would roll it back.
                 let r =
                     tokio::time::timeout(RESET_TIMEOUT, server.simple_query("ROLLBACK", |_, _| {}))
                         .await;
-                matches!(r, Ok(Ok(None))) && server.status == b'I'
+                matches!(r, Ok(Ok(None))) && server.is_reusable()
             } else {
                 false
             };
@@ -757,7 +753,7 @@ impl Session {
 
 /// True when [`tidy`] has something to undo (rare: most transactions leave nothing behind).
 fn needs_tidy(server: &Server, at: &Attachment) -> bool {
-    at.dirty != 0 || at.session_reset || server.prepared.must_reset
+    at.dirty != 0 || at.session_reset || server.conv.must_reset
 }
 
 /// Undoes what a client changed behind the pooler's back before the backend is reused: settings
@@ -773,14 +769,14 @@ async fn tidy(server: &mut Server, at: &Attachment) -> bool {
         }
         if at.dirty & dirt::PREPARE != 0 {
             // DEALLOCATE ALL took the pooler's statements with it.
-            server.prepared.clear();
+            server.conv.forget_statements();
         }
     }
     if at.session_reset || at.dirty & dirt::SET != 0 {
         server.clear_extras();
         server.synced = None;
     }
-    if server.prepared.must_reset {
+    if server.conv.must_reset {
         let reset = tokio::time::timeout(RESET_TIMEOUT, server.reset_statements()).await;
         if !matches!(reset, Ok(Ok(true))) {
             server.bad = true;

@@ -595,7 +595,7 @@ impl Pool {
     async fn probe(&self, mut s: Box<Server>) -> Option<Box<Server>> {
         let probe = s.simple_query(&self.settings.check_query, |_, _| {});
         match tokio::time::timeout(self.settings.connect_timeout, probe).await {
-            Ok(Ok(None)) if s.status == b'I' => {
+            Ok(Ok(None)) if s.is_reusable() => {
                 s.last_used = Micros::now();
                 Some(s)
             }
@@ -762,7 +762,7 @@ impl Pool {
     /// transaction), which becomes the connection's last-used time.
     pub fn checkin_at(&self, mut s: Box<Server>, now: Micros) {
         if s.bad
-            || s.status != b'I'
+            || !s.is_reusable()
             || s.epoch != self.stats.epoch.load(Ordering::Relaxed)
             || self.stats.retired.load(Ordering::Relaxed)
             || s.too_old(now)

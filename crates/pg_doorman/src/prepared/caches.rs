@@ -1,154 +1,35 @@
-//! What a backend has prepared and what a client has named, plus the reply queue.
+//! What a backend has prepared and what a client has named.
 
 use super::{ClientMemory, Statement};
 use crate::keys::{Keys, Lru};
-use bytes::BytesMut;
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-/// A reply the pooler expects from the backend, or must make up itself, in protocol order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Expect {
-    /// Parse of statement `id` (0: not tracked); `swallow` when the pooler injected it.
-    Parse {
-        /// Statement id registered on the backend by this Parse.
-        id: u64,
-        /// The client did not send this Parse: its ParseComplete is dropped.
-        swallow: bool,
-    },
-    /// BindComplete.
-    Bind,
-    /// Describe: (ParameterDescription +) RowDescription or NoData.
-    Describe,
-    /// Execute: ends with CommandComplete, EmptyQueryResponse or PortalSuspended.
-    Execute,
-    /// CloseComplete; `swallow` for the pooler's own Close of an evicted statement.
-    Close {
-        /// The client did not send this Close.
-        swallow: bool,
-    },
-    /// Sync, Query or FunctionCall: ends with ReadyForQuery.
-    Ready {
-        /// Query/FunctionCall (skipped after an extended-protocol error), not Sync.
-        skippable: bool,
-    },
-    /// A reply the pooler makes up, sent once everything before it was relayed.
-    Synth(Synth),
-    /// Not a reply: where the client ended a COPY (CopyDone/CopyFail). The backend ignores
-    /// Syncs between CopyInResponse and this point.
-    CopyEnd,
-}
-
-/// Replies the pooler makes up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Synth {
-    /// ParseComplete for a Parse the backend already had.
-    ParseComplete,
-    /// CloseComplete for a Close of a statement (backends keep it).
-    CloseComplete,
-    /// CommandComplete `DEALLOCATE` for a simple-query DEALLOCATE of a client's name.
-    Deallocate,
-    /// ErrorResponse 42P05 for a Parse of a name the client already has; the number finds
-    /// the name in [`ServerPrepared::duplicates`].
-    Duplicate(u32),
-}
-
-impl Synth {
-    /// The message bytes of the fixed replies (None for [`Synth::Duplicate`], which names
-    /// the statement: [`ServerPrepared::duplicate_error`]).
-    pub fn bytes(self) -> Option<&'static [u8]> {
-        match self {
-            Synth::ParseComplete => Some(&[b'1', 0, 0, 0, 4]),
-            Synth::CloseComplete => Some(&[b'3', 0, 0, 0, 4]),
-            Synth::Deallocate => Some(b"C\0\0\0\x0fDEALLOCATE\0"),
-            Synth::Duplicate(_) => None,
-        }
-    }
-}
-
-/// A backend connection's prepared-statement state (`server_prepared_statements_cache_size`).
+/// The statements one backend connection has prepared (`server_prepared_statements_cache_size`,
+/// LRU), and the evicted ones still to be closed on it.
 #[derive(Debug)]
-pub struct ServerPrepared {
+pub struct ServerStatements {
     lru: Lru<u64, Arc<Statement>>,
     capacity: usize,
     /// Evicted ids still prepared on the backend; closed before the next client's batch, since
     /// a Bind in the current batch may still use them.
     pub closing: Vec<u64>,
-    /// Replies expected, in order.
-    pub expect: VecDeque<Expect>,
-    /// A client ran something that may have dropped statements behind the pooler's back
-    /// (DEALLOCATE/DISCARD through the extended protocol): reset with DEALLOCATE ALL at checkin.
-    pub must_reset: bool,
-    /// An extended-protocol error was relayed and no Sync has followed yet: the backend ignores
-    /// everything until Sync, so nothing is expected from it (protocol §55.2.3).
-    pub skipping: bool,
-    /// The backend is in copy-in mode and the client has not ended the copy yet.
-    pub copy_in: bool,
     /// Parses answered from this cache (statistics).
     pub hits: u64,
     /// Parses sent to the backend, including injected ones (statistics).
     pub misses: u64,
-    /// Scratch for building injected messages (kept to avoid allocating per message).
-    pub scratch: Vec<u8>,
-    /// Names of the statements of pending [`Synth::Duplicate`] replies, by number (rare:
-    /// a client re-using a name it has not closed).
-    pub duplicates: VecDeque<(u32, Box<[u8]>)>,
-    next_duplicate: u32,
 }
 
-impl ServerPrepared {
-    /// Empty state; allocates nothing until used.
+impl ServerStatements {
+    /// Empty; keeps at most `capacity` (at least 1) statements before evicting.
     pub fn new(capacity: usize) -> Self {
-        ServerPrepared {
+        ServerStatements {
             lru: Lru::unbounded_with_hasher(Keys),
             capacity: capacity.max(1),
             closing: Vec::new(),
-            expect: VecDeque::new(),
-            must_reset: false,
-            skipping: false,
-            copy_in: false,
             hits: 0,
             misses: 0,
-            scratch: Vec::new(),
-            duplicates: VecDeque::new(),
-            next_duplicate: 0,
         }
-    }
-
-    /// Queues the 42P05 reply for a Parse of `name`, which the client already has.
-    pub fn expect_duplicate(&mut self, name: &[u8]) -> Expect {
-        let n = self.next_duplicate;
-        self.next_duplicate = n.wrapping_add(1);
-        // Replies dropped unsent leave their names behind until the next one is sent: bound them.
-        if self.duplicates.len() >= 16 {
-            self.duplicates.pop_front();
-        }
-        self.duplicates.push_back((n, name.into()));
-        Expect::Synth(Synth::Duplicate(n))
-    }
-
-    /// ErrorResponse 42P05 with PostgreSQL's text (`prepared statement "name" already
-    /// exists`) for the reply numbered `n`; names of replies dropped before theirs are
-    /// discarded on the way.
-    pub fn duplicate_error(&mut self, n: u32) -> BytesMut {
-        let mut name: Box<[u8]> = Box::default();
-        while let Some((k, v)) = self.duplicates.pop_front() {
-            if k == n {
-                name = v;
-                break;
-            }
-        }
-        let e = doorman_wire::ErrorFields::error(
-            doorman_wire::sqlstate::DUPLICATE_PREPARED_STATEMENT,
-            format!(
-                "prepared statement \"{}\" already exists",
-                String::from_utf8_lossy(&name)
-            ),
-        );
-        let mut out = BytesMut::with_capacity(64 + name.len());
-        e.write(&mut out);
-        out
     }
 
     /// Whether the backend has `id`; promotes it (an evicted one not yet closed comes back).
@@ -190,7 +71,6 @@ impl ServerPrepared {
     pub fn clear(&mut self) {
         self.lru.clear();
         self.closing.clear();
-        self.must_reset = false;
     }
 
     /// Statements the backend holds (for statistics).
@@ -393,38 +273,8 @@ mod tests {
     }
 
     #[test]
-    fn synthetic_messages_are_well_formed() {
-        let mut p = ServerPrepared::new(2);
-        let first = p.expect_duplicate(b"a");
-        let Expect::Synth(Synth::Duplicate(n)) = p.expect_duplicate(b"stmt_1") else {
-            panic!("not a duplicate reply");
-        };
-        // The first reply was dropped (skipped after an error): its name goes with the second.
-        assert!(matches!(first, Expect::Synth(Synth::Duplicate(_))));
-        let dup = p.duplicate_error(n);
-        assert!(p.duplicates.is_empty());
-        let fields = doorman_wire::fields::parse_error_body(&dup[5..]).unwrap();
-        assert_eq!(fields.code, "42P05");
-        assert_eq!(
-            fields.message,
-            "prepared statement \"stmt_1\" already exists"
-        );
-        for s in [
-            Synth::ParseComplete,
-            Synth::CloseComplete,
-            Synth::Deallocate,
-        ] {
-            let b = s.bytes().unwrap();
-            let len = u32::from_be_bytes([b[1], b[2], b[3], b[4]]) as usize;
-            assert_eq!(len + 1, b.len(), "{s:?}");
-        }
-        let len = u32::from_be_bytes([dup[1], dup[2], dup[3], dup[4]]) as usize;
-        assert_eq!(len + 1, dup.len());
-    }
-
-    #[test]
     fn server_lru_defers_closes_and_recovers_evicted() {
-        let mut s = ServerPrepared::new(2);
+        let mut s = ServerStatements::new(2);
         let (a, b, c) = (st(1), st(2), st(3));
         s.add(&a);
         s.add(&b);

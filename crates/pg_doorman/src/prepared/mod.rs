@@ -3,7 +3,7 @@
 //! A client's Parse (named or unnamed) is identified by the xxh3 hash of its query text and
 //! parameter types, interned in a pool-level cache that gives each distinct statement one id,
 //! and sent to a backend as `DOORMAN_<id>`. Each backend remembers which ids it has prepared
-//! (an LRU, [`ServerPrepared`]); each client maps its own names to statements
+//! (an LRU, [`ServerStatements`]); each client maps its own names to statements
 //! ([`ClientStatements`]). So a Parse the backend already has is answered with a synthetic
 //! ParseComplete, and a Bind/Describe of a statement the current backend lacks gets the Parse
 //! injected in front of it, whose ParseComplete the client never sees.
@@ -12,17 +12,16 @@
 //! land exactly where PostgreSQL would have put them, including after an ErrorResponse that
 //! makes the backend skip the rest of the batch (protocol §55.2.3).
 
-mod caches;
-mod client_side;
-mod local;
-mod server_side;
-mod splice;
+//!
+//! This module is the cache and its decisions (look up, intern, rename to `DOORMAN_<id>`,
+//! evict); the rewrite of the byte stream and the reply queue live in [`crate::relay`], which
+//! calls it. It depends on nothing of the relay, the pool or the server.
 
-pub use caches::{ClientStatements, Expect, ServerPrepared};
-pub use client_side::{Prep, inject_closes, scan_client};
+mod caches;
+mod local;
+
+pub use caches::{ClientStatements, ServerStatements};
 pub use local::answer_without_backend;
-pub use server_side::{Reply, emit_front, on_reply};
-pub use splice::splice;
 
 use parking_lot::Mutex;
 use std::num::NonZeroUsize;
@@ -75,6 +74,11 @@ impl ServerName {
             buf,
             len: 8 + d.len() + 1,
         }
+    }
+
+    /// The name without its NUL.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len - 1]
     }
 
     /// The name with its trailing NUL.
@@ -209,14 +213,10 @@ pub struct MemoryFigures {
 }
 
 impl MemoryFigures {
-    /// The figures of `pool`, with `clients` a snapshot of the client list (the statement
-    /// figures are zero without transparent prepared statements).
-    pub fn of(pool: &crate::pool::Pool, clients: &[Arc<crate::app::clients::ClientInfo>]) -> Self {
-        let async_clients = clients
-            .iter()
-            .filter(|c| std::ptr::eq(&*c.pool, pool) && c.flushed.load(Ordering::Relaxed))
-            .count() as i64;
-        let Some(c) = &pool.statements else {
+    /// The figures of a pool's statement cache (`cache`: None without transparent prepared
+    /// statements, all zero then), with `async_clients` counted by the caller.
+    pub fn of(cache: Option<&PoolCache>, async_clients: i64) -> Self {
+        let Some(c) = cache else {
             return Self {
                 async_clients,
                 ..Self::default()

@@ -9,6 +9,7 @@ use crate::error::ServerError;
 use crate::net::Stream;
 use crate::params::ParamSet;
 use crate::pool::settings::{PoolSettings, ServerAddress, ServerSecret};
+use crate::relay::{Conversation, TxStatus};
 use crate::tls::TlsConn;
 use bytes::BytesMut;
 use doorman_wire::auth::{md5, scram};
@@ -230,6 +231,12 @@ async fn login(
                     observe(3, at);
                 }
                 let now = crate::clock::Micros::now();
+                let mut conv = Box::new(Conversation::new(s.server_prepared_cache));
+                conv.status = body
+                    .first()
+                    .copied()
+                    .and_then(TxStatus::from_byte)
+                    .unwrap_or_default();
                 return Ok(Server {
                     stream,
                     buf,
@@ -238,7 +245,6 @@ async fn login(
                     synced: None,
                     backend_pid: key.0,
                     backend_secret: key.1,
-                    status: body.first().copied().unwrap_or(b'I'),
                     bad: false,
                     created: now,
                     last_used: now,
@@ -249,9 +255,7 @@ async fn login(
                     idle_limit: None,
                     served: false,
                     permit: None,
-                    prepared: Box::new(crate::prepared::ServerPrepared::new(
-                        s.server_prepared_cache,
-                    )),
+                    conv,
                 });
             }
             tag::NOTICE_RESPONSE | tag::NEGOTIATE_PROTOCOL_VERSION => {}

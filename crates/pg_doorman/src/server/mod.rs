@@ -13,8 +13,7 @@ use crate::params::ParamSet;
 use bytes::BytesMut;
 use std::time::Duration;
 
-/// Initial read buffer of a backend connection (bytes). Large rows are streamed, not buffered.
-pub const READ_CHUNK: usize = 16 * 1024;
+pub use crate::relay::READ_CHUNK;
 
 /// One authenticated backend connection.
 #[derive(Debug)]
@@ -34,8 +33,6 @@ pub struct Server {
     pub backend_pid: i32,
     /// BackendKeyData secret key.
     pub backend_secret: i32,
-    /// Transaction status of the last ReadyForQuery (`I`, `T`, `E`).
-    pub status: u8,
     /// Set when the connection must not be reused (I/O error, protocol error, FATAL).
     pub bad: bool,
     /// When the connection was established.
@@ -56,11 +53,26 @@ pub struct Server {
     pub served: bool,
     /// Its place under the database's max_db_connections, if coordinated.
     pub permit: Option<crate::pool::coordinator::Permit>,
-    /// Statements prepared on this backend and replies expected from it (transaction mode).
-    pub prepared: Box<crate::prepared::ServerPrepared>,
+    /// Its protocol state: transaction status, replies owed, statements prepared on it.
+    pub conv: Box<crate::relay::Conversation>,
 }
 
 impl Server {
+    /// The parts the relay works on, lent for one relay.
+    pub fn backend(&mut self) -> crate::relay::Backend<'_> {
+        crate::relay::Backend {
+            stream: &mut self.stream,
+            buf: &mut self.buf,
+            params: &mut self.params,
+            conv: &mut self.conv,
+        }
+    }
+
+    /// True when the backend is idle with nothing owed ([`crate::relay::Conversation::is_reusable`]).
+    pub fn is_reusable(&self) -> bool {
+        self.conv.is_reusable()
+    }
+
     /// Whether the idle connection still looks usable: nothing unexpected has arrived and the
     /// peer has not closed. Costs no syscall unless the socket was flagged readable.
     pub fn is_alive(&mut self) -> bool {
@@ -93,7 +105,9 @@ impl Server {
     /// Closes politely: a Terminate if the socket takes it now, then drop (never blocks).
     pub fn close(self) {
         if !self.bad {
-            let _ = self.stream.try_write(&[b'X', 0, 0, 0, 4]);
+            let _ = self
+                .stream
+                .try_write(&doorman_wire::frontend::messages::TERMINATE_FRAME);
         }
     }
 

@@ -4,10 +4,12 @@
 use super::{READ_CHUNK, Server};
 use crate::error::ServerError;
 use crate::net::ReadError;
+use crate::relay::TxStatus;
 use bytes::BytesMut;
 use doorman_wire::backend::{parse_parameter_status, tag};
 use doorman_wire::fields::{ReceivedError, parse_error_body};
 use doorman_wire::frame::MAX_MESSAGE_LEN;
+use doorman_wire::frontend::messages::SYNC_FRAME;
 
 /// Reads one complete backend message into (tag, body) and consumes it from `buf`.
 pub(crate) async fn read_message(
@@ -127,24 +129,23 @@ impl Server {
     /// batch, and when statements are tracked DEALLOCATE ALL makes the backend's set match the
     /// pooler's view (empty). Returns true when the backend is idle and reusable.
     pub async fn resync(&mut self, statements: bool) -> Result<bool, ServerError> {
-        let result = self.run(&[b'S', 0, 0, 0, 4], &mut |_, _| {}).await;
+        let result = self.run(&SYNC_FRAME, &mut |_, _| {}).await;
+        let idle = self.conv.status == TxStatus::Idle;
         let ok = match result {
-            Ok(_) if self.status == b'I' && statements => self.reset_statements().await?,
-            Ok(_) => self.status == b'I',
+            Ok(_) if idle && statements => self.reset_statements().await?,
+            Ok(_) => idle,
             Err(e) => {
                 self.bad = true;
                 return Err(e);
             }
         };
-        self.prepared.expect.clear();
-        self.prepared.skipping = false;
         Ok(ok)
     }
 
     /// DEALLOCATE ALL, then forgets every tracked statement. True on success.
     pub async fn reset_statements(&mut self) -> Result<bool, ServerError> {
         let failed = self.simple_query("DEALLOCATE ALL", |_, _| {}).await?;
-        self.prepared.clear();
+        self.conv.forget_statements();
         Ok(failed.is_none())
     }
 
@@ -170,7 +171,9 @@ impl Server {
             let (t, body) = read_message(&mut self.stream, &mut self.buf).await?;
             match t {
                 tag::READY_FOR_QUERY => {
-                    self.status = body.first().copied().unwrap_or(b'I');
+                    // Whatever was owed is answered: the pooler's own query ran last.
+                    let status = body.first().copied().and_then(TxStatus::from_byte);
+                    self.conv.resynced(status.unwrap_or_default());
                     return Ok(first_error);
                 }
                 tag::PARAMETER_STATUS => {
