@@ -374,9 +374,9 @@ impl Collector for View {
             None,
             MetricType::Histogram,
         )?;
-        for (phase, h) in crate::server::connect::CREATE_PHASES
+        for (phase, h) in crate::pool::connect::CREATE_PHASES
             .iter()
-            .zip(crate::server::connect::CREATE_SECONDS.iter())
+            .zip(crate::pool::connect::CREATE_SECONDS.iter())
         {
             h.encode(m.encode_family(&vec![("phase", (*phase).to_string())])?)?;
         }

@@ -238,6 +238,18 @@ impl Stream {
         }
     }
 
+    /// Sends `e` as a FATAL ErrorResponse and, once it is written, half-closes the socket so
+    /// the client can read it before the connection goes (a reset could destroy it unread).
+    /// The caller closes the socket.
+    pub async fn send_fatal(&self, mut e: doorman_wire::ErrorFields) {
+        e.severity = doorman_wire::fields::Severity::Fatal;
+        let mut out = BytesMut::with_capacity(128);
+        e.write(&mut out);
+        if self.write_all(&out).await.is_ok() {
+            let _ = self.close_with_fin();
+        }
+    }
+
     /// Writes all of `data`, waiting as needed.
     pub async fn write_all(&self, mut data: &[u8]) -> io::Result<()> {
         while !data.is_empty() {

@@ -8,7 +8,7 @@ async fn client_task_future_is_small() {
     let _peer = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (sock, _) = listener.accept().await.unwrap();
     let config = pg_doorman::config::Config::from_yaml("general:\n  port: 1\n").unwrap();
-    let tls = pg_doorman::tls::ClientTls::from_general(&config.general).unwrap();
+    let tls = pg_doorman::config::tls::client_tls(&config.general).unwrap();
     let derived = pg_doorman::pool::settings::Derived::default();
     let resolved = derived.resolve(&config).unwrap();
     let ctx = std::sync::Arc::new(pg_doorman::app::context::AppContext::new(

@@ -42,14 +42,14 @@ pub async fn serve(
             sqlstate::INVALID_AUTHORIZATION,
             format!("role \"{user}\" may not use the pg_doorman admin console"),
         );
-        return crate::client::startup::send_fatal(&stream, e).await;
+        return stream.send_fatal(e).await;
     }
     match authenticate(&mut stream, &mut buf, user, &admin.1, method).await {
         Ok(_) => {}
         Err(AuthFailure::Gone) => return,
         Err(AuthFailure::Reject(e)) => {
             tracing::warn!("client {peer}: admin authentication failed for user {user:?}");
-            return crate::client::startup::send_fatal(&stream, e).await;
+            return stream.send_fatal(e).await;
         }
     }
     tracing::info!("client {peer}: admin console login as {user:?}");
@@ -127,7 +127,7 @@ pub async fn serve(
                     sqlstate::PROTOCOL_VIOLATION,
                     "the admin console supports the simple query protocol only",
                 );
-                return crate::client::startup::send_fatal(&stream, e).await;
+                return stream.send_fatal(e).await;
             }
         }
     }

@@ -123,7 +123,7 @@ pub async fn run(
         .unwrap_or_else(|e| Err(e.to_string()))
         .map_err(StartError::Tls)?
     };
-    let tls = crate::tls::ClientTls::from_general(&config.general)
+    let tls = crate::config::tls::client_tls(&config.general)
         .map_err(|e| StartError::Tls(format!("general: {e}")))?;
     let access = config.general.access_rules().map_err(StartError::Access)?;
     let g = &config.general;

@@ -4,7 +4,7 @@
 //! ([`crate::app::clients::ClientList`]).
 
 use crate::app::clients::ClientList;
-use crate::server::connect::open_socket;
+use crate::pool::connect::open_socket;
 use bytes::BytesMut;
 
 /// Calls [`crate::pool::Pool::cancel_done`] however the forward ends.

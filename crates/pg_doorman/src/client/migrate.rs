@@ -4,7 +4,7 @@
 
 use super::login_params::ClientParams;
 use super::session::Session;
-use super::startup::{LoggedIn, finish, send_fatal};
+use super::startup::{LoggedIn, finish};
 use crate::app::clients::ClientInfo;
 use crate::app::context::AppContext;
 use crate::app::handoff::Migrant;
@@ -76,7 +76,7 @@ pub async fn arrive(ctx: Arc<AppContext>, m: Box<Migrant>, fd: OwnedFd) {
                     m.database, m.user
                 ),
             );
-            send_fatal(&stream, e).await;
+            stream.send_fatal(e).await;
             return;
         }
     };

@@ -587,7 +587,7 @@ impl Session {
 
     async fn send_fatal(&mut self, e: ErrorFields) {
         // Boxed: a rare path whose write state must not enlarge every idle client's task.
-        Box::pin(super::startup::send_fatal(&self.io.stream, e)).await;
+        Box::pin(self.io.stream.send_fatal(e)).await;
     }
 
     /// Lets a client that may still be sending read the FATAL it was sent (see

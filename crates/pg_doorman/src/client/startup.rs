@@ -16,7 +16,6 @@ use crate::pool::registry::Lookup;
 use crate::relay::{ClientIo, Scan};
 use crate::tls::TlsConn;
 use bytes::{Buf, BytesMut};
-use doorman_wire::fields::Severity;
 use doorman_wire::startup::{self, StartupMessage, StartupPacket};
 use doorman_wire::{ErrorFields, backend, sqlstate};
 use std::sync::Arc;
@@ -57,17 +56,6 @@ async fn read_packet(
             Ok(0) | Err(_) => return Ok(None),
             Ok(_) => {}
         }
-    }
-}
-
-/// Sends `e` (made FATAL) and lets the caller close the socket.
-pub async fn send_fatal(stream: &Stream, mut e: ErrorFields) {
-    e.severity = Severity::Fatal;
-    let mut out = BytesMut::with_capacity(128);
-    e.write(&mut out);
-    if stream.write_all(&out).await.is_ok() {
-        // A reset could destroy the FATAL before the client reads it.
-        let _ = stream.close_with_fin();
     }
 }
 
@@ -120,7 +108,7 @@ async fn startup_phase(ctx: &AppContext, accepted: Box<Accepted>) -> Option<Logg
                 sqlstate::TOO_MANY_CONNECTIONS,
                 "sorry, too many clients already",
             );
-            send_fatal(&stream, e).await;
+            stream.send_fatal(e).await;
             return None;
         }
         Ok(Ok(Some(Negotiated::Startup(m))))
@@ -136,7 +124,7 @@ async fn startup_phase(ctx: &AppContext, accepted: Box<Accepted>) -> Option<Logg
                     ctx.tls.mode.as_str()
                 ),
             );
-            send_fatal(&stream, e).await;
+            stream.send_fatal(e).await;
             return None;
         }
         Ok(Ok(Some(Negotiated::Startup(m)))) => m,
@@ -156,7 +144,9 @@ async fn startup_phase(ctx: &AppContext, accepted: Box<Accepted>) -> Option<Logg
             tracing::warn!("client {peer}: invalid startup packet: {e}");
             ctx.conns.reject(2);
             let e = format!("invalid startup packet: {e}");
-            send_fatal(&stream, ErrorFields::fatal(sqlstate::PROTOCOL_VIOLATION, e)).await;
+            stream
+                .send_fatal(ErrorFields::fatal(sqlstate::PROTOCOL_VIOLATION, e))
+                .await;
             return None;
         }
         Err(_) => {
@@ -169,7 +159,7 @@ async fn startup_phase(ctx: &AppContext, accepted: Box<Accepted>) -> Option<Logg
         Err(e) => {
             tracing::warn!("client {peer}: {}", e.message);
             ctx.conns.reject(5);
-            send_fatal(&stream, e).await;
+            stream.send_fatal(e).await;
             return None;
         }
     };
@@ -203,7 +193,7 @@ async fn startup_phase(ctx: &AppContext, accepted: Box<Accepted>) -> Option<Logg
         Err(_) => ErrorFields::fatal(sqlstate::PROTOCOL_VIOLATION, "authentication timeout"),
     };
     ctx.conns.reject(4);
-    send_fatal(&stream, e).await;
+    stream.send_fatal(e).await;
     None
 }
 
@@ -223,7 +213,7 @@ async fn welcome<'a>(
             Ok(s) => Some(s),
             Err(e) => {
                 tracing::warn!("client {peer}: {}: {}", pool.name(), e.message);
-                send_fatal(&io.stream, e).await;
+                io.stream.send_fatal(e).await;
                 return None;
             }
         }

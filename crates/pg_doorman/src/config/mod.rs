@@ -7,6 +7,7 @@ mod model;
 pub mod pgbouncer;
 pub mod reference;
 pub mod startup_params;
+pub mod tls;
 pub mod units;
 mod users;
 mod validate;

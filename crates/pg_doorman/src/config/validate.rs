@@ -235,7 +235,7 @@ fn check_client_tls(g: &General, out: &mut Vec<String>) {
                 .into(),
         );
     }
-    if certs && let Err(e) = crate::tls::ClientTls::from_general(g) {
+    if certs && let Err(e) = super::tls::client_tls(g) {
         out.push(format!("general.tls_*: {e}"));
     }
 }
@@ -266,7 +266,7 @@ fn check_server_tls(path: &str, g: &General, p: Option<&Pool>, out: &mut Vec<Str
         return;
     }
     let default_pool = Pool::default();
-    if let Err(e) = crate::tls::BackendTls::from_config(g, p.unwrap_or(&default_pool)) {
+    if let Err(e) = super::tls::backend_tls(g, p.unwrap_or(&default_pool)) {
         out.push(format!("{path}server_tls_*: {e}"));
     }
 }

@@ -77,7 +77,7 @@ pub async fn read(args: &GenerateArgs) -> anyhow::Result<Catalog> {
         .pools
         .first()
         .ok_or_else(|| anyhow!("no connection settings"))?;
-    let mut server = crate::server::connect(settings, 0, None)
+    let mut server = crate::pool::connect::connect(settings, 0, None)
         .await
         .with_context(|| {
             format!(

@@ -12,14 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-/// How a connection holds its place under the cap.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Permit {
-    /// Counted in `max_db_connections`.
-    Main,
-    /// Counted in `reserve_pool_size` (above the cap).
-    Reserve,
-}
+pub use crate::server::Permit;
 
 /// Settings of one database's coordinator.
 #[derive(Debug, Clone)]

@@ -14,7 +14,7 @@
 
 use super::settings::{PoolSettings, ServerAddress};
 use crate::error::ServerError;
-use crate::server::{self, Server};
+use crate::server::Server;
 use doorman_patroni::{ApiUrl, Member, Role};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
@@ -319,6 +319,6 @@ impl Fallback {
             port,
         };
         candidate.connect_timeout = self.settings.connect_timeout;
-        server::connect(&candidate, id, client_key).await
+        super::connect::connect(&candidate, id, client_key).await
     }
 }

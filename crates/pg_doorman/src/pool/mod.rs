@@ -4,6 +4,7 @@
 //! checkout/checkin; no global state.
 
 mod cancels;
+pub mod connect;
 pub mod coordinator;
 pub mod fallback;
 pub mod histogram;
@@ -18,7 +19,7 @@ use crate::clock::Micros;
 use crate::error::PoolError;
 use crate::params::ParamSet;
 use crate::prepared::PoolCache;
-use crate::server::{self, Server};
+use crate::server::Server;
 use parking_lot::{Mutex, RwLock};
 use settings::{PoolSettings, ServerSecret};
 use std::collections::VecDeque;
@@ -617,12 +618,12 @@ impl Pool {
         client_key: Option<[u8; 32]>,
     ) -> Result<(Server, Option<std::time::Duration>), crate::error::ServerError> {
         let Some(fb) = &self.settings.fallback else {
-            return server::connect(&self.settings, id, client_key)
+            return connect::connect(&self.settings, id, client_key)
                 .await
                 .map(|s| (s, None));
         };
         if !fb.active() {
-            match server::connect(&self.settings, id, client_key).await {
+            match connect::connect(&self.settings, id, client_key).await {
                 Ok(s) => {
                     fb.local_up();
                     return Ok((s, None));

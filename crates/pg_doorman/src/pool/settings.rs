@@ -563,7 +563,7 @@ fn resolve_with(
             ))
         });
         let tls = std::sync::Arc::new(
-            crate::tls::BackendTls::from_config(g, p).map_err(|e| format!("pools.{name}: {e}"))?,
+            crate::config::tls::backend_tls(g, p).map_err(|e| format!("pools.{name}: {e}"))?,
         );
         let fallback = fallback_settings(g, p)
             .map_err(|e| format!("pools.{name}: {e}"))?

@@ -1,11 +1,10 @@
 //! A backend connection: its socket, read buffer, reported parameters and lifetimes. Owned by
 //! the pool while idle and moved to exactly one client while in use (never shared).
 
-pub mod connect;
 mod query;
+pub mod registration;
 
-pub use connect::connect;
-pub use query::Rows;
+pub use query::{Rows, read_message};
 
 use crate::clock::Micros;
 use crate::net::Stream;
@@ -14,6 +13,16 @@ use bytes::BytesMut;
 use std::time::Duration;
 
 pub use crate::relay::READ_CHUNK;
+
+/// How a connection holds its place under a database's `max_db_connections`
+/// ([`crate::pool::coordinator`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permit {
+    /// Counted in `max_db_connections`.
+    Main,
+    /// Counted in `reserve_pool_size` (above the cap).
+    Reserve,
+}
 
 /// One authenticated backend connection.
 #[derive(Debug)]
@@ -42,7 +51,7 @@ pub struct Server {
     /// Pool-local sequence number (for logs).
     pub id: u64,
     /// Entry in the pool's server list (SHOW SERVERS); removed when the connection goes.
-    pub reg: Option<crate::pool::stats::Registration>,
+    pub reg: Option<registration::Registration>,
     /// The pool's RECONNECT epoch when this connection was opened.
     pub epoch: u64,
     /// server_lifetime with this connection's ±20 % jitter; None = unlimited.
@@ -52,7 +61,7 @@ pub struct Server {
     /// Has served a client (idle_timeout applies only then).
     pub served: bool,
     /// Its place under the database's max_db_connections, if coordinated.
-    pub permit: Option<crate::pool::coordinator::Permit>,
+    pub permit: Option<Permit>,
     /// Its protocol state: transaction status, replies owed, statements prepared on it.
     pub conv: Box<crate::relay::Conversation>,
 }

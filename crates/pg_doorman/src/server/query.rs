@@ -12,7 +12,7 @@ use doorman_wire::frame::MAX_MESSAGE_LEN;
 use doorman_wire::frontend::messages::SYNC_FRAME;
 
 /// Reads one complete backend message into (tag, body) and consumes it from `buf`.
-pub(crate) async fn read_message(
+pub async fn read_message(
     stream: &mut crate::net::Stream,
     buf: &mut BytesMut,
 ) -> Result<(u8, BytesMut), ServerError> {

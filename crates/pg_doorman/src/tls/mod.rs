@@ -3,12 +3,13 @@
 //! (new handshakes use the new files; established sessions keep theirs).
 
 pub mod config;
+mod modes;
 mod stream;
 
 pub use config::{Policy, TlsConfigError, Verify};
+pub use modes::{ServerTlsMode, TlsMode};
 pub use stream::TlsConn;
 
-use crate::config::{General, Pool, ServerTlsMode, TlsMode};
 use arc_swap::ArcSwapOption;
 use parking_lot::Mutex;
 use std::sync::Arc;
@@ -66,11 +67,16 @@ pub struct ClientTls {
 }
 
 #[derive(Clone)]
-struct ClientFiles {
-    cert: String,
-    key: String,
-    ca: Option<String>,
-    policy: Policy,
+/// The files and policy of client-side TLS.
+pub struct ClientFiles {
+    /// Certificate chain (PEM).
+    pub cert: String,
+    /// Private key (PEM).
+    pub key: String,
+    /// CA of client certificates (verify-full).
+    pub ca: Option<String>,
+    /// Protocol versions and cipher suites.
+    pub policy: Policy,
 }
 
 impl Build for ClientFiles {
@@ -89,28 +95,18 @@ impl std::fmt::Debug for ClientTls {
 }
 
 impl ClientTls {
-    /// From `general`; loads the certificate files (errors name the file).
-    pub fn from_general(g: &General) -> Result<Self, TlsConfigError> {
-        let files = match (&g.tls_certificate, &g.tls_private_key) {
-            (Some(cert), Some(key)) if g.tls_mode != TlsMode::Disable => Some(ClientFiles {
-                cert: cert.clone(),
-                key: key.clone(),
-                ca: (g.tls_mode == TlsMode::VerifyFull)
-                    .then(|| g.tls_ca_cert.clone())
-                    .flatten(),
-                policy: Policy {
-                    protocols: g.tls_protocols.clone(),
-                    ciphers: g.tls_ciphers.clone(),
-                    tls13_ciphers: g.tls13_ciphers.clone(),
-                },
-            }),
-            _ => None,
-        };
+    /// Client-side TLS in `mode` with `files` (None: not offered) and at most
+    /// `rate_per_second` handshakes a second (0 = unlimited); loads the files (errors name
+    /// the file).
+    pub fn new(
+        mode: TlsMode,
+        files: Option<ClientFiles>,
+        rate_per_second: u32,
+    ) -> Result<Self, TlsConfigError> {
         Ok(ClientTls {
-            mode: g.tls_mode,
+            mode,
             material: Material::new(files)?,
-            limiter: (g.tls_rate_limit_per_second > 0)
-                .then(|| Mutex::new(Bucket::new(g.tls_rate_limit_per_second))),
+            limiter: (rate_per_second > 0).then(|| Mutex::new(Bucket::new(rate_per_second))),
         })
     }
 
@@ -177,11 +173,16 @@ pub struct BackendTls {
 }
 
 #[derive(Clone)]
-struct BackendFiles {
-    verify: Verify,
-    ca: Option<String>,
-    cert_key: Option<(String, String)>,
-    policy: Policy,
+/// The files and policy of backend TLS.
+pub struct BackendFiles {
+    /// How the server's certificate is checked.
+    pub verify: Verify,
+    /// Root certificates (PEM).
+    pub ca: Option<String>,
+    /// Client certificate and key (PEM), if the server asks for one.
+    pub cert_key: Option<(String, String)>,
+    /// Protocol versions and cipher suites.
+    pub policy: Policy,
 }
 
 impl Build for BackendFiles {
@@ -204,38 +205,9 @@ impl std::fmt::Debug for BackendTls {
 }
 
 impl BackendTls {
-    /// From `general` with the pool's overrides.
-    pub fn from_config(g: &General, p: &Pool) -> Result<Self, TlsConfigError> {
-        let mode = p.server_tls_mode.unwrap_or(g.server_tls_mode);
-        let ca = p
-            .server_tls_ca_cert
-            .clone()
-            .or_else(|| g.server_tls_ca_cert.clone());
-        let cert = p
-            .server_tls_certificate
-            .clone()
-            .or_else(|| g.server_tls_certificate.clone());
-        let key = p
-            .server_tls_private_key
-            .clone()
-            .or_else(|| g.server_tls_private_key.clone());
-        let verify = match mode {
-            ServerTlsMode::VerifyFull => Verify::Full,
-            // libpq: a root certificate turns require into verify-ca.
-            ServerTlsMode::VerifyCa => Verify::Ca,
-            ServerTlsMode::Require if ca.is_some() => Verify::Ca,
-            _ => Verify::None,
-        };
-        let files = (mode != ServerTlsMode::Disable).then(|| BackendFiles {
-            verify,
-            ca,
-            cert_key: cert.zip(key),
-            policy: Policy {
-                protocols: g.server_tls_protocols.clone(),
-                ciphers: g.server_tls_ciphers.clone(),
-                tls13_ciphers: g.server_tls13_ciphers.clone(),
-            },
-        });
+    /// Backend TLS in `mode` with `files` (None: plain only); loads the files (errors name
+    /// the file).
+    pub fn new(mode: ServerTlsMode, files: Option<BackendFiles>) -> Result<Self, TlsConfigError> {
         Ok(BackendTls {
             mode,
             handshake_errors: Default::default(),

@@ -2,14 +2,14 @@
 //! client (trust, cleartext, MD5, SCRAM-SHA-256; protocol §55.2.2), then ParameterStatus and
 //! BackendKeyData up to the first ReadyForQuery — all within connect_timeout.
 
-use super::query::read_message;
-use super::{READ_CHUNK, Server};
 use crate::config::ServerTlsMode;
 use crate::error::ServerError;
 use crate::net::Stream;
 use crate::params::ParamSet;
 use crate::pool::settings::{PoolSettings, ServerAddress, ServerSecret};
 use crate::relay::{Conversation, TxStatus};
+use crate::server::read_message;
+use crate::server::{READ_CHUNK, Server};
 use crate::tls::TlsConn;
 use bytes::BytesMut;
 use doorman_wire::auth::{md5, scram};
