@@ -269,6 +269,19 @@ impl TempCluster {
         let _ = ctl.status();
     }
 
+    /// Stops the server with a fast shutdown (`pg_ctl -m fast`): sessions are told 57P01 and
+    /// a checkpoint writes every commit out (an immediate stop may lose commits when the
+    /// cluster runs with `synchronous_commit = off`).
+    pub fn stop_fast(&self) {
+        let mut ctl = pg_command("pg_ctl");
+        ctl.args(["-w", "-m", "fast", "-D"])
+            .arg(self.data())
+            .arg("stop")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let _ = ctl.status();
+    }
+
     /// Starts it again after [`TempCluster::stop`].
     pub fn restart(&self) {
         self.pg_ctl_start();
