@@ -6,7 +6,7 @@
 
 use super::attachment::Attachment;
 use super::check_client_frame;
-use super::conversation::{Conversation, Copy, Expect, Synth};
+use super::conversation::{Conversation, Copy, Expect, NewName, Synth};
 use super::deallocate::{Statements, classify, drops_statements};
 use super::scan::Scan;
 use crate::prepared::{ClientStatements, PoolCache, ServerName, Statement, hash_body};
@@ -92,6 +92,9 @@ pub fn scan_client(
     conv: &mut Conversation,
     mut prep: Option<&mut Prep<'_>>,
 ) -> Result<(), WireError> {
+    if !conv.undo_names.is_empty() {
+        undo_names(conv, prep.as_deref_mut());
+    }
     loop {
         if at.terminated {
             return Ok(());
@@ -297,21 +300,58 @@ fn parse(
         }
     };
     let id = st.id;
+    if conv.skipping {
+        // The backend skips this Parse (an error earlier in the batch): the name is not
+        // made, as PostgreSQL would not make it. It goes on renamed, to be ignored.
+        let new_len = rename(buf, pos, len, span, ServerName::new(id).as_bytes());
+        sc.ready += new_len;
+        return Ok(());
+    }
+    let before = if p.name.is_empty() {
+        client.get(p.name).cloned()
+    } else {
+        None
+    };
     client.insert(p.name, Arc::clone(&st));
-    if !conv.skipping && conv.statements.has(&st) {
+    let new_name = NewName {
+        name: p.name.into(),
+        id,
+        before,
+    };
+    if conv.statements.has(&st) {
         conv.statements.hits += 1;
         splice(buf, pos, len, &[]);
         conv.push(Expect::Synth(Synth::ParseComplete));
-        return Ok(());
-    }
-    if !conv.skipping {
+    } else {
         conv.statements.misses += 1;
         conv.statements.add(&st);
+        let new_len = rename(buf, pos, len, span, ServerName::new(id).as_bytes());
+        sc.ready += new_len;
+        conv.push(Expect::Parse { id, swallow: false });
     }
-    let new_len = rename(buf, pos, len, span, ServerName::new(id).as_bytes());
-    sc.ready += new_len;
-    conv.push(Expect::Parse { id, swallow: false });
+    // Whether the name stands depends on the backend's answer (an error before it in the
+    // batch makes the backend skip this Parse).
+    conv.new_names.push_back(new_name);
+    conv.push(Expect::NameAdded);
     Ok(())
+}
+
+/// Takes back the names whose Parse the backend skipped or refused.
+fn undo_names(conv: &mut Conversation, prep: Option<&mut Prep<'_>>) {
+    let mut client = prep.and_then(|p| p.client.as_deref_mut());
+    // Newest first: an unnamed statement parsed twice gets back the oldest one.
+    for n in conv.undo_names.drain(..).rev() {
+        if let Some(c) = client.as_deref_mut()
+            && c.get(&n.name).is_some_and(|s| s.id == n.id)
+        {
+            match n.before {
+                Some(st) => c.insert(&n.name, st),
+                None => {
+                    c.remove(&n.name);
+                }
+            }
+        }
+    }
 }
 
 /// Rewrites the statement name at `span` of the frame at the scan position to the backend's
@@ -569,7 +609,11 @@ mod tests {
         let sent: Vec<u8> = b.to_vec();
         assert!(sent.windows(10).any(|w| w == b"DOORMAN_1\0"), "{sent:?}");
         assert!(!sent.windows(3).any(|w| w == b"s1\0"));
-        assert_eq!(conv.expect.len(), 4);
+        assert_eq!(
+            conv.expect.len(),
+            5,
+            "Parse, its new name, Bind, Execute, Sync"
+        );
         // The same client parses a new name for the same text on this backend: answered here.
         conv.expect.clear();
         conv.pending = 0;

@@ -43,6 +43,10 @@ pub enum Expect {
     /// Not a reply: where the client ended a COPY (CopyDone/CopyFail). The backend ignores
     /// Syncs between CopyInResponse and this point.
     CopyEnd,
+    /// Not a reply: the Parse before it gave the client a new statement name (the front of
+    /// [`Conversation::new_names`]). Reached with everything before it answered, the name
+    /// stands; skipped by an error, the Parse did not happen and the name is taken back.
+    NameAdded,
 }
 
 /// Replies the pooler makes up.
@@ -70,6 +74,17 @@ impl Synth {
             Synth::Duplicate(_) => None,
         }
     }
+}
+
+/// A statement name a client's Parse set, until the backend's answer shows it stands.
+#[derive(Debug)]
+pub(crate) struct NewName {
+    /// The name ("" = the unnamed statement).
+    pub name: Box<[u8]>,
+    /// The statement the Parse gave it.
+    pub id: u64,
+    /// The statement the name had before (only the unnamed one can have had one).
+    pub before: Option<std::sync::Arc<crate::prepared::Statement>>,
 }
 
 /// Transaction status of the last ReadyForQuery (protocol §55.7, ReadyForQuery).
@@ -149,6 +164,13 @@ pub struct Conversation {
     pub statements: ServerStatements,
     /// Scratch for building injected messages (kept to avoid allocating per message).
     pub(crate) scratch: BytesMut,
+    /// Statement names the client's Parses added, in order, until the backend's answer shows
+    /// whether each Parse happened ([`Expect::NameAdded`]): the name, the statement id it
+    /// got, and the statement it had before (the unnamed statement is replaced by a Parse).
+    pub(crate) new_names: VecDeque<NewName>,
+    /// Names whose Parse failed or was skipped: the client scan takes them out of the
+    /// client's map before it reads on (PostgreSQL has no such statement).
+    pub(crate) undo_names: Vec<NewName>,
     /// Names of the statements of pending [`Synth::Duplicate`] replies, by number (rare:
     /// a client re-using a name it has not closed).
     duplicates: VecDeque<(u32, Box<[u8]>)>,
@@ -173,6 +195,8 @@ impl Conversation {
             synth_only: false,
             statements: ServerStatements::new(capacity),
             scratch: BytesMut::new(),
+            new_names: VecDeque::new(),
+            undo_names: Vec::new(),
             duplicates: VecDeque::new(),
             next_duplicate: 0,
         }
@@ -232,6 +256,10 @@ impl Conversation {
     pub fn drop_synthetic(&mut self) {
         self.expect.retain(|e| !matches!(e, Expect::Synth(_)));
         self.duplicates.clear();
+        // The client and its names are gone.
+        self.expect.retain(|e| *e != Expect::NameAdded);
+        self.new_names.clear();
+        self.undo_names.clear();
     }
 
     /// A Sync of the pooler's own brought the backend to ReadyForQuery (`status`): nothing is
@@ -239,12 +267,32 @@ impl Conversation {
     pub fn resynced(&mut self, status: TxStatus) {
         self.status = status;
         self.expect.clear();
+        self.new_names.clear();
         self.pending = 0;
         self.unsynced = false;
         self.executed = false;
         self.skipping = false;
         self.drop_till_sync = false;
         self.copy = Copy::None;
+    }
+
+    /// What to do with an expected item taken off the queue unanswered (an error or a Sync
+    /// showed the backend skipped it): a new name goes back.
+    pub(crate) fn skipped(&mut self, e: Expect) {
+        match e {
+            Expect::Parse { id, .. } if id != 0 => self.statements.forget(id),
+            Expect::NameAdded => {
+                if let Some(n) = self.new_names.pop_front() {
+                    self.undo_names.push(n);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// An [`Expect::NameAdded`] reached with everything before it answered: the name stands.
+    pub(crate) fn name_confirmed(&mut self) {
+        self.new_names.pop_front();
     }
 
     /// Every statement is gone from the backend (DEALLOCATE ALL / DISCARD ALL ran).

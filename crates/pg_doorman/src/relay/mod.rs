@@ -17,6 +17,7 @@ mod conversation;
 mod deallocate;
 mod scan;
 pub mod server_scan;
+pub mod stream_check;
 pub mod tally;
 
 pub use attachment::Attachment;

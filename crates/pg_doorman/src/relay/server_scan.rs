@@ -188,6 +188,7 @@ pub(crate) fn emit_front(buf: &mut BytesMut, conv: &mut Conversation) {
             }
             // The end of a COPY whose command already finished (or failed): nothing to do.
             Some(Expect::CopyEnd) => {}
+            Some(Expect::NameAdded) => conv.name_confirmed(),
             _ => return,
         }
         conv.expect.pop_front();
@@ -248,11 +249,10 @@ pub(crate) fn on_reply(t: u8, p: &mut Conversation) -> Reply {
         (tag::READY_FOR_QUERY, _) => {
             // Everything up to this Sync/Query is answered; what is left before it was skipped.
             while let Some(e) = p.expect.pop_front() {
-                match e {
-                    Expect::Ready { .. } => break,
-                    Expect::Parse { id, .. } if id != 0 => p.statements.forget(id),
-                    _ => {}
+                if matches!(e, Expect::Ready { .. }) {
+                    break;
                 }
+                p.skipped(e);
             }
             // The end of a COPY that never started (its command failed) is owed by nobody.
             while p.expect.front() == Some(&Expect::CopyEnd) {
@@ -289,8 +289,7 @@ fn on_error(p: &mut Conversation) {
         match e {
             Expect::Ready { skippable: false } => return,
             Expect::Ready { skippable: true } => p.pending = p.pending.saturating_sub(1),
-            Expect::Parse { id, .. } if id != 0 => p.statements.forget(id),
-            _ => {}
+            other => p.skipped(other),
         }
         p.expect.pop_front();
     }
