@@ -7,7 +7,8 @@
 use super::caches::ClientStatements;
 use super::{PoolCache, Statement, hash_body};
 use bytes::{Buf, BytesMut};
-use doorman_wire::frame::{MAX_MESSAGE_LEN, peek_header};
+use doorman_wire::frame::{HEADER_LEN, MAX_MESSAGE_LEN, peek_header};
+use doorman_wire::frontend::{Kind, Parse, Target, tag};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -44,8 +45,8 @@ fn only_parse_close(buf: &[u8]) -> bool {
             return false;
         };
         match h.tag {
-            b'S' => return pos > 0,
-            b'P' | b'C' => pos += h.frame_len(),
+            tag::SYNC => return pos > 0,
+            tag::PARSE | tag::CLOSE => pos += h.frame_len(),
             _ => return false,
         }
         if pos > buf.len() {
@@ -71,22 +72,22 @@ fn plan<'a>(
     loop {
         let h = peek_header(&buf[pos..], MAX_MESSAGE_LEN).ok()??;
         let end = pos + h.frame_len();
-        let body = buf.get(pos + 5..end)?;
+        let body = buf.get(pos + HEADER_LEN..end)?;
         match h.tag {
-            b'S' => return (!steps.is_empty()).then_some((steps, end)),
-            b'P' => {
-                let n = body.iter().position(|&c| c == 0)?;
-                let name = &body[..n];
-                if !name.is_empty() && client.as_deref().is_some_and(|c| c.contains(name)) {
+            tag::SYNC => return (!steps.is_empty()).then_some((steps, end)),
+            tag::PARSE => {
+                // Malformed: the backend path answers it as PostgreSQL does.
+                let p = Parse::decode(body).ok()?;
+                if !p.name.is_empty() && client.as_deref().is_some_and(|c| c.contains(p.name)) {
                     return None; // 42P05 is the backend path's business
                 }
-                let st = statement(pool, client, &body[n + 1..], salt)?;
-                steps.push(Step::Parse(name, st));
+                let st = statement(pool, client, p.statement, salt)?;
+                steps.push(Step::Parse(p.name, st));
             }
-            b'C' if body.first() == Some(&b'S') => {
-                let n = body[1..].iter().position(|&c| c == 0)?;
-                steps.push(Step::Close(&body[1..1 + n]));
-            }
+            tag::CLOSE => match Target::decode(body, "Close").ok()? {
+                t if t.kind == Kind::Statement => steps.push(Step::Close(t.name)),
+                _ => return None,
+            },
             _ => return None,
         }
         if steps.len() > MAX_FRAMES {
@@ -108,7 +109,7 @@ pub fn answer_without_backend(
     status: u8,
     parse_ctx: u64,
 ) -> Option<BytesMut> {
-    if !matches!(buf.first(), Some(b'P' | b'C')) {
+    if !matches!(buf.first(), Some(&tag::PARSE | &tag::CLOSE)) {
         return None;
     }
     let (steps, len) = plan(buf, pool, client, pool.salt(parse_ctx))?;
@@ -128,7 +129,14 @@ pub fn answer_without_backend(
             }
         }
     }
-    out.extend_from_slice(&[b'Z', 0, 0, 0, 5, status]);
+    out.extend_from_slice(&[
+        doorman_wire::backend::tag::READY_FOR_QUERY,
+        0,
+        0,
+        0,
+        5,
+        status,
+    ]);
     buf.advance(len);
     Some(out)
 }
