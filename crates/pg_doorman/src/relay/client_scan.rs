@@ -533,16 +533,7 @@ fn query(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn frames(parts: &[(u8, &[u8])]) -> Vec<u8> {
-        let mut v = Vec::new();
-        for (t, body) in parts {
-            v.push(*t);
-            v.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
-            v.extend_from_slice(body);
-        }
-        v
-    }
+    use crate::relay::test_frames as frames;
 
     /// The client scan without statement rewriting.
     fn scan(buf: &[u8], sc: &mut Scan, conv: &mut Conversation) -> Result<(), WireError> {

@@ -320,3 +320,15 @@ fn poll_event(
     }
     Poll::Pending
 }
+
+/// Frames of the given types and bodies, back to back (the scans' unit tests).
+#[cfg(test)]
+pub(crate) fn test_frames(parts: &[(u8, &[u8])]) -> Vec<u8> {
+    let mut v = Vec::new();
+    for (t, body) in parts {
+        v.push(*t);
+        v.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+        v.extend_from_slice(body);
+    }
+    v
+}

@@ -300,16 +300,7 @@ fn on_error(p: &mut Conversation) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn frames(parts: &[(u8, &[u8])]) -> Vec<u8> {
-        let mut v = Vec::new();
-        for (t, body) in parts {
-            v.push(*t);
-            v.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
-            v.extend_from_slice(body);
-        }
-        v
-    }
+    use crate::relay::test_frames as frames;
 
     fn queue(items: &[Expect]) -> Conversation {
         let mut p = Conversation::new(8);
