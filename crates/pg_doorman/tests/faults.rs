@@ -10,29 +10,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
+use common::ledger::{Report, audit, pool_is_clean};
 use common::*;
-use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use tokio_postgres::SimpleQueryMessage;
 
 const ADMIN: &str = "  admin_username: boss\n  admin_password: boss_pw\n  query_wait_timeout: 3s\n";
 const WORKERS: i64 = 12;
 const POOL: usize = 4;
-
-/// What one load client saw.
-#[derive(Debug, Default)]
-struct Report {
-    /// Row numbers whose INSERT succeeded.
-    committed: BTreeSet<i64>,
-    /// Row numbers whose INSERT failed (the row may or may not be there).
-    in_doubt: BTreeSet<i64>,
-    /// SQLSTATE of each error ("" when the connection closed without one).
-    errors: Vec<String>,
-    /// When each success came back.
-    successes: Vec<Instant>,
-}
 
 async fn worker(conn: String, id: i64, stop: Arc<AtomicBool>) -> Report {
     let mut r = Report::default();
@@ -112,106 +98,6 @@ fn setup() -> (TempCluster, Doorman) {
     (pg, d)
 }
 
-/// Checks the ledger against the reports and returns (clients affected, SQLSTATEs seen).
-fn audit(
-    pg: &TempCluster,
-    reports: &[Report],
-    allowed: &[&str],
-) -> (usize, BTreeMap<String, usize>) {
-    let text = pg.psql_db("appdb", "SELECT worker, n FROM ledger");
-    let mut rows: BTreeMap<i64, BTreeSet<i64>> = BTreeMap::new();
-    for line in text.lines().filter(|l| !l.is_empty()) {
-        let (w, n) = line.split_once('|').unwrap();
-        rows.entry(w.parse().unwrap())
-            .or_default()
-            .insert(n.parse().unwrap());
-    }
-    let mut affected = 0;
-    let mut codes = BTreeMap::new();
-    for (id, r) in reports.iter().enumerate() {
-        let have = rows.remove(&(id as i64)).unwrap_or_default();
-        let lost: Vec<_> = r.committed.difference(&have).collect();
-        assert!(lost.is_empty(), "client {id} lost committed rows {lost:?}");
-        let phantom: Vec<_> = have
-            .iter()
-            .filter(|n| !r.committed.contains(n) && !r.in_doubt.contains(n))
-            .collect();
-        assert!(
-            phantom.is_empty(),
-            "client {id}: rows nobody sent {phantom:?}"
-        );
-        assert!(!r.committed.is_empty(), "client {id} never got through");
-        if !r.errors.is_empty() {
-            affected += 1;
-        }
-        for e in &r.errors {
-            assert!(
-                allowed.contains(&e.as_str()),
-                "client {id} got SQLSTATE {e:?}, expected one of {allowed:?}"
-            );
-            *codes.entry(e.clone()).or_insert(0) += 1;
-        }
-    }
-    assert!(rows.is_empty(), "rows of unknown clients: {rows:?}");
-    (affected, codes)
-}
-
-/// After the load: no backend held or waited for (SHOW POOLS), at most the pool's backends
-/// open, and every one of them answers a query in a transaction held at once.
-async fn pool_is_clean(pg: &TempCluster, d: &Doorman) {
-    let admin = connect(&d.conn_str("boss", "boss_pw", "pgdoorman"))
-        .await
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(3);
-    loop {
-        let mut cols = Vec::new();
-        let mut row = Vec::new();
-        for m in admin.simple_query("SHOW POOLS").await.unwrap() {
-            if let SimpleQueryMessage::Row(r) = m {
-                cols = r.columns().iter().map(|c| c.name().to_string()).collect();
-                row = (0..r.len())
-                    .map(|i| r.get(i).unwrap_or("").to_string())
-                    .collect();
-            }
-        }
-        let get = |name: &str| {
-            let i = cols.iter().position(|c| c == name).unwrap();
-            row[i].parse::<i64>().unwrap()
-        };
-        if get("sv_active") == 0 && get("cl_active") == 0 && get("cl_waiting") == 0 {
-            assert!(get("sv_idle") as usize <= POOL);
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "backends still held: {cols:?} {row:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(backends(pg, "app") <= POOL);
-    let mut clients = Vec::new();
-    for _ in 0..POOL {
-        let c = connect(&app_conn(d)).await.unwrap();
-        c.batch_execute("BEGIN").await.unwrap();
-        clients.push(c);
-    }
-    // Each transaction starts (and takes its backend) at its first statement; all are held
-    // before any ends.
-    let mut pids = BTreeSet::new();
-    for c in &clients {
-        pids.insert(one(c, "SELECT pg_backend_pid()").await);
-    }
-    for c in &clients {
-        assert_eq!(one(c, "SELECT count(*) >= 0 FROM ledger").await, "t");
-        c.batch_execute("COMMIT").await.unwrap();
-    }
-    assert_eq!(
-        pids.len(),
-        POOL,
-        "each held client had a backend of its own"
-    );
-}
-
 /// The longest time, over the clients, from `back` to their first success after it (ms).
 fn recovery_ms(reports: &[Report], back: Instant) -> u128 {
     reports
@@ -247,7 +133,7 @@ async fn postgres_restarted_under_load() {
     let rec = recovery_ms(&reports, back);
     eprintln!("fault=restart affected={affected}/{WORKERS} codes={codes:?} recovery_ms={rec}");
     assert!(rec <= 1000, "recovered after {rec} ms");
-    pool_is_clean(&pg, &d).await;
+    pool_is_clean(&pg, &d, POOL).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -279,7 +165,7 @@ async fn backends_terminated_in_a_loop() {
         "{affected} affected by {killed} kills"
     );
     assert!(rec <= 1000, "recovered after {rec} ms");
-    pool_is_clean(&pg, &d).await;
+    pool_is_clean(&pg, &d, POOL).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -338,7 +224,7 @@ async fn backend_stopped_with_sigstop() {
     );
     assert_eq!(affected, 0);
     assert_eq!(served_while_stopped, WORKERS as usize);
-    pool_is_clean(&pg, &d).await;
+    pool_is_clean(&pg, &d, POOL).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -360,5 +246,5 @@ async fn sighup_every_second_under_load() {
     eprintln!("fault=SIGHUPx4 affected={affected}/{WORKERS} codes={codes:?} committed={total}");
     assert_eq!(affected, 0);
     assert!(d.log_text().contains("reload"), "{}", d.log_text());
-    pool_is_clean(&pg, &d).await;
+    pool_is_clean(&pg, &d, POOL).await;
 }

@@ -8,6 +8,7 @@
 )]
 
 pub mod jws;
+pub mod ledger;
 pub mod live;
 pub mod pki;
 pub mod raw;
