@@ -109,10 +109,9 @@ async fn ten_thousand_clients_at_once() {
     let rss_connected = rss_kb(d.pid());
 
     // One more is past max_connections: FATAL 53300, as PostgreSQL says "too many clients".
-    let refused = connect(&conn)
-        .await
-        .err()
-        .expect("a client past max_connections got in");
+    let Err(refused) = connect(&conn).await else {
+        panic!("a client past max_connections got in");
+    };
     assert_eq!(sqlstate(&refused), "53300", "{refused}");
 
     // Everyone writes at once: 20 backends serve 10,000 waiting clients.
