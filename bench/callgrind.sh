@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Instructions per transaction (callgrind), pooler only: pg_doorman builds side by side in front
+# of one throwaway PostgreSQL 15 (before/after a change of the hot path). Each build runs under
+# `valgrind --tool=callgrind --instr-atstart=no`; the pool is warmed first (every backend logged
+# in, statements cached), then counting is switched on with `callgrind_control -i on`, pgbench
+# runs a fixed number of transactions, counting is switched off, and the total instruction count
+# (Ir) is divided by the transactions (pgbench's own $CG_CLIENTS logins fall inside the window,
+# the same for every pooler). Counts are of the pooler process alone, all threads;
+# valgrind runs the threads one at a time, which changes timing but not what is executed.
+# Transaction mode, pool of 10, MD5, pgbench script "SELECT :aid" (as bench.sh).
+# Env: CG_BINS ("name=path ..."; default "head=target/release/pg_doorman"), CG_PROTOCOLS
+#      ("simple extended prepared"), CG_CLIENTS (10), CG_TX (tx per client, 500),
+#      CG_SKIP_BUILD=1 to reuse target/release/pg_doorman.
+# Prints a Markdown table: protocol, then Ir/tx for each pooler and each build's ratio to the
+# first build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BINS=${CG_BINS:-"head=target/release/pg_doorman"}
+PROTOCOLS=${CG_PROTOCOLS:-"simple extended prepared"}
+C=${CG_CLIENTS:-10}
+TX=${CG_TX:-500}
+bash scripts/deps.sh --bench
+command -v valgrind >/dev/null || { echo "valgrind is needed: apt-get install valgrind" >&2; exit 1; }
+[ "${CG_SKIP_BUILD:-0}" = 1 ] || cargo build --release --locked -p pg_doorman
+source bench/lib.sh
+start_postgres 100
+pgbench -q -i -s 1 -h 127.0.0.1 -p "$PG_PORT" -U bench bench >/dev/null 2>&1
+printf '\\set aid random(1, 100000)\nSELECT :aid;\n' > "$WORK/select.sql"
+chmod 644 "$WORK/select.sql"
+
+# counted PORT PID PROTOCOL: warms the pool, counts one pgbench run, prints Ir per transaction.
+counted() {
+  local p=$1 pid=$2 proto=$3 out
+  for _ in $(seq 300); do (echo > "/dev/tcp/127.0.0.1/$p") 2>/dev/null && break; sleep 0.2; done
+  pgbench -n -f "$WORK/select.sql" -M "$proto" -c "$C" -j 2 -t 50 -h 127.0.0.1 -p "$p" -U bench bench >/dev/null 2>&1
+  timeout 120 callgrind_control -i on "$pid" >/dev/null 2>&1
+  out=$(pgbench -n -f "$WORK/select.sql" -M "$proto" -c "$C" -j 2 -t "$TX" -h 127.0.0.1 -p "$p" -U bench bench 2>&1)
+  timeout 120 callgrind_control -i off "$pid" >/dev/null 2>&1
+  grep -q "number of failed transactions: 0" <<<"$out" || { echo "pgbench failed: $out" >&2; cat "$WORK"/cg*.log >&2; exit 1; }
+  kill -INT "$pid"
+  for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+  # The dump is written as the process exits: wait until it is complete.
+  for _ in $(seq 300); do grep -qs "^totals:" "$WORK"/cg.out.* && break; sleep 0.2; done
+  local ir
+  ir=$(awk '/^(summary|totals):/ {s += $2} END {print s + 0}' "$WORK"/cg.out.*)
+  rm -f "$WORK"/cg.out.*
+  echo $(( ir / (C * TX) ))
+}
+
+# under_doorman BIN PROTOCOL: Ir/tx of one pg_doorman build.
+under_doorman() {
+  local port; port=$(port)
+  cat > "$WORK/cg.yaml" <<YAML
+general:
+  host: 127.0.0.1
+  port: $port
+  worker_threads: 2
+  log_client_connections: false
+  log_client_disconnections: false
+pools:
+  bench:
+    server_host: 127.0.0.1
+    server_port: $PG_PORT
+    pool_mode: transaction
+    users:
+      - username: bench
+        password: "$MD5"
+        pool_size: $C
+YAML
+  valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$WORK/cg.out.%p" \
+    "$1" "$WORK/cg.yaml" -l warn > "$WORK/cg.log" 2>&1 &
+  local pid=$!
+  counted "$port" "$pid" "$2"
+}
+
+header="| protocol |"; rule="|---|"
+for b in $BINS; do header+=" ${b%%=*} Ir/tx |"; rule+="---|"; done
+first=${BINS%% *}; first=${first%%=*}
+for b in ${BINS#* }; do [ "$b" = "${BINS%% *}" ] && continue; header+=" ${b%%=*} / $first |"; rule+="---|"; done
+echo "$header"; echo "$rule"
+for proto in $PROTOCOLS; do
+  row="| $proto |"; base=""
+  declare -a irs=()
+  for b in $BINS; do
+    ir=$(under_doorman "${b#*=}" "$proto")
+    irs+=("$ir"); row+=" $ir |"; [ -z "$base" ] && base=$ir
+  done
+  for ir in "${irs[@]:1}"; do row+=" $(awk -v a="$ir" -v b="$base" 'BEGIN {printf "%.3f", a / b}') |"; done
+  unset irs
+  echo "$row"
+done
