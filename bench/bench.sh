@@ -46,16 +46,8 @@ prometheus:
   enabled: true
   host: 127.0.0.1
   port: $METRICS_PORT
-pools:
-  bench:
-    server_host: 127.0.0.1
-    server_port: $PG_PORT
-    pool_mode: transaction
-    users:
-      - username: bench
-        password: "$MD5"
-        pool_size: 40
 YAML
+doorman_pools 40 bench "$MD5" >> "$WORK/pg_doorman.yaml"
 start_doorman "$WORK/pg_doorman.yaml" -l warn
 
 pgbench -q -i -s 10 -h 127.0.0.1 -p "$PG_PORT" -U bench bench >/dev/null 2>&1

@@ -5,14 +5,14 @@
 # in, statements cached), then counting is switched on with `callgrind_control -i on`, pgbench
 # runs a fixed number of transactions, counting is switched off, and the total instruction count
 # (Ir) is divided by the transactions (pgbench's own $CG_CLIENTS logins fall inside the window,
-# the same for every pooler). Counts are of the pooler process alone, all threads;
+# the same for every build). Counts are of the pg_doorman process alone, all threads;
 # valgrind runs the threads one at a time, which changes timing but not what is executed.
 # Transaction mode, pool of 10, MD5, pgbench script "SELECT :aid" (as bench.sh).
 # Env: CG_BINS ("name=path ..."; default "head=target/release/pg_doorman"), CG_PROTOCOLS
 #      ("simple extended prepared"), CG_CLIENTS (10), CG_TX (tx per client, 500),
 #      CG_SKIP_BUILD=1 to reuse target/release/pg_doorman.
-# Prints a Markdown table: protocol, then Ir/tx for each pooler and each build's ratio to the
-# first build.
+# Prints a Markdown table: protocol, then Ir/tx of each build and each later build's ratio to
+# the first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BINS=${CG_BINS:-"head=target/release/pg_doorman"}
@@ -57,16 +57,8 @@ general:
   worker_threads: 2
   log_client_connections: false
   log_client_disconnections: false
-pools:
-  bench:
-    server_host: 127.0.0.1
-    server_port: $PG_PORT
-    pool_mode: transaction
-    users:
-      - username: bench
-        password: "$MD5"
-        pool_size: $C
 YAML
+  doorman_pools "$C" bench "$MD5" >> "$WORK/cg.yaml"
   valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$WORK/cg.out.%p" \
     "$1" "$WORK/cg.yaml" -l warn > "$WORK/cg.log" 2>&1 &
   local pid=$!
@@ -75,8 +67,8 @@ YAML
 
 header="| protocol |"; rule="|---|"
 for b in $BINS; do header+=" ${b%%=*} Ir/tx |"; rule+="---|"; done
-first=${BINS%% *}; first=${first%%=*}
-for b in ${BINS#* }; do [ "$b" = "${BINS%% *}" ] && continue; header+=" ${b%%=*} / $first |"; rule+="---|"; done
+read -r -a builds <<<"$BINS"
+for b in "${builds[@]:1}"; do header+=" ${b%%=*} / ${builds[0]%%=*} |"; rule+="---|"; done
 echo "$header"; echo "$rule"
 for proto in $PROTOCOLS; do
   row="| $proto |"; base=""

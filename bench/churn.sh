@@ -42,19 +42,8 @@ general:
   tls_mode: allow
   tls_certificate: "$WORK/tls.crt"
   tls_private_key: "$WORK/tls.key"
-pools:
-  bench:
-    server_host: 127.0.0.1
-    server_port: $PG_PORT
-    pool_mode: transaction
-    users:
-      - username: bench
-        password: "$MD5"
-        pool_size: 20
-      - username: bench_scram
-        password: "$SCRAM"
-        pool_size: 20
 YAML
+  doorman_pools 20 bench "$MD5" bench_scram "$SCRAM"
 }
 D1_PORT=$(port)
 echo "== pg_doorman (default logging) on $D1_PORT (worker_threads 1) and $DOORMAN_PORT (worker_threads $WORKERS)"

@@ -87,6 +87,17 @@ INI
   return 0
 }
 
+# doorman_pools SIZE USER SECRET [USER SECRET]...: pg_doorman's "pools:" block for database
+# "bench" (transaction mode, the PostgreSQL of start_postgres), each user with SIZE backends.
+doorman_pools() {
+  local size=$1; shift
+  printf 'pools:\n  bench:\n    server_host: 127.0.0.1\n    server_port: %s\n    pool_mode: transaction\n    users:\n' "$PG_PORT"
+  while [ $# -gt 1 ]; do
+    printf '      - username: %s\n        password: "%s"\n        pool_size: %s\n' "$1" "$2" "$size"
+    shift 2
+  done
+}
+
 # As root, -u drops privileges without runuser/PAM, so the raised fd limit (5,000 idle clients) stays.
 start_bouncer() {
   if [ "$(id -u)" -eq 0 ]; then "$PGBOUNCER" -u postgres "$WORK/pgbouncer.ini" >/dev/null 2>&1 & else "$PGBOUNCER" "$WORK/pgbouncer.ini" >/dev/null 2>&1 & fi
