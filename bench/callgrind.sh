@@ -10,7 +10,8 @@
 # Transaction mode, pool of 10, MD5, pgbench script "SELECT :aid" (as bench.sh).
 # Env: CG_BINS ("name=path ..."; default "head=target/release/pg_doorman"), CG_PROTOCOLS
 #      ("simple extended prepared"), CG_CLIENTS (10), CG_TX (tx per client, 500),
-#      CG_SKIP_BUILD=1 to reuse target/release/pg_doorman.
+#      CG_SKIP_BUILD=1 to reuse target/release/pg_doorman, CG_KEEP (a directory: each dump is
+#      kept there as NAME.PROTOCOL.out, for callgrind_annotate).
 # Prints a Markdown table: protocol, then Ir/tx of each build and each later build's ratio to
 # the first.
 set -euo pipefail
@@ -28,9 +29,9 @@ pgbench -q -i -s 1 -h 127.0.0.1 -p "$PG_PORT" -U bench bench >/dev/null 2>&1
 printf '\\set aid random(1, 100000)\nSELECT :aid;\n' > "$WORK/select.sql"
 chmod 644 "$WORK/select.sql"
 
-# counted PORT PID PROTOCOL: warms the pool, counts one pgbench run, prints Ir per transaction.
+# counted PORT PID PROTOCOL NAME: warms the pool, counts one pgbench run, prints Ir per transaction.
 counted() {
-  local p=$1 pid=$2 proto=$3 out
+  local p=$1 pid=$2 proto=$3 name=$4 out
   for _ in $(seq 300); do (echo > "/dev/tcp/127.0.0.1/$p") 2>/dev/null && break; sleep 0.2; done
   pgbench -n -f "$WORK/select.sql" -M "$proto" -c "$C" -j 2 -t 50 -h 127.0.0.1 -p "$p" -U bench bench >/dev/null 2>&1
   timeout 120 callgrind_control -i on "$pid" >/dev/null 2>&1
@@ -43,18 +44,19 @@ counted() {
   for _ in $(seq 300); do grep -qs "^totals:" "$WORK"/cg.out.* && break; sleep 0.2; done
   local ir
   ir=$(awk '/^(summary|totals):/ {s += $2} END {print s + 0}' "$WORK"/cg.out.*)
+  if [ -n "${CG_KEEP:-}" ]; then mkdir -p "$CG_KEEP"; cat "$WORK"/cg.out.* > "$CG_KEEP/$name.$proto.out"; fi
   rm -f "$WORK"/cg.out.*
   echo $(( ir / (C * TX) ))
 }
 
-# under_doorman BIN PROTOCOL: Ir/tx of one pg_doorman build.
+# under_doorman BIN PROTOCOL NAME: Ir/tx of one pg_doorman build.
 under_doorman() {
   local port; port=$(port)
   cat > "$WORK/cg.yaml" <<YAML
 general:
   host: 127.0.0.1
   port: $port
-  worker_threads: 2
+  worker_threads: ${CG_THREADS:-1}
   log_client_connections: false
   log_client_disconnections: false
 YAML
@@ -62,7 +64,7 @@ YAML
   valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$WORK/cg.out.%p" \
     "$1" "$WORK/cg.yaml" -l warn > "$WORK/cg.log" 2>&1 &
   local pid=$!
-  counted "$port" "$pid" "$2"
+  counted "$port" "$pid" "$2" "$3"
 }
 
 header="| protocol |"; rule="|---|"
@@ -74,7 +76,7 @@ for proto in $PROTOCOLS; do
   row="| $proto |"; base=""
   declare -a irs=()
   for b in $BINS; do
-    ir=$(under_doorman "${b#*=}" "$proto")
+    ir=$(under_doorman "${b#*=}" "$proto" "${b%%=*}")
     irs+=("$ir"); row+=" $ir |"; [ -z "$base" ] && base=$ir
   done
   for ir in "${irs[@]:1}"; do row+=" $(awk -v a="$ir" -v b="$base" 'BEGIN {printf "%.3f", a / b}') |"; done

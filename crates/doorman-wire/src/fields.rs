@@ -115,7 +115,7 @@ pub fn each_field(body: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
         if t == 0 {
             return None;
         }
-        let end = memchr::memchr(0, tail)?;
+        let end = crate::frame::find_nul(tail)?;
         rest = &tail[end + 1..];
         Some((t, &tail[..end]))
     })

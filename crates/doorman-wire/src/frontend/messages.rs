@@ -76,9 +76,9 @@ impl<'a> Parse<'a> {
     /// The query text as far as `body` (a possibly partial Parse body) holds it: None until
     /// the statement name's NUL is buffered.
     pub fn query_prefix(body: &'a [u8]) -> Option<&'a [u8]> {
-        let n = memchr::memchr(0, body)?;
+        let n = crate::frame::find_nul(body)?;
         let rest = &body[n + 1..];
-        Some(match memchr::memchr(0, rest) {
+        Some(match crate::frame::find_nul(rest) {
             Some(q) => &rest[..q],
             None => rest,
         })
@@ -86,7 +86,7 @@ impl<'a> Parse<'a> {
 
     /// The query text (without NUL).
     pub fn query(&self) -> &'a [u8] {
-        let end = memchr::memchr(0, self.statement).unwrap_or(self.statement.len());
+        let end = crate::frame::find_nul(self.statement).unwrap_or(self.statement.len());
         &self.statement[..end]
     }
 
@@ -126,9 +126,9 @@ pub struct BindNames<'a> {
 impl<'a> BindNames<'a> {
     /// The names from the buffered front of a Bind body; None until both NULs are buffered.
     pub fn decode_prefix(body: &'a [u8]) -> Option<Self> {
-        let p = memchr::memchr(0, body)?;
+        let p = crate::frame::find_nul(body)?;
         let rest = &body[p + 1..];
-        let s = memchr::memchr(0, rest)?;
+        let s = crate::frame::find_nul(rest)?;
         Some(BindNames {
             portal: &body[..p],
             statement: &rest[..s],
@@ -342,7 +342,7 @@ impl<'a> Query<'a> {
 
     /// The SQL text of a Query body as far as it is buffered (its NUL, if there, left off).
     pub fn sql_prefix(body: &'a [u8]) -> &'a [u8] {
-        match memchr::memchr(0, body) {
+        match crate::frame::find_nul(body) {
             Some(n) => &body[..n],
             None => body,
         }

@@ -264,7 +264,8 @@ fn parse(
 ) -> Result<(), WireError> {
     let pos = sc.ready;
     let p = Parse::decode(frame_body(buf, pos, len))?;
-    if drops_statements(p.query()) {
+    // Only the text's start is read: the statement bytes (text, NUL, types) do, unscanned.
+    if drops_statements(p.statement) {
         // Sent as is; the backend's statements are reset at checkin.
         conv.must_reset = true;
         conv.push(Expect::Parse {
@@ -307,17 +308,22 @@ fn parse(
         sc.ready += new_len;
         return Ok(());
     }
-    let before = if p.name.is_empty() {
-        client.get(p.name).cloned()
-    } else {
-        None
-    };
-    client.insert(p.name, Arc::clone(&st));
-    let new_name = NewName {
-        name: p.name.into(),
-        id,
-        before,
-    };
+    // The unnamed statement parsed again with the text it has (a driver's every query):
+    // whether this Parse stands or not, the name ends where it is, so nothing is taken back.
+    let unchanged = p.name.is_empty() && client.get(p.name).is_some_and(|s| s.id == id);
+    let new_name = (!unchanged).then(|| {
+        let before = if p.name.is_empty() {
+            client.get(p.name).cloned()
+        } else {
+            None
+        };
+        client.insert(p.name, Arc::clone(&st));
+        NewName {
+            name: p.name.into(),
+            id,
+            before,
+        }
+    });
     if conv.statements.has(&st) {
         conv.statements.hits += 1;
         splice(buf, pos, len, &[]);
@@ -331,8 +337,10 @@ fn parse(
     }
     // Whether the name stands depends on the backend's answer (an error before it in the
     // batch makes the backend skip this Parse).
-    conv.new_names.push_back(new_name);
-    conv.push(Expect::NameAdded);
+    if let Some(n) = new_name {
+        conv.new_names.push_back(n);
+        conv.push(Expect::NameAdded);
+    }
     Ok(())
 }
 
@@ -485,7 +493,13 @@ fn query(
     len: usize,
 ) -> bool {
     let pos = sc.ready;
-    let Ok(q) = doorman_wire::frontend::Query::decode(frame_body(buf, pos, len)) else {
+    let body = frame_body(buf, pos, len);
+    // Most queries are none of these, and the leading keyword tells before the text is
+    // decoded (the keyword reader stops at the NUL).
+    if !crate::sql_kind::may_drop_statements(body) {
+        return false;
+    }
+    let Ok(q) = doorman_wire::frontend::Query::decode(body) else {
         // Malformed: the backend answers it as PostgreSQL does.
         return false;
     };

@@ -41,7 +41,7 @@ pub fn scan_server(
         if conv.scan.ready == 0 {
             conv.synth_only = true;
         }
-        emit_front(buf, conv);
+        let front = emit_front(buf, conv);
         let sc = &mut conv.scan;
         let Some(h) = sc.next_header(buf)? else {
             return Ok(());
@@ -57,7 +57,7 @@ pub fn scan_server(
         }
         conv.synth_only = false;
         let at_frame = conv.scan.ready;
-        if on_reply(h.tag, conv) == Reply::Drop {
+        if reply_to(h.tag, front, conv) == Reply::Drop {
             splice(buf, at_frame, len, &[]);
             continue;
         }
@@ -167,13 +167,15 @@ pub(crate) enum Reply {
 }
 
 /// Emits the made-up replies at the front of the queue at the scan position (only between
-/// messages, once everything before them was relayed).
-pub(crate) fn emit_front(buf: &mut BytesMut, conv: &mut Conversation) {
+/// messages, once everything before them was relayed); returns the front left, a reply the
+/// backend owes (read once per message: [`reply_to`] takes it).
+pub(crate) fn emit_front(buf: &mut BytesMut, conv: &mut Conversation) -> Option<Expect> {
     if conv.scan.skip != 0 {
-        return;
+        return conv.expect.front().copied();
     }
     loop {
-        match conv.expect.front().copied() {
+        let front = conv.expect.front().copied();
+        match front {
             Some(Expect::Synth(s)) => {
                 let made;
                 let bytes = match s {
@@ -189,7 +191,7 @@ pub(crate) fn emit_front(buf: &mut BytesMut, conv: &mut Conversation) {
             // The end of a COPY whose command already finished (or failed): nothing to do.
             Some(Expect::CopyEnd) => {}
             Some(Expect::NameAdded) => conv.name_confirmed(),
-            _ => return,
+            _ => return front,
         }
         conv.expect.pop_front();
     }
@@ -217,14 +219,16 @@ fn on_copy_in(p: &mut Conversation) {
 
 /// Matches a backend message of type `t` against the queue; queries the backend skips after
 /// an error are taken off the count of outstanding ReadyForQuery.
+#[cfg(test)]
 pub(crate) fn on_reply(t: u8, p: &mut Conversation) -> Reply {
-    // COPY out: CopyOutResponse starts it, the backend's CopyDone (or an error) ends it.
-    match t {
-        tag::COPY_OUT_RESPONSE => p.copy = Copy::Out,
-        tag::COPY_DONE | tag::READY_FOR_QUERY if p.copy == Copy::Out => p.copy = Copy::None,
-        _ => {}
-    }
-    let Some(front) = p.expect.front().copied() else {
+    let front = p.expect.front().copied();
+    reply_to(t, front, p)
+}
+
+/// [`on_reply`] with the queue's front already read (`front`, as [`emit_front`] left it).
+fn reply_to(t: u8, front: Option<Expect>, p: &mut Conversation) -> Reply {
+    let Some(front) = front else {
+        copy_state(t, p);
         if t == tag::ERROR_RESPONSE {
             p.copy = Copy::None;
         }
@@ -247,6 +251,7 @@ pub(crate) fn on_reply(t: u8, p: &mut Conversation) -> Reply {
             Expect::Execute,
         ) => true,
         (tag::READY_FOR_QUERY, _) => {
+            copy_state(t, p);
             // Everything up to this Sync/Query is answered; what is left before it was skipped.
             while let Some(e) = p.expect.pop_front() {
                 if matches!(e, Expect::Ready { .. }) {
@@ -268,12 +273,29 @@ pub(crate) fn on_reply(t: u8, p: &mut Conversation) -> Reply {
             on_copy_in(p);
             return Reply::Pass;
         }
+        (tag::COPY_OUT_RESPONSE | tag::COPY_DONE, _) => {
+            copy_state(t, p);
+            false
+        }
         _ => false,
     };
     if done {
         p.expect.pop_front();
     }
     Reply::Pass
+}
+
+/// COPY out: CopyOutResponse starts it, the backend's CopyDone (or ReadyForQuery, or an error)
+/// ends it. Called only for those message types, so other messages cost no test.
+#[inline]
+fn copy_state(t: u8, p: &mut Conversation) {
+    if p.copy == Copy::Out {
+        if matches!(t, tag::COPY_DONE | tag::READY_FOR_QUERY) {
+            p.copy = Copy::None;
+        }
+    } else if t == tag::COPY_OUT_RESPONSE {
+        p.copy = Copy::Out;
+    }
 }
 
 /// An ErrorResponse for the message at the front. In a simple Query, a FunctionCall or at Sync
