@@ -264,12 +264,7 @@ mod tests {
     use std::sync::atomic::AtomicI64;
 
     fn st(id: u64) -> Arc<Statement> {
-        Arc::new(Statement {
-            id,
-            hash: id,
-            body: Box::new([]),
-            verified: Default::default(),
-        })
+        Arc::new(Statement::new(id, id, &[]))
     }
 
     #[test]
@@ -323,14 +318,7 @@ mod tests {
     fn client_shares_add_up_and_leave_with_the_client() {
         let sums: Arc<ClientMemory> = Default::default();
         let load = |f: &AtomicI64| f.load(Ordering::Relaxed);
-        let text = |id: u64, body: &[u8]| {
-            Arc::new(Statement {
-                id,
-                hash: id,
-                body: body.into(),
-                verified: Default::default(),
-            })
-        };
+        let text = |id: u64, body: &[u8]| Arc::new(Statement::new(id, id, body));
         let mut c = ClientStatements::new(1, sums.clone());
         c.insert(b"s1", text(1, b"SELECT 1"));
         c.insert(b"s2", text(2, b"SELECT 22"));

@@ -41,6 +41,22 @@ pub struct Statement {
     /// A backend accepted this Parse once: a client's Parse of it may be answered without a
     /// backend.
     pub verified: AtomicBool,
+    /// The text may be one the session-state tracking reads ([`crate::sql_kind::may_matter`]),
+    /// worked out once here: the Bind of a plain SELECT reads no text.
+    pub may_matter: bool,
+}
+
+impl Statement {
+    /// Statement `id` of Parse body `body` (its xxh3 `hash`), not yet verified.
+    pub fn new(id: u64, hash: u64, body: &[u8]) -> Self {
+        Statement {
+            id,
+            hash,
+            body: body.into(),
+            verified: AtomicBool::new(false),
+            may_matter: crate::sql_kind::may_matter(body),
+        }
+    }
 }
 
 /// Longest `DOORMAN_<u64>` name plus its NUL, bytes.
@@ -145,12 +161,11 @@ impl PoolCache {
         {
             return s.clone();
         }
-        let s = Arc::new(Statement {
-            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+        let s = Arc::new(Statement::new(
+            self.next_id.fetch_add(1, Ordering::Relaxed),
             hash,
-            body: body.into(),
-            verified: AtomicBool::new(false),
-        });
+            body,
+        ));
         map.put(hash, s.clone());
         s
     }

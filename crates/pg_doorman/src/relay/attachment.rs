@@ -82,16 +82,24 @@ impl Attachment {
     }
 
     /// Notes the session state a simple Query at `pos` (frame length `len`) leaves behind,
-    /// from as much of its text as is buffered.
+    /// from as much of its text as is buffered. False when the text was read and is none the
+    /// pooler acts on ([`crate::sql_kind::may_matter`]): a single statement led by no keyword
+    /// of its own, so no DEALLOCATE, DISCARD or RESET either.
     #[inline]
-    pub(crate) fn track_query(&mut self, buf: &[u8], pos: usize, len: usize) {
-        if self.reads_statements() {
-            let end = (pos + len).min(buf.len());
-            // The body as buffered, its NUL included when there: the keyword reader stops at it.
-            if let Some(body) = buf.get(pos + HEADER_LEN..end) {
-                self.resets |= self.track_text(body);
-            }
+    pub(crate) fn track_query(&mut self, buf: &[u8], pos: usize, len: usize) -> bool {
+        if !self.reads_statements() {
+            return true;
         }
+        let end = (pos + len).min(buf.len());
+        // The body as buffered, its NUL included when there: the keyword reader stops at it.
+        let Some(body) = buf.get(pos + HEADER_LEN..end) else {
+            return true;
+        };
+        if !crate::sql_kind::may_matter(body) {
+            return false;
+        }
+        self.resets |= self.track_matter(body);
+        true
     }
 
     /// True when statement texts are read for anything (session state, DDL, pins, RESETs).
@@ -104,10 +112,15 @@ impl Attachment {
     /// SETs) and returns the tracked parameters it RESETs ([`crate::sql_kind::resets`] bits),
     /// for the caller to count now or when the statement runs.
     pub(crate) fn track_text(&mut self, text: &[u8]) -> u16 {
-        use crate::sql_kind::dirt;
         if !crate::sql_kind::may_matter(text) {
             return 0;
         }
+        self.track_matter(text)
+    }
+
+    /// [`Self::track_text`] of a text known to pass [`crate::sql_kind::may_matter`].
+    fn track_matter(&mut self, text: &[u8]) -> u16 {
+        use crate::sql_kind::dirt;
         let mut d = self.dirty;
         crate::sql_kind::track(text, &mut d);
         if d & dirt::DDL != 0 {
@@ -133,11 +146,12 @@ impl Attachment {
         }
     }
 
-    /// Notes what a statement (a Parse body: text, NUL, parameter types) does when it runs.
+    /// Notes what a statement does when it runs (its text passed
+    /// [`crate::sql_kind::may_matter`] when it was interned).
     #[inline]
-    pub(crate) fn track_statement(&mut self, body: &[u8]) {
-        if self.reads_statements() {
-            self.resets |= self.track_text(body);
+    pub(crate) fn track_statement(&mut self, st: &crate::prepared::Statement) {
+        if st.may_matter && self.reads_statements() {
+            self.resets |= self.track_matter(&st.body);
         }
     }
 

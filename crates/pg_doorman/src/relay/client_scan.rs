@@ -155,11 +155,12 @@ pub fn scan_client(
                 }
                 conv.unsynced = false;
                 conv.executed = false;
-                at.track_query(buf, pos, len);
+                let may_matter = at.track_query(buf, pos, len);
                 if !conv.skipping {
                     conv.pending += 1;
                 }
                 if len <= SHORT_QUERY
+                    && may_matter
                     && !conv.skipping
                     && query(buf, sc, at, conv, prep.as_deref_mut(), len)
                 {
@@ -424,7 +425,7 @@ fn bind(
     if let Some(st) = use_statement(buf, sc, conv, prep, len, span) {
         // What a statement leaves on the session is read when it runs (Bind), not when it is
         // prepared: a cached statement may run in a later transaction, on another backend.
-        at.track_statement(&st.body);
+        at.track_statement(&st);
     }
     conv.push(Expect::Bind);
 }

@@ -451,12 +451,7 @@ mod tests {
             Expect::Ready { skippable: true },
             Expect::Ready { skippable: false },
         ]);
-        let st = std::sync::Arc::new(crate::prepared::Statement {
-            id: 9,
-            hash: 9,
-            body: Box::new([]),
-            verified: Default::default(),
-        });
+        let st = std::sync::Arc::new(crate::prepared::Statement::new(9, 9, &[]));
         p.statements.add(&st);
         p.pending = 2;
         assert_eq!(on_reply(b'E', &mut p), Reply::Pass);
