@@ -10,16 +10,21 @@
 # Transaction mode, pool of 10, MD5, pgbench script "SELECT :aid" (as bench.sh).
 # Env: CG_BINS ("name=path ..."; default "head=target/release/pg_doorman"), CG_PROTOCOLS
 #      ("simple extended prepared"), CG_CLIENTS (10), CG_TX (tx per client, 500),
+#      CG_RUNS (3: runs of each build per protocol, taking turns; median and minimum are
+#      reported, as single runs vary: tokio's timing-dependent idle polls and parking, and
+#      whether a reply arrives in one read or two, add up to ~900 Ir/tx to some runs),
 #      CG_SKIP_BUILD=1 to reuse target/release/pg_doorman, CG_KEEP (a directory: each dump is
-#      kept there as NAME.PROTOCOL.out, for callgrind_annotate).
-# Prints a Markdown table: protocol, then Ir/tx of each build and each later build's ratio to
-# the first.
+#      kept there as NAME.PROTOCOL.<time>.out, for callgrind_annotate).
+# Prints a Markdown table: protocol, then the median Ir/tx of each build (min–max of its runs)
+# and each later build's ratios of medians and of minima to the first. pg_doorman runs with one worker
+# thread (CG_THREADS), so the count does not depend on how two schedulers' threads meet.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BINS=${CG_BINS:-"head=target/release/pg_doorman"}
 PROTOCOLS=${CG_PROTOCOLS:-"simple extended prepared"}
 C=${CG_CLIENTS:-10}
 TX=${CG_TX:-500}
+RUNS=${CG_RUNS:-3}
 bash scripts/deps.sh --bench
 command -v valgrind >/dev/null || { echo "valgrind is needed: apt-get install valgrind" >&2; exit 1; }
 [ "${CG_SKIP_BUILD:-0}" = 1 ] || cargo build --release --locked -p pg_doorman
@@ -44,7 +49,7 @@ counted() {
   for _ in $(seq 300); do grep -qs "^totals:" "$WORK"/cg.out.* && break; sleep 0.2; done
   local ir
   ir=$(awk '/^(summary|totals):/ {s += $2} END {print s + 0}' "$WORK"/cg.out.*)
-  if [ -n "${CG_KEEP:-}" ]; then mkdir -p "$CG_KEEP"; cat "$WORK"/cg.out.* > "$CG_KEEP/$name.$proto.out"; fi
+  if [ -n "${CG_KEEP:-}" ]; then mkdir -p "$CG_KEEP"; cat "$WORK"/cg.out.* > "$CG_KEEP/$name.$proto.$(date +%s%N).out"; fi
   rm -f "$WORK"/cg.out.*
   echo $(( ir / (C * TX) ))
 }
@@ -68,18 +73,29 @@ YAML
 }
 
 header="| protocol |"; rule="|---|"
-for b in $BINS; do header+=" ${b%%=*} Ir/tx |"; rule+="---|"; done
+for b in $BINS; do header+=" ${b%%=*} Ir/tx, median (min–max) |"; rule+="---|"; done
 read -r -a builds <<<"$BINS"
-for b in "${builds[@]:1}"; do header+=" ${b%%=*} / ${builds[0]%%=*} |"; rule+="---|"; done
+for b in "${builds[@]:1}"; do header+=" ${b%%=*} / ${builds[0]%%=*}: medians, minima |"; rule+="---|"; done
 echo "$header"; echo "$rule"
+# median LIST...: the middle value (lower middle for an even count).
+median() { printf '%s\n' "$@" | sort -n | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
 for proto in $PROTOCOLS; do
-  row="| $proto |"; base=""
-  declare -a irs=()
-  for b in $BINS; do
-    ir=$(under_doorman "${b#*=}" "$proto" "${b%%=*}")
-    irs+=("$ir"); row+=" $ir |"; [ -z "$base" ] && base=$ir
+  declare -A runs=()
+  # Builds take turns within each round, so a slow spell of the machine falls on all of them.
+  for _ in $(seq "$RUNS"); do
+    for b in $BINS; do runs[$b]+=" $(under_doorman "${b#*=}" "$proto" "${b%%=*}")"; done
   done
-  for ir in "${irs[@]:1}"; do row+=" $(awk -v a="$ir" -v b="$base" 'BEGIN {printf "%.3f", a / b}') |"; done
-  unset irs
+  row="| $proto |"; meds=(); mins=()
+  for b in $BINS; do
+    read -r -a v <<<"${runs[$b]}"
+    m=$(median "${v[@]}"); meds+=("$m")
+    lo=$(printf '%s\n' "${v[@]}" | sort -n | head -1); hi=$(printf '%s\n' "${v[@]}" | sort -n | tail -1)
+    mins+=("$lo"); row+=" $m ($lo–$hi) |"
+  done
+  for i in $(seq 1 $((${#meds[@]} - 1))); do
+    row+=" $(awk -v a="${meds[$i]}" -v b="${meds[0]}" -v c="${mins[$i]}" -v d="${mins[0]}" \
+      'BEGIN {printf "%.3f, %.3f", a / b, c / d}') |"
+  done
+  unset runs
   echo "$row"
 done

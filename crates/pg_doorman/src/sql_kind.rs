@@ -134,15 +134,10 @@ fn is(w: Option<&[u8]>, kw: &str) -> bool {
 }
 
 /// Where the statement at the start of `s` ends: its `;`, or the NUL that ends the text (a
-/// Query or Parse body may be passed whole). Long texts are searched with SIMD (memchr); for
-/// short ones its setup costs more than a plain loop.
+/// Query or Parse body may be passed whole).
 #[inline]
 fn statement_end(s: &[u8]) -> Option<usize> {
-    if s.len() < 64 {
-        s.iter().position(|&c| c == b';' || c == 0)
-    } else {
-        memchr::memchr2(b';', 0, s)
-    }
+    doorman_wire::frame::find_nul_or(s, b';')
 }
 
 /// Updates `dirty` with the effect of each statement in `sql` (split at `;`, ending at a NUL).
