@@ -11,7 +11,8 @@
 #   - idle memory: 5,000 idle clients, pooler RSS before/after
 # Prints a Markdown table (also written to bench/results/latest.md).
 # Env: BENCH_SECONDS (15), BENCH_CLIENTS ("1 40 120 500 2000"), BENCH_WORKERS (pg_doorman worker_threads, 2),
-#      BENCH_IDLE (5000), BENCH_SKIP_BUILD=1 to reuse target/release/pg_doorman,
+#      BENCH_IDLE (5000), BENCH_SKIP_BUILD=1 to reuse target/release/pg_doorman (BENCH_BIN: another
+#      build of it, say one from before a change),
 #      BENCH_SKIP_EXTRAS=1 to skip the churn, TLS and idle-memory parts,
 #      BENCH_PROTOCOLS ("simple extended prepared"),
 #      BENCH_CPU_REPEAT (5; 0 skips the repeated CPU runs at 40/120 clients), BENCH_CPU_SECONDS (8).

@@ -4,7 +4,7 @@
 ROOT=$PWD
 PGBIN=/usr/lib/postgresql/15/bin
 PGBOUNCER=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
-BIN=$ROOT/target/release/pg_doorman
+BIN=${BENCH_BIN:-$ROOT/target/release/pg_doorman}
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 WORK=$(mktemp -d /tmp/pg_doorman-bench.XXXXXX)
