@@ -118,6 +118,34 @@ fn error_mid_batch_skips_synthetic_replies_like_postgres() {
 }
 
 #[test]
+fn a_failed_unnamed_parse_leaves_no_unnamed_statement_and_a_skipped_one_keeps_it() {
+    let pg = cluster(PgAuth::Scram);
+    let d = single(&pg);
+    let mut a = Wire::login(&d);
+    a.send(&[parse("", "SELECT 1"), sync()]);
+    assert_eq!(tags(&a.until_ready()), "1Z");
+    // PostgreSQL drops the unnamed statement as the Parse begins: after it fails, a Bind of
+    // the unnamed statement is 26000 (checked against PostgreSQL 15 directly).
+    a.send(&[parse("", "SELECT * FROM no_such_table"), sync()]);
+    let r = a.until_ready();
+    assert_eq!(tags(&r), "EZ");
+    assert_eq!(r[0].text(), "42P01");
+    a.send(&[bind("", "", &[]), execute(""), sync()]);
+    let r = a.until_ready();
+    assert_eq!(tags(&r), "EZ");
+    assert_eq!(r[0].text(), "26000");
+    // A Parse the backend skips (an error earlier in the batch) leaves the old one in place.
+    a.send(&[parse("", "SELECT 1"), sync()]);
+    assert_eq!(tags(&a.until_ready()), "1Z");
+    a.send(&[bind("", "missing", &[]), parse("", "SELECT 2"), sync()]);
+    let r = a.until_ready();
+    assert_eq!(tags(&r), "EZ");
+    assert_eq!(r[0].text(), "26000");
+    a.send(&[bind("", "", &[]), execute(""), sync()]);
+    assert_eq!(tags(&a.until_ready()), "2DCZ");
+}
+
+#[test]
 fn flush_pipeline_is_answered_without_sync() {
     let pg = cluster(PgAuth::Scram);
     let d = single(&pg);

@@ -290,6 +290,15 @@ impl Conversation {
         }
     }
 
+    /// The Parse before an [`Expect::NameAdded`] failed: the name goes, whatever it had
+    /// before (PostgreSQL drops the unnamed statement when a Parse of it begins).
+    pub(crate) fn name_failed(&mut self) {
+        if let Some(mut n) = self.new_names.pop_front() {
+            n.before = None;
+            self.undo_names.push(n);
+        }
+    }
+
     /// An [`Expect::NameAdded`] reached with everything before it answered: the name stands.
     pub(crate) fn name_confirmed(&mut self) {
         self.new_names.pop_front();

@@ -307,6 +307,16 @@ fn on_error(p: &mut Conversation) {
     if matches!(p.expect.front(), Some(Expect::Ready { .. })) {
         return;
     }
+    // The error answers a client's Parse: PostgreSQL drops the unnamed statement as a Parse
+    // begins, so the name the Parse set is gone, not taken back to what it was.
+    if let Some(e @ Expect::Parse { swallow: false, .. }) = p.expect.front().copied() {
+        p.expect.pop_front();
+        p.skipped(e);
+        if p.expect.front() == Some(&Expect::NameAdded) {
+            p.expect.pop_front();
+            p.name_failed();
+        }
+    }
     while let Some(e) = p.expect.front().copied() {
         match e {
             Expect::Ready { skippable: false } => return,
