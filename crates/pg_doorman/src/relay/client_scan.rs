@@ -309,9 +309,12 @@ fn parse(
         sc.ready += new_len;
         return Ok(());
     }
-    // The unnamed statement parsed again with the text it has (a driver's every query):
-    // whether this Parse stands or not, the name ends where it is, so nothing is taken back.
-    let unchanged = p.name.is_empty() && client.get(p.name).is_some_and(|s| s.id == id);
+    let cached = conv.statements.has(&st);
+    // The unnamed statement parsed again with the text it has (a driver's every query), on a
+    // backend that has it: the made-up ParseComplete cannot fail, and a skip leaves the name
+    // where it is, so there is nothing to take back. (Sent to the backend, the Parse can
+    // fail, and a failed Parse leaves no unnamed statement: that is recorded below.)
+    let unchanged = cached && p.name.is_empty() && client.get(p.name).is_some_and(|s| s.id == id);
     let new_name = (!unchanged).then(|| {
         let before = if p.name.is_empty() {
             client.get(p.name).cloned()
@@ -325,7 +328,7 @@ fn parse(
             before,
         }
     });
-    if conv.statements.has(&st) {
+    if cached {
         conv.statements.hits += 1;
         splice(buf, pos, len, &[]);
         conv.push(Expect::Synth(Synth::ParseComplete));
