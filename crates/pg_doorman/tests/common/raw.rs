@@ -239,6 +239,14 @@ impl Wire {
         read_until_ready(&mut self.0)
     }
 
+    /// Reads the reply to a batch that fails: an ErrorResponse, then ReadyForQuery (asserted),
+    /// and returns the error's SQLSTATE.
+    pub fn error_code(&mut self) -> String {
+        let r = self.until_ready();
+        assert_eq!(tags(&r), "EZ");
+        r[0].text()
+    }
+
     /// Reads `n` messages.
     pub fn take(&mut self, n: usize) -> Vec<Msg> {
         (0..n).map(|_| self.msg()).collect()
